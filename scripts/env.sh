@@ -1,0 +1,7 @@
+# Sourced by the scripts: one build directory outside the checkout, so a fresh clone on the same
+# machine (as CI makes) reuses the compiled dependencies, and quiet, private Mesa runtime dirs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sgpo-target}"
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR="$HOME/.cache/sgpo-xdg"
+  mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+fi

@@ -1,0 +1,392 @@
+//! The native command line: the same engine as the browser, driven from a terminal.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pollster::block_on;
+
+use burn::module::Module;
+use sgpo::checkpoint::Checkpoint;
+use sgpo::data::Example;
+use sgpo::device::{self, DeviceChoice};
+use sgpo::eval;
+use sgpo::generate::{SamplingConfig, generate};
+use sgpo::metrics::{Event, jsonl::MetricsLog};
+use sgpo::model::Model;
+use sgpo::rng::Rng;
+use sgpo::tokenizer::Tokenizer;
+use sgpo::train::{self, DataSource, RunConfig, SftConfig, SftRun};
+
+#[derive(Parser)]
+#[command(name = "sgpo", version, about = "SGPO: self-generated preference optimization on burn + wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Supervised fine-tuning (stage 0). Without --data: the built-in gold-judged tasks.
+    Sft(SftArgs),
+    /// Sample answers from a trained model.
+    Generate(GenerateArgs),
+    /// Score a model on held-out examples (built-in tasks, or --data's reference answers).
+    Eval(EvalArgs),
+    /// Tokenizer tools.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+    /// Measure generation tokens/s (with and without KV cache) and SFT step time.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE on a JSONL file's prompts and answers (or the built-in tasks).
+    Train {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        vocab_size: usize,
+    },
+}
+
+#[derive(Args)]
+struct DeviceArg {
+    /// auto: a real GPU through wgpu, else the CPU backend. wgpu: force wgpu (even a software
+    /// adapter). cpu: burn's CPU backend.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct SftArgs {
+    /// Run directory: checkpoints, config.json, metrics.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    /// JSONL examples (Alpaca, chat messages, prompt/completion); a held-out part is kept for eval.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A tokenizer.json to use instead of training a BPE on the data.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// A JSON file with SFT settings (any subset of the fields in a run's config.json "sft").
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Fraction of --data held out for evaluation.
+    #[arg(long, default_value_t = 0.1)]
+    eval_fraction: f32,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// A prompt; repeat for a batch.
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
+    /// Improver role: rewrite this draft answer (SGPO's second role).
+    #[arg(long)]
+    draft: Option<String>,
+    #[arg(long, default_value_t = 48)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Recompute the whole prefix every step (slow; for checking the cache).
+    #[arg(long)]
+    no_cache: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Score on this JSONL file's held-out part instead of the run's own held-out examples.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Score the untrained model (same config and seed, initial weights): the baseline.
+    #[arg(long)]
+    untrained: bool,
+    /// At most this many held-out examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value = "small")]
+    preset: String,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sft(args) => sft(args),
+        Command::Generate(args) => generate_cmd(args),
+        Command::Eval(args) => eval_cmd(args),
+        Command::Tokenizer { command: TokenizerCommand::Train { data, out, vocab_size } } => {
+            let examples = match &data {
+                Some(path) => sgpo::data::load_jsonl(path)?.examples,
+                None => sgpo::tasks::generate(20000, 42),
+            };
+            let tok = train_tokenizer(&examples, vocab_size)?;
+            sgpo::checkpoint::write_atomic(&out, tok.to_json()?.as_bytes())?;
+            println!("wrote {} ({} tokens)", out.display(), tok.vocab_size());
+            Ok(())
+        }
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn select_device(choice: DeviceChoice) -> anyhow::Result<burn::tensor::Device> {
+    let selected = device::select(choice)?;
+    eprintln!("device: {}", selected.description);
+    Ok(selected.device)
+}
+
+fn train_tokenizer(examples: &[Example], vocab_size: usize) -> anyhow::Result<Tokenizer> {
+    let texts = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]);
+    Ok(Tokenizer::train(texts, vocab_size)?)
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"))
+            .expect("valid template"),
+    );
+    pb
+}
+
+fn sft(args: SftArgs) -> anyhow::Result<()> {
+    let device = select_device(args.device.device)?;
+    let out = &args.out;
+    let (mut run, resumed) = if Checkpoint::exists(out) {
+        if !args.resume {
+            bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
+        }
+        let checkpoint = Checkpoint::load(out)?;
+        let config = RunConfig::from_json("config.json", &checkpoint.config)?;
+        let (train_set, _) = train::load_examples(&config.sft.data, config.sft.seed)?;
+        eprintln!("resuming {} at step {}", out.display(), checkpoint.state.step);
+        let run = SftRun::resume(&checkpoint, &train_set, &device)?;
+        let step = run.state.step;
+        (run, Some(step))
+    } else {
+        let mut config: SftConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => SftConfig::default(),
+        };
+        if let Some(p) = args.preset { config.preset = p; }
+        if let Some(s) = args.steps { config.steps = s; }
+        if let Some(b) = args.batch_size { config.batch_size = b; }
+        if let Some(g) = args.grad_accum { config.grad_accum = g; }
+        if let Some(lr) = args.lr { config.optim.lr = lr; }
+        if let Some(s) = args.seed { config.seed = s; }
+        if let Some(c) = args.checkpoint_every { config.checkpoint_every = c; }
+        if let Some(path) = &args.data {
+            config.data = DataSource::File { path: path.display().to_string(), eval_fraction: args.eval_fraction };
+        }
+        let (train_set, eval_set) = train::load_examples(&config.data, config.seed)?;
+        eprintln!("data: {} train / {} held-out examples", train_set.len(), eval_set.len());
+        let tokenizer = match &args.tokenizer {
+            Some(path) => {
+                let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                Tokenizer::from_json(&path.display().to_string(), &json)?
+            }
+            None => train_tokenizer(&train_set, config.vocab_size)?,
+        };
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        (SftRun::new(config, tokenizer, &train_set, &device)?, None)
+    };
+    eprintln!(
+        "model: {} ({} parameters), {} steps of {} x {}",
+        run.config.preset,
+        run.model.num_params(),
+        run.config.steps,
+        run.config.batch_size,
+        run.config.grad_accum
+    );
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resumed)?;
+    let pb = bar(run.config.steps as u64, "sft");
+    pb.set_position(run.state.step as u64);
+    while !run.is_done() {
+        let m = block_on(run.step())?;
+        pb.set_position(m.step as u64);
+        pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
+        log.write(&Event::Train(m))?;
+        if run.state.step % run.config.checkpoint_every.max(1) == 0 || run.is_done() {
+            run.checkpoint()?.save(out)?;
+        }
+    }
+    pb.finish();
+    // A quick held-out check; `sgpo eval` gives the full table.
+    let config = RunConfig::from_json("config.json", &run.checkpoint()?.config)?;
+    let (_, eval_set) = train::load_examples(&config.sft.data, config.sft.seed)?;
+    let eval_set: Vec<Example> = eval_set.into_iter().take(90).collect();
+    let model = run.model.valid();
+    let (summary, _) = block_on(eval::evaluate(&model, &run.tokenizer, &eval_set, 32, run.state.step, &device))?;
+    log.write(&Event::Eval(summary.clone()))?;
+    eprintln!("held-out (first {}): mean_score {:.3}, exact_match {:.3}", summary.n, summary.mean_score, summary.exact_match);
+    eprintln!("saved {}", out.display());
+    Ok(())
+}
+
+struct Loaded {
+    config: RunConfig,
+    tokenizer: Tokenizer,
+    model: Model,
+    step: usize,
+}
+
+fn load_run(dir: &Path, device: &burn::tensor::Device, untrained: bool) -> anyhow::Result<Loaded> {
+    let checkpoint = Checkpoint::load(dir)?;
+    let config = RunConfig::from_json(&dir.join("config.json").display().to_string(), &checkpoint.config)?;
+    let tokenizer = Tokenizer::from_json("tokenizer.json", &checkpoint.tokenizer)?;
+    let model = if untrained {
+        config.model.init(config.sft.seed, device)
+    } else {
+        train::load_model(&config.model, &checkpoint.model, device, &dir.display().to_string())?
+    };
+    Ok(Loaded { config, tokenizer, model, step: if untrained { 0 } else { checkpoint.state.step } })
+}
+
+fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
+    let device = select_device(args.device.device)?;
+    let run = load_run(&args.model, &device, false)?;
+    let tok = &run.tokenizer;
+    let prompts = args
+        .prompt
+        .iter()
+        .map(|p| match &args.draft {
+            Some(d) => tok.improver_prompt(p, d),
+            None => tok.policy_prompt(p),
+        })
+        .collect::<sgpo::Result<Vec<_>>>()?;
+    let sampling = SamplingConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+    };
+    let mut rng = Rng::new(args.seed);
+    let s = tok.special;
+    let outputs = block_on(generate(&run.model, &prompts, &sampling, s.end, s.pad, &mut rng, !args.no_cache, &device))?;
+    for (prompt, out) in args.prompt.iter().zip(outputs) {
+        println!("{prompt}\n=> {}", tok.decode(&out)?);
+    }
+    Ok(())
+}
+
+fn eval_cmd(args: EvalArgs) -> anyhow::Result<()> {
+    let device = select_device(args.device.device)?;
+    let run = load_run(&args.model, &device, args.untrained)?;
+    let source = match &args.data {
+        Some(path) => DataSource::File { path: path.display().to_string(), eval_fraction: 0.1 },
+        None => run.config.sft.data.clone(),
+    };
+    let (_, mut examples) = train::load_examples(&source, run.config.sft.seed)?;
+    if let Some(n) = args.limit {
+        examples.truncate(n);
+    }
+    let pb = bar(1, "eval");
+    let (summary, _) = block_on(eval::evaluate(&run.model, &run.tokenizer, &examples, args.max_new_tokens, run.step, &device))?;
+    pb.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", eval::table(&summary));
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let device = select_device(args.device.device)?;
+    let examples = sgpo::tasks::generate(2000, 1);
+    let tok = train_tokenizer(&examples, 512)?;
+    let config = SftConfig { preset: args.preset.clone(), batch_size: args.batch_size, steps: 1000, ..SftConfig::default() };
+    let mut run = SftRun::new(config, tok.clone(), &examples, &device)?;
+    println!("device: {:?}, preset {} ({} parameters), batch {}", device, args.preset, run.model.num_params(), args.batch_size);
+    // Warm-up steps compile kernels; time the rest.
+    for _ in 0..2 {
+        block_on(run.step())?;
+    }
+    let n = 5;
+    let t0 = sgpo::metrics::now_seconds();
+    let mut tokens = 0;
+    for _ in 0..n {
+        tokens += block_on(run.step())?.tokens;
+    }
+    let dt = sgpo::metrics::now_seconds() - t0;
+    println!("sft step: {:.3} s ({:.0} tokens/s)", dt / n as f64, tokens as f64 / dt);
+
+    let model = run.model.valid();
+    let s = tok.special;
+    for prompt_len in [16usize, 96] {
+        let prompts: Vec<Vec<u32>> = (0..args.batch_size).map(|i| vec![s.user + (i as u32 % 3); prompt_len]).collect();
+        for use_cache in [true, false] {
+            // No id matches u32::MAX, so every row generates the full 32 tokens.
+            let never = u32::MAX;
+            let sampling = SamplingConfig::greedy(32);
+            let mut rng = Rng::new(0);
+            block_on(generate(&model, &prompts, &SamplingConfig::greedy(2), never, s.pad, &mut rng, use_cache, &device))?;
+            let t0 = sgpo::metrics::now_seconds();
+            let out = block_on(generate(&model, &prompts, &sampling, never, s.pad, &mut rng, use_cache, &device))?;
+            let dt = sgpo::metrics::now_seconds() - t0;
+            let generated: usize = out.iter().map(|o| o.len()).sum();
+            println!(
+                "generate prompt {prompt_len:>3} x batch {}: {:>8.1} tokens/s ({} cache)",
+                args.batch_size,
+                generated as f64 / dt,
+                if use_cache { "with" } else { "no" }
+            );
+        }
+    }
+    Ok(())
+}

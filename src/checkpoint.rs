@@ -1,0 +1,131 @@
+//! A checkpoint is everything a run needs to continue exactly: config, tokenizer, weights,
+//! optimiser state and the loop's position. On disk each one is a directory written under a
+//! temporary name and renamed into place, and the `latest` file naming it is replaced by a
+//! rename too, so a run killed at any instant leaves the previous checkpoint intact.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+
+/// Where the training loop stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    pub step: usize,
+    pub epoch: usize,
+    /// Next example within the epoch's shuffled order.
+    pub cursor: usize,
+    pub rng: Rng,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The run's configuration, as JSON (the caller's type).
+    pub config: String,
+    pub tokenizer: String,
+    pub model: Vec<u8>,
+    pub optimizer: Vec<u8>,
+    pub state: LoopState,
+}
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+pub const STATE_FILE: &str = "state.json";
+pub const LATEST_FILE: &str = "latest";
+
+#[cfg(not(target_arch = "wasm32"))]
+mod disk {
+    use super::*;
+    use crate::error::{Error, Result};
+    use std::fs;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut f = fs::File::create(path).map_err(|e| Error::file(path.display(), e))?;
+        f.write_all(bytes).map_err(|e| Error::file(path.display(), e))?;
+        f.sync_all().map_err(|e| Error::file(path.display(), e))
+    }
+
+    /// Replace `path` with `bytes` atomically (write a sibling, then rename over).
+    pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        write_synced(&tmp, bytes)?;
+        fs::rename(&tmp, path).map_err(|e| Error::file(path.display(), e))
+    }
+
+    impl Checkpoint {
+        /// Write into `run_dir/checkpoint-STEP` and point `run_dir/latest` at it; older
+        /// checkpoints are removed once the new one is in place.
+        pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
+            fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir.display(), e))?;
+            let name = format!("checkpoint-{:08}", self.state.step);
+            let tmp = run_dir.join(format!(".{name}.partial"));
+            let dir = run_dir.join(&name);
+            if tmp.exists() {
+                fs::remove_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
+            }
+            fs::create_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
+            let state = serde_json::to_string_pretty(&self.state).expect("state serialises");
+            for (file, bytes) in [
+                (CONFIG_FILE, self.config.as_bytes()),
+                (TOKENIZER_FILE, self.tokenizer.as_bytes()),
+                (MODEL_FILE, &self.model[..]),
+                (OPTIMIZER_FILE, &self.optimizer[..]),
+                (STATE_FILE, state.as_bytes()),
+            ] {
+                write_synced(&tmp.join(file), bytes)?;
+            }
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(|e| Error::file(dir.display(), e))?;
+            }
+            fs::rename(&tmp, &dir).map_err(|e| Error::file(dir.display(), e))?;
+            write_atomic(&run_dir.join(LATEST_FILE), name.as_bytes())?;
+            // The config also sits at the top of the run, where people look for it.
+            write_atomic(&run_dir.join(CONFIG_FILE), self.config.as_bytes())?;
+            for entry in fs::read_dir(run_dir).map_err(|e| Error::file(run_dir.display(), e))?.flatten() {
+                let n = entry.file_name().to_string_lossy().to_string();
+                if n.starts_with("checkpoint-") && n != name {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+            Ok(dir)
+        }
+
+        /// The checkpoint `run_dir/latest` points at.
+        pub fn load(run_dir: &Path) -> Result<Self> {
+            let latest = run_dir.join(LATEST_FILE);
+            let name = fs::read_to_string(&latest).map_err(|e| {
+                Error::checkpoint(
+                    run_dir.display(),
+                    format!("no checkpoint here ({}: {e}); is this a run directory written by `sgpo sft`?", latest.display()),
+                )
+            })?;
+            let dir = run_dir.join(name.trim());
+            let read = |file: &str| -> Result<Vec<u8>> {
+                let p = dir.join(file);
+                fs::read(&p).map_err(|e| Error::checkpoint(p.display(), e))
+            };
+            let text = |file: &str| -> Result<String> {
+                String::from_utf8(read(file)?).map_err(|e| Error::checkpoint(dir.join(file).display(), e))
+            };
+            let state: LoopState = serde_json::from_str(&text(STATE_FILE)?)
+                .map_err(|e| Error::checkpoint(dir.join(STATE_FILE).display(), e))?;
+            Ok(Self {
+                config: text(CONFIG_FILE)?,
+                tokenizer: text(TOKENIZER_FILE)?,
+                model: read(MODEL_FILE)?,
+                optimizer: read(OPTIMIZER_FILE)?,
+                state,
+            })
+        }
+
+        pub fn exists(run_dir: &Path) -> bool {
+            run_dir.join(LATEST_FILE).exists()
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use disk::write_atomic;

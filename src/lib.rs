@@ -1,0 +1,21 @@
+//! sgpo: Self-Generated Preference Optimization (arXiv 2507.20181) on burn's wgpu backend.
+//! The engine below knows nothing of terminals or pages: `src/bin/` and `src/web/` drive it.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod generate;
+pub mod improve;
+pub mod metrics;
+pub mod model;
+pub mod objective;
+pub mod readback;
+pub mod rng;
+pub mod tasks;
+pub mod tokenizer;
+pub mod train;
+
+pub use error::{Error, Result};

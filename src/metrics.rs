@@ -1,0 +1,120 @@
+//! Typed metric events, one source of truth for their names (TRL's, so users can compare).
+//! The CLI appends them to `metrics.jsonl`; the browser plots them.
+
+use serde::{Deserialize, Serialize};
+
+/// One optimiser step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainStep {
+    pub stage: String,
+    pub step: usize,
+    pub loss: f32,
+    pub lr: f64,
+    pub grad_norm: f32,
+    /// Non-pad tokens processed by this step.
+    pub tokens: usize,
+    #[serde(rename = "tokens/s")]
+    pub tokens_per_s: f32,
+}
+
+/// A held-out evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    pub step: usize,
+    pub mean_score: f32,
+    pub exact_match: f32,
+    pub n: usize,
+    pub per_task: Vec<TaskScore>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskScore {
+    pub task: String,
+    pub n: usize,
+    pub mean_score: f32,
+    pub exact_match: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Train(TrainStep),
+    Eval(EvalSummary),
+}
+
+impl Event {
+    pub fn step(&self) -> usize {
+        match self {
+            Event::Train(t) => t.step,
+            Event::Eval(e) => e.step,
+        }
+    }
+}
+
+/// Seconds on a monotonic-enough clock, on every platform.
+pub fn now_seconds() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+}
+
+/// `metrics.jsonl` in a run directory (native edge).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod jsonl {
+    use super::Event;
+    use crate::error::{Error, Result};
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    pub struct MetricsLog {
+        path: PathBuf,
+    }
+
+    impl MetricsLog {
+        /// Open for appending. When resuming at `resumed_step`, events logged after it by the
+        /// interrupted run are dropped, so the log reads as if the run had never stopped.
+        pub fn open(path: &Path, resumed_step: Option<usize>) -> Result<Self> {
+            if let Some(step) = resumed_step
+                && path.exists()
+            {
+                let kept: Vec<Event> = read(path)?.into_iter().filter(|e| e.step() <= step).collect();
+                let mut text = String::new();
+                for e in &kept {
+                    text.push_str(&serde_json::to_string(e).expect("events serialise"));
+                    text.push('\n');
+                }
+                std::fs::write(path, text).map_err(|e| Error::file(path.display(), e))?;
+            } else if resumed_step.is_none() {
+                std::fs::write(path, "").map_err(|e| Error::file(path.display(), e))?;
+            }
+            Ok(Self { path: path.to_path_buf() })
+        }
+
+        pub fn write(&mut self, event: &Event) -> Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| Error::file(self.path.display(), e))?;
+            let line = serde_json::to_string(event).expect("events serialise");
+            writeln!(f, "{line}").map_err(|e| Error::file(self.path.display(), e))
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Vec<Event>> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::data(&name, i + 1, e)))
+            .collect()
+    }
+}

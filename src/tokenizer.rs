@@ -1,0 +1,199 @@
+//! Hugging Face `tokenizers` behind the two role templates of SGPO.md:
+//! policy `<|user|> x <|assistant|>` -> `y <|end|>`, improver
+//! `<|user|> x <|draft|> y <|improved|>` -> `y' <|end|>`.
+
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+    PreTokenizerWrapper, Tokenizer as HfTokenizer, TokenizerBuilder,
+};
+
+use crate::error::{Error, Result};
+
+pub const USER: &str = "<|user|>";
+pub const ASSISTANT: &str = "<|assistant|>";
+pub const DRAFT: &str = "<|draft|>";
+pub const IMPROVED: &str = "<|improved|>";
+pub const END: &str = "<|end|>";
+pub const PAD: &str = "<|pad|>";
+pub const SPECIAL_TOKENS: [&str; 6] = [PAD, END, USER, ASSISTANT, DRAFT, IMPROVED];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub pad: u32,
+    pub end: u32,
+    pub user: u32,
+    pub assistant: u32,
+    pub draft: u32,
+    pub improved: u32,
+}
+
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    pub special: SpecialIds,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("special", &self.special)
+            .finish()
+    }
+}
+
+fn tk_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl Tokenizer {
+    /// Train a byte-level BPE on `texts` with the role tokens reserved first.
+    pub fn train<'a>(texts: impl Iterator<Item = &'a str>, vocab_size: usize) -> Result<Self> {
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(specials)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        let byte_level = ByteLevel::new(false, true, true);
+        let mut builder: TokenizerBuilder<
+            ModelWrapper,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        > = TokenizerBuilder::new();
+        builder = builder
+            .with_model(BPE::default().into())
+            .with_pre_tokenizer(Some(byte_level.into()))
+            .with_decoder(Some(byte_level.into()));
+        let mut tokenizer = builder.build().map_err(tk_err)?;
+        let texts: Vec<&str> = texts.collect();
+        tokenizer
+            .train(&mut trainer, texts.into_iter())
+            .map_err(tk_err)?;
+        Self::from_hf(HfTokenizer::from(tokenizer))
+    }
+
+    /// Wrap any tokenizer, adding the role tokens it lacks.
+    pub fn from_hf(mut inner: HfTokenizer) -> Result<Self> {
+        let missing: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .filter(|t| inner.token_to_id(t).is_none())
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
+        if !missing.is_empty() {
+            inner.add_special_tokens(&missing);
+        }
+        let id = |t: &str| inner.token_to_id(t).ok_or_else(|| tk_err(format!("no id for {t}")));
+        let special = SpecialIds {
+            pad: id(PAD)?,
+            end: id(END)?,
+            user: id(USER)?,
+            assistant: id(ASSISTANT)?,
+            draft: id(DRAFT)?,
+            improved: id(IMPROVED)?,
+        };
+        Ok(Self { inner, special })
+    }
+
+    /// Parse a `tokenizer.json`; `source` names it in errors.
+    pub fn from_json(source: &str, json: &str) -> Result<Self> {
+        let inner: HfTokenizer = json
+            .parse()
+            .map_err(|e| Error::file(source, format!("not a valid tokenizer.json: {e}")))?;
+        Self::from_hf(inner)
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(tk_err)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, false).map_err(tk_err)?.get_ids().to_vec())
+    }
+
+    /// Decode without the role tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(tk_err)
+    }
+
+    /// Policy role: `<|user|> prompt <|assistant|>`.
+    pub fn policy_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        let mut ids = vec![self.special.user];
+        ids.extend(self.encode(prompt)?);
+        ids.push(self.special.assistant);
+        Ok(ids)
+    }
+
+    /// Improver role: `<|user|> prompt <|draft|> draft <|improved|>`.
+    pub fn improver_prompt(&self, prompt: &str, draft: &str) -> Result<Vec<u32>> {
+        let mut ids = vec![self.special.user];
+        ids.extend(self.encode(prompt)?);
+        ids.push(self.special.draft);
+        ids.extend(self.encode(draft)?);
+        ids.push(self.special.improved);
+        Ok(ids)
+    }
+
+    /// A response as the model should write it: the text, then `<|end|>`.
+    pub fn response(&self, response: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(response)?;
+        ids.push(self.special.end);
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<String> {
+        crate::tasks::generate(300, 1)
+            .into_iter()
+            .flat_map(|e| [e.prompt, e.response])
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_role_tokens() {
+        let texts = corpus();
+        let tok = Tokenizer::train(texts.iter().map(|s| s.as_str()), 300).unwrap();
+        assert!(tok.vocab_size() <= 300 + SPECIAL_TOKENS.len());
+        for text in ["sort the numbers: 3 1 2", "Ünïcödé and  spaces\n", "CAT DOG 42"] {
+            let ids = tok.encode(text).unwrap();
+            assert_eq!(tok.decode(&ids).unwrap(), text);
+        }
+        let p = tok.improver_prompt("q", "d").unwrap();
+        assert_eq!(p[0], tok.special.user);
+        assert_eq!(*p.last().unwrap(), tok.special.improved);
+        assert!(p.contains(&tok.special.draft));
+        // Role tokens are single ids and vanish on decode.
+        let r = tok.response("1 2").unwrap();
+        assert_eq!(*r.last().unwrap(), tok.special.end);
+        assert_eq!(tok.decode(&r).unwrap(), "1 2");
+        // Saved and reloaded, the tokenizer encodes the same.
+        let again = Tokenizer::from_json("t.json", &tok.to_json().unwrap()).unwrap();
+        assert_eq!(again.encode("reverse the words: cat dog").unwrap(), tok.encode("reverse the words: cat dog").unwrap());
+        assert_eq!(again.special, tok.special);
+    }
+
+    #[test]
+    fn bad_tokenizer_json_names_the_file() {
+        let e = Tokenizer::from_json("my/tokenizer.json", "{not json").unwrap_err();
+        assert!(e.to_string().starts_with("my/tokenizer.json: not a valid tokenizer.json"));
+    }
+}

@@ -1,0 +1,65 @@
+//! The product's backend, burn-wgpu (lavapipe on CI), against burn's CPU backend on the same
+//! weights: forward, one SFT step and greedy generation must agree.
+
+use burn::module::Module;
+use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
+use pollster::block_on;
+
+use sgpo::generate::{SamplingConfig, generate};
+use sgpo::rng::Rng;
+use sgpo::tokenizer::Tokenizer;
+use sgpo::train::{OptimConfig, SftConfig, SftRun};
+
+/// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
+const TOLERANCE: f32 = 1e-4;
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
+    let adapter = sgpo::device::probe_wgpu().expect(
+        "no wgpu adapter: install a Vulkan driver (CI installs mesa-vulkan-drivers for lavapipe)",
+    );
+    eprintln!("wgpu adapter: {adapter:?}");
+    let examples = sgpo::tasks::generate(200, 1);
+    let texts: Vec<&str> = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
+    let tok = Tokenizer::train(texts.into_iter(), 200).unwrap();
+    let config = SftConfig {
+        preset: "tiny".into(),
+        steps: 2,
+        batch_size: 4,
+        optim: OptimConfig { lr: 1e-2, warmup_steps: 1, ..OptimConfig::default() },
+        ..SftConfig::default()
+    };
+    let cpu = Device::flex();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let start = SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint().unwrap();
+    let mut on_cpu = SftRun::resume(&start, &examples, &cpu).unwrap();
+    let mut on_gpu = SftRun::resume(&start, &examples, &gpu).unwrap();
+
+    let logits = |run: &SftRun, device: &Device| -> Vec<f32> {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 9, 27, 81, 5, 7], [2, 3]), device);
+        run.model.valid().forward_causal(ids).into_data().iter::<f32>().collect()
+    };
+    let d = max_diff(&logits(&on_cpu, &cpu), &logits(&on_gpu, &gpu));
+    assert!(d < TOLERANCE, "forward differs by {d}");
+
+    for _ in 0..2 {
+        let (a, b) = (block_on(on_cpu.step()).unwrap(), block_on(on_gpu.step()).unwrap());
+        assert!((a.loss - b.loss).abs() < TOLERANCE, "loss {} vs {}", a.loss, b.loss);
+        assert!((a.grad_norm - b.grad_norm).abs() < 1e-3 * a.grad_norm.max(1.0), "grad norm {} vs {}", a.grad_norm, b.grad_norm);
+    }
+    let d = max_diff(&logits(&on_cpu, &cpu), &logits(&on_gpu, &gpu));
+    assert!(d < 1e-3, "after two AdamW steps the logits differ by {d}");
+
+    let prompts: Vec<Vec<u32>> = examples[..3].iter().map(|e| tok.policy_prompt(&e.prompt).unwrap()).collect();
+    let s = tok.special;
+    let greedy = SamplingConfig::greedy(6);
+    let run_gen = |run: &SftRun, device: &Device| {
+        block_on(generate(&run.model.valid(), &prompts, &greedy, u32::MAX, s.pad, &mut Rng::new(0), true, device)).unwrap()
+    };
+    assert_eq!(run_gen(&on_cpu, &cpu), run_gen(&on_gpu, &gpu));
+}
