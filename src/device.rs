@@ -2,7 +2,7 @@
 //! is a real GPU and falls back to burn's CPU backend (Flex) when the only adapter is a software
 //! rasteriser (lavapipe, SwiftShader), which runs the same kernels ~13x slower than Flex.
 
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -67,6 +67,7 @@ pub struct Selected {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub fn select(choice: DeviceChoice) -> Result<Selected> {
+    use burn::tensor::DeviceKind;
     let wgpu = |adapter: &AdapterSummary| Selected {
         device: Device::wgpu(DeviceKind::DefaultDevice),
         description: format!("wgpu: {} ({})", adapter.name, adapter.backend),
