@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then run the built-in default: SFT on the built-in tasks, and its score next to the
-# untrained model's. Run again to resume an interrupted run (or to just re-score a finished one).
+# Set up, then run the built-in default: SFT on the built-in tasks, then SGPO from it, and the
+# scores of both next to the untrained model's. Run again to resume whatever was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,14 +8,15 @@ source scripts/env.sh
 
 cargo build --release --locked
 sgpo="$CARGO_TARGET_DIR/release/sgpo"
-run="${1:-runs/demo}"
+runs="${1:-runs/demo}"
 
-if [ -f "$run/latest" ]; then
-  "$sgpo" sft --out "$run" --resume
-else
-  "$sgpo" sft --out "$run"
-fi
-echo "== trained model, held-out built-in tasks"
-"$sgpo" eval --model "$run"
-echo "== the same model untrained"
-"$sgpo" eval --model "$run" --untrained
+resume() { [ -f "$1/latest" ] && echo --resume || true; }
+"$sgpo" sft --out "$runs/sft" $(resume "$runs/sft")
+"$sgpo" train --method sgpo --init "$runs/sft" --out "$runs/sgpo" $(resume "$runs/sgpo")
+
+echo "== untrained model, held-out built-in tasks"
+"$sgpo" eval --model "$runs/sft" --untrained
+echo "== after SFT"
+"$sgpo" eval --model "$runs/sft"
+echo "== after SGPO"
+"$sgpo" eval --model "$runs/sgpo"

@@ -61,6 +61,8 @@ pub struct Batch {
     pub n_targets: usize,
     /// Non-pad input tokens, for throughput.
     pub n_tokens: usize,
+    /// Response tokens per row (IPO's length normalisation).
+    pub row_targets: Vec<usize>,
 }
 
 impl Batch {
@@ -71,6 +73,7 @@ impl Batch {
         let mut targets = vec![pad as i32; b * t];
         let mut mask = vec![0.0f32; b * t];
         let (mut n_targets, mut n_tokens) = (0, 0);
+        let mut row_targets = vec![0; b];
         for (row, s) in seqs.iter().enumerate() {
             let n = s.tokens.len().saturating_sub(1);
             n_tokens += n;
@@ -79,9 +82,10 @@ impl Batch {
                 targets[row * t + i] = s.tokens[i + 1] as i32;
                 if i + 1 >= s.prompt_len {
                     mask[row * t + i] = 1.0;
-                    n_targets += 1;
+                    row_targets[row] += 1;
                 }
             }
+            n_targets += row_targets[row];
         }
         Self {
             inputs: Tensor::from_data(TensorData::new(inputs, [b, t]), device),
@@ -89,6 +93,7 @@ impl Batch {
             mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
             n_targets,
             n_tokens,
+            row_targets,
         }
     }
 }
@@ -110,6 +115,7 @@ mod tests {
         let targets: Vec<i64> = batch.targets.into_data().iter::<i64>().collect();
         assert_eq!(targets, vec![2, 3, 4, 6, 0, 0]);
         assert_eq!((batch.n_targets, batch.n_tokens), (3, 4));
+        assert_eq!(batch.row_targets, vec![2, 1]);
     }
 
     #[test]

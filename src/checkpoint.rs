@@ -15,6 +15,11 @@ pub struct LoopState {
     /// Next example within the epoch's shuffled order.
     pub cursor: usize,
     pub rng: Rng,
+    /// Preference runs: iterations finished, and whether stage 1 (the improver) is done.
+    #[serde(default)]
+    pub iteration: usize,
+    #[serde(default)]
+    pub improver_trained: bool,
 }
 
 #[derive(Debug, Clone)]

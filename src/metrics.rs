@@ -35,11 +35,71 @@ pub struct TaskScore {
     pub exact_match: f32,
 }
 
+/// One DPO step on preference pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpoStep {
+    pub stage: String,
+    pub iteration: usize,
+    pub step: usize,
+    pub loss: f32,
+    #[serde(rename = "rewards/chosen")]
+    pub rewards_chosen: f32,
+    #[serde(rename = "rewards/rejected")]
+    pub rewards_rejected: f32,
+    #[serde(rename = "rewards/margins")]
+    pub rewards_margins: f32,
+    #[serde(rename = "rewards/accuracies")]
+    pub rewards_accuracies: f32,
+    #[serde(rename = "logps/chosen")]
+    pub logps_chosen: f32,
+    #[serde(rename = "logps/rejected")]
+    pub logps_rejected: f32,
+    pub grad_norm: f32,
+    pub lr: f64,
+    pub tokens: usize,
+    #[serde(rename = "tokens/s")]
+    pub tokens_per_s: f32,
+}
+
+/// What one preference iteration built and achieved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationSummary {
+    pub iteration: usize,
+    /// Optimiser steps taken so far in the preference stage.
+    pub step: usize,
+    pub prompts: usize,
+    pub pairs_built: usize,
+    pub pairs_unchanged: usize,
+    /// Share of judged pairs where judge(improved) > judge(draft); None without references.
+    pub improver_win_rate: Option<f32>,
+    /// Held-out win rate of the policy against the SFT model, ties half.
+    pub policy_win_rate_vs_sft: Option<f32>,
+    pub mean_score: Option<f32>,
+    /// Generation throughput while building the pairs.
+    #[serde(rename = "tokens/s")]
+    pub tokens_per_s: f32,
+}
+
+/// A draft and its improvement, for the UI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub iteration: usize,
+    pub step: usize,
+    pub prompt: String,
+    pub draft: String,
+    pub improved: String,
+    pub draft_score: Option<f32>,
+    pub improved_score: Option<f32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Train(TrainStep),
     Eval(EvalSummary),
+    Dpo(DpoStep),
+    Iteration(IterationSummary),
+    Sample(Sample),
 }
 
 impl Event {
@@ -47,6 +107,9 @@ impl Event {
         match self {
             Event::Train(t) => t.step,
             Event::Eval(e) => e.step,
+            Event::Dpo(d) => d.step,
+            Event::Iteration(i) => i.step,
+            Event::Sample(s) => s.step,
         }
     }
 }

@@ -105,6 +105,11 @@ impl Default for SftConfig {
 pub struct RunConfig {
     pub model: ModelConfig,
     pub sft: SftConfig,
+    /// Present in runs made by `sgpo train`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sgpo: Option<crate::sgpo::SgpoConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::sgpo::PreferenceSource>,
 }
 
 impl RunConfig {
@@ -191,6 +196,8 @@ pub fn load_model(config: &ModelConfig, bytes: &[u8], device: &Device, source: &
 }
 
 pub struct SftRun {
+    /// `sft`, or `improver` when SGPO's stage 1 reuses this loop.
+    pub stage: String,
     pub config: SftConfig,
     pub model_config: ModelConfig,
     pub tokenizer: Tokenizer,
@@ -209,9 +216,23 @@ impl SftRun {
         model_config.validate()?;
         let device = device.clone().autodiff();
         let model = model_config.init(config.seed, &device);
+        let seqs = policy_seqs(&tokenizer, train, model_config.max_seq_len)?;
+        Self::from_model("sft", config, model_config, tokenizer, model, seqs, &device)
+    }
+
+    /// Continue training `model` on `seqs` with a fresh optimiser and schedule.
+    pub fn from_model(
+        stage: &str,
+        config: SftConfig,
+        model_config: ModelConfig,
+        tokenizer: Tokenizer,
+        model: Model,
+        seqs: Vec<TokenSeq>,
+        device: &Device,
+    ) -> Result<Self> {
         let optim = config.optim.init();
-        let state = LoopState { step: 0, epoch: 0, cursor: 0, rng: Rng::new(config.seed) };
-        Self::assemble(config, model_config, tokenizer, model, optim, train, state, device)
+        let state = LoopState { step: 0, epoch: 0, cursor: 0, rng: Rng::new(config.seed), iteration: 0, improver_trained: false };
+        Self::assemble(stage, config, model_config, tokenizer, model, optim, seqs, state, device.clone().autodiff())
     }
 
     /// Continue from a checkpoint exactly where it stopped.
@@ -226,28 +247,30 @@ impl SftRun {
             .init()
             .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer.clone()))
             .map_err(|e| Error::checkpoint(crate::checkpoint::OPTIMIZER_FILE, e))?;
-        Self::assemble(run.sft, run.model, tokenizer, model, optim, train, checkpoint.state.clone(), device)
+        let seqs = policy_seqs(&tokenizer, train, run.model.max_seq_len)?;
+        Self::assemble("sft", run.sft, run.model, tokenizer, model, optim, seqs, checkpoint.state.clone(), device)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
+        stage: &str,
         config: SftConfig,
         model_config: ModelConfig,
         tokenizer: Tokenizer,
         model: Model,
         optim: ModuleOptimizer,
-        train: &[Example],
+        seqs: Vec<TokenSeq>,
         state: LoopState,
         device: Device,
     ) -> Result<Self> {
-        if train.is_empty() {
+        if seqs.is_empty() {
             return Err(Error::Config("no training examples".into()));
         }
         if config.batch_size == 0 || config.grad_accum == 0 {
             return Err(Error::Config("batch_size and grad_accum must be at least 1".into()));
         }
-        let seqs = policy_seqs(&tokenizer, train, model_config.max_seq_len)?;
-        let mut run = Self { config, model_config, tokenizer, model, optim, seqs, order: Vec::new(), state, device };
+        let stage = stage.to_string();
+        let mut run = Self { stage, config, model_config, tokenizer, model, optim, seqs, order: Vec::new(), state, device };
         run.order = run.epoch_order(run.state.epoch);
         Ok(run)
     }
@@ -304,7 +327,7 @@ impl SftRun {
         self.state.step += 1;
         let elapsed = (now_seconds() - started).max(1e-9);
         Ok(TrainStep {
-            stage: "sft".into(),
+            stage: self.stage.clone(),
             step: self.state.step,
             loss: loss_sum,
             lr,
@@ -315,7 +338,7 @@ impl SftRun {
     }
 
     pub fn checkpoint(&self) -> Result<Checkpoint> {
-        let config = serde_json::to_string_pretty(&RunConfig { model: self.model_config.clone(), sft: self.config.clone() })
+        let config = serde_json::to_string_pretty(&RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None })
             .expect("config serialises");
         let optimizer = self
             .optim

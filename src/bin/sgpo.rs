@@ -17,6 +17,8 @@ use sgpo::metrics::{Event, jsonl::MetricsLog};
 use sgpo::model::Model;
 use sgpo::rng::Rng;
 use sgpo::tokenizer::Tokenizer;
+use sgpo::objective::DpoLoss;
+use sgpo::sgpo::{Method, PreferenceSource, SgpoConfig, SgpoRun, load_preference_data};
 use sgpo::train::{self, DataSource, RunConfig, SftConfig, SftRun};
 
 #[derive(Parser)]
@@ -30,6 +32,8 @@ struct Cli {
 enum Command {
     /// Supervised fine-tuning (stage 0). Without --data: the built-in gold-judged tasks.
     Sft(SftArgs),
+    /// Preference optimisation from an SFT run: SGPO (default), SPIN or DPO.
+    Train(TrainArgs),
     /// Sample answers from a trained model.
     Generate(GenerateArgs),
     /// Score a model on held-out examples (built-in tasks, or --data's reference answers).
@@ -41,6 +45,32 @@ enum Command {
     },
     /// Measure generation tokens/s (with and without KV cache) and SFT step time.
     Bench(BenchArgs),
+    /// SFT once per setting, then SGPO, SPIN and SFT-only over seeds: one table per setting.
+    Experiment(ExperimentArgs),
+}
+
+#[derive(Args)]
+struct ExperimentArgs {
+    /// Directory for results.jsonl (one line per finished run; a rerun skips those) and
+    /// experiment.md (the tables).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Labeled examples in the "few labeled" setting; the rest of the train set becomes
+    /// unlabeled prompts.
+    #[arg(long, default_value_t = 300)]
+    few_labeled: usize,
+    #[arg(long, default_value_t = 4000)]
+    unlabeled: usize,
+    /// Override SFT steps (default: the SFT default).
+    #[arg(long)]
+    sft_steps: Option<usize>,
+    /// A JSON file with SGPO settings (as in `sgpo train --config`); the method and seed vary.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +128,53 @@ struct SftArgs {
     /// Fraction of --data held out for evaluation.
     #[arg(long, default_value_t = 0.1)]
     eval_fraction: f32,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[arg(long, default_value = "sgpo")]
+    method: Method,
+    /// The SFT run to start from (`sgpo sft --out ...`).
+    #[arg(long)]
+    init: PathBuf,
+    /// Run directory for the preference run.
+    #[arg(long)]
+    out: PathBuf,
+    /// JSONL: examples with answers (improver data, SPIN, the judge), prompt/chosen/rejected
+    /// pairs (DPO) and bare prompts. Without it, the SFT run's own data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// JSONL of extra prompts without answers, for SGPO's pairs.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// A JSON file with any subset of the settings in a run's config.json "sgpo".
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// sigmoid, ipo, hinge or robust.
+    #[arg(long)]
+    loss: Option<DpoLoss>,
+    #[arg(long)]
+    beta: Option<f64>,
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// edit:ALPHA, reference or sft.
+    #[arg(long)]
+    improver_targets: Option<String>,
+    #[arg(long)]
+    improver_steps: Option<usize>,
+    #[arg(long)]
+    prompts_per_iteration: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its last finished iteration.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -165,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sft(args) => sft(args),
+        Command::Train(args) => train_cmd(args),
         Command::Generate(args) => generate_cmd(args),
         Command::Eval(args) => eval_cmd(args),
         Command::Tokenizer { command: TokenizerCommand::Train { data, out, vocab_size } } => {
@@ -178,6 +256,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(args),
+        Command::Experiment(args) => experiment(args),
     }
 }
 
@@ -276,6 +355,215 @@ fn sft(args: SftArgs) -> anyhow::Result<()> {
     eprintln!("held-out (first {}): mean_score {:.3}, exact_match {:.3}", summary.n, summary.mean_score, summary.exact_match);
     eprintln!("saved {}", out.display());
     Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
+    let device = select_device(args.device.device)?;
+    let out = &args.out;
+    let resuming = Checkpoint::exists(out);
+    if resuming && !args.resume {
+        bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
+    }
+    // The run's settings: saved ones when resuming, else defaults + --config + flags.
+    let (config, source) = if resuming {
+        let saved = RunConfig::from_json("config.json", &Checkpoint::load(out)?.config)?;
+        match (saved.sgpo, saved.source) {
+            (Some(c), Some(s)) => (c, s),
+            _ => bail!("{} is an SFT run, not a preference run; resume it with `sgpo sft --resume`", out.display()),
+        }
+    } else {
+        let mut c: SgpoConfig = match &args.config {
+            Some(path) => read_json(path)?,
+            None => SgpoConfig::default(),
+        };
+        c.method = args.method;
+        if let Some(v) = args.iterations { c.iterations = v; }
+        if let Some(v) = args.loss { c.loss = v; }
+        if let Some(v) = args.beta { c.beta = v; }
+        if let Some(v) = args.label_smoothing { c.label_smoothing = v; }
+        if let Some(v) = &args.improver_targets {
+            c.improver_targets = v.clone().try_into().map_err(|e: String| anyhow::anyhow!(e))?;
+        }
+        if let Some(v) = args.improver_steps { c.improver_steps = v; }
+        if let Some(v) = args.prompts_per_iteration { c.prompts_per_iteration = v; }
+        if let Some(v) = args.lr { c.dpo_optim.lr = v; }
+        if let Some(v) = args.seed { c.seed = v; }
+        let s = PreferenceSource {
+            init: args.init.display().to_string(),
+            data: args.data.as_ref().map(|p| p.display().to_string()),
+            prompts: args.prompts.as_ref().map(|p| p.display().to_string()),
+        };
+        (c, s)
+    };
+    let init = load_run(Path::new(&source.init), &device, false)?;
+    let data = load_preference_data(&source, &init.config.sft, config.eval_examples)?;
+    eprintln!(
+        "{:?} from {}: {} labeled, {} unlabeled prompts, {} fixed pairs, {} held out",
+        config.method, source.init, data.labeled.len(), data.unlabeled.len(), data.pairs.len(), data.eval.len()
+    );
+    let run_config = serde_json::to_string_pretty(&RunConfig {
+        model: init.config.model.clone(),
+        sft: init.config.sft.clone(),
+        sgpo: Some(config.clone()),
+        source: Some(source.clone()),
+    })?;
+    let mut run = SgpoRun::new(config.clone(), init.config.model.clone(), init.config.sft.clone(), init.tokenizer, init.model, data, &device)?;
+    if resuming {
+        let checkpoint = Checkpoint::load(out)?;
+        block_on(run.restore(&checkpoint))?;
+        eprintln!("resuming {} after iteration {}", out.display(), run.iteration);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let resumed_step = resuming.then_some(run.trainer.step);
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resumed_step)?;
+    let mut samples = MetricsLog::open(&out.join("samples.jsonl"), resumed_step)?;
+    let mut failure: Option<sgpo::Error> = None;
+    let pb = bar(config.improver_steps as u64, "improver");
+    let mut on_event = |event: Event| {
+        let written = match &event {
+            Event::Sample(_) => samples.write(&event),
+            Event::Train(m) => {
+                pb.set_position(m.step as u64);
+                pb.set_message(format!("loss {:.3}", m.loss));
+                log.write(&event)
+            }
+            Event::Dpo(m) => {
+                pb.set_message(format!("iteration {} step {} loss {:.3} margin {:.3}", m.iteration, m.step, m.loss, m.rewards_margins));
+                log.write(&event)
+            }
+            Event::Iteration(i) => {
+                pb.println(format!(
+                    "iteration {}: {} pairs ({} unchanged), improver win rate {}, win rate vs SFT {}, mean score {}",
+                    i.iteration,
+                    i.pairs_built,
+                    i.pairs_unchanged,
+                    fmt_opt(i.improver_win_rate),
+                    fmt_opt(i.policy_win_rate_vs_sft),
+                    fmt_opt(i.mean_score)
+                ));
+                log.write(&event)
+            }
+            Event::Eval(_) => log.write(&event),
+        };
+        if let Err(e) = written {
+            failure.get_or_insert(e);
+        }
+    };
+    if config.method == Method::Sgpo && !run.improver_trained() {
+        block_on(run.train_improver(&mut on_event))?;
+        run.checkpoint(run_config.clone())?.save(out)?;
+    }
+    while !run.is_done() {
+        block_on(run.iteration(&mut on_event))?;
+        run.checkpoint(run_config.clone())?.save(out)?;
+        let pairs: String = run
+            .last_pairs
+            .iter()
+            .map(|p| serde_json::to_string(&p.to_trl()).map(|l| l + "\n"))
+            .collect::<Result<_, _>>()?;
+        sgpo::checkpoint::write_atomic(&out.join(format!("pairs-iter{}.jsonl", run.iteration)), pairs.as_bytes())?;
+    }
+    pb.finish_and_clear();
+    drop(on_event);
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    eprintln!("saved {}", out.display());
+    Ok(())
+}
+
+fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
+    use sgpo::experiment::{Outcome, table};
+    let device = select_device(args.device.device)?;
+    std::fs::create_dir_all(&args.out)?;
+    let results_path = args.out.join("results.jsonl");
+    let mut outcomes: Vec<Outcome> = match std::fs::read_to_string(&results_path) {
+        Ok(text) => text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?,
+        Err(_) => Vec::new(),
+    };
+    let base: SgpoConfig = match &args.config {
+        Some(path) => read_json(path)?,
+        None => SgpoConfig::default(),
+    };
+    let sft_config = SftConfig { steps: args.sft_steps.unwrap_or(SftConfig::default().steps), ..SftConfig::default() };
+    let (train_set, eval_all) = sgpo::tasks::builtin_split(20000, 270, sft_config.seed);
+    let eval_set: Vec<Example> = eval_all.into_iter().take(base.eval_examples).collect();
+    let settings = ["all-labeled", "few-labeled"];
+    let methods = ["sgpo", "spin", "sft"];
+    for setting in settings {
+        let (labeled, unlabeled): (Vec<Example>, Vec<String>) = if setting == "all-labeled" {
+            (train_set.clone(), Vec::new())
+        } else {
+            let rest = &train_set[args.few_labeled..(args.few_labeled + args.unlabeled).min(train_set.len())];
+            (train_set[..args.few_labeled].to_vec(), rest.iter().map(|e| e.prompt.clone()).collect())
+        };
+        let done = |o: &[Outcome], m: &str, seed: u64| o.iter().any(|x| x.setting == setting && x.method == m && x.seed == seed);
+        if (0..args.seeds).all(|seed| methods.iter().all(|m| *m == "sft" && seed > 0 || done(&outcomes, m, seed))) {
+            continue;
+        }
+        // SFT once per setting; the tokenizer sees every text of the setting, labels or not.
+        let texts = labeled.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).chain(unlabeled.iter().map(|p| p.as_str()));
+        let tok = Tokenizer::train(texts, sft_config.vocab_size)?;
+        let mut sft_run = SftRun::new(sft_config.clone(), tok.clone(), &labeled, &device)?;
+        let pb = bar(sft_config.steps as u64, &format!("{setting} sft"));
+        while !sft_run.is_done() {
+            pb.set_position(block_on(sft_run.step())?.step as u64);
+        }
+        pb.finish_and_clear();
+        let sft_model = sft_run.model.valid();
+        let record = |o: Outcome, outcomes: &mut Vec<Outcome>| -> anyhow::Result<()> {
+            eprintln!("{setting} {} seed {}: win rate {:.3}, mean score {:.3}", o.method, o.seed, o.win_rate, o.mean_score);
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&results_path)?;
+            use std::io::Write;
+            writeln!(f, "{}", serde_json::to_string(&o)?)?;
+            outcomes.push(o);
+            Ok(())
+        };
+        if !done(&outcomes, "sft", 0) {
+            let (win, score) = block_on(sgpo::sgpo::win_rate(&sft_model, &sft_model, &tok, &eval_set, base.max_new_tokens, &device))?;
+            record(Outcome { setting: setting.into(), method: "sft".into(), seed: 0, win_rate: win, mean_score: score }, &mut outcomes)?;
+        }
+        for seed in 0..args.seeds {
+            for (name, method) in [("sgpo", Method::Sgpo), ("spin", Method::Spin)] {
+                if done(&outcomes, name, seed) {
+                    continue;
+                }
+                let config = SgpoConfig { method, seed, ..base.clone() };
+                let data = sgpo::sgpo::PreferenceData { labeled: labeled.clone(), unlabeled: unlabeled.clone(), pairs: Vec::new(), eval: eval_set.clone() };
+                let mut run = SgpoRun::new(config, sft_run.model_config.clone(), sft_config.clone(), tok.clone(), sft_model.clone(), data, &device)?;
+                let mut quiet = |_: Event| {};
+                if method == Method::Sgpo {
+                    block_on(run.train_improver(&mut quiet))?;
+                }
+                while !run.is_done() {
+                    let i = block_on(run.iteration(&mut quiet))?;
+                    eprintln!("  {setting} {name} seed {seed} iteration {}: {} pairs, win rate {}", i.iteration, i.pairs_built, fmt_opt(i.policy_win_rate_vs_sft));
+                }
+                let (win, score) = block_on(sgpo::sgpo::win_rate(&run.policy(), &sft_model, &tok, &eval_set, base.max_new_tokens, &device))?;
+                record(Outcome { setting: setting.into(), method: name.into(), seed, win_rate: win, mean_score: score }, &mut outcomes)?;
+            }
+        }
+    }
+    let mut md = format!(
+        "Built-in tasks, held-out {} prompts, judge-based win rate against the SFT model (ties half), {} seeds.\n\n",
+        eval_set.len(),
+        args.seeds
+    );
+    for setting in settings {
+        md.push_str(&format!("### {setting}\n\n{}\n", table(&outcomes, setting, &methods)));
+    }
+    sgpo::checkpoint::write_atomic(&args.out.join("experiment.md"), md.as_bytes())?;
+    print!("{md}");
+    Ok(())
+}
+
+fn fmt_opt(x: Option<f32>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
 struct Loaded {

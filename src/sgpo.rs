@@ -1,0 +1,771 @@
+//! SGPO: Self-Generated Preference Optimization based on a self-improver (arXiv 2507.20181).
+//!
+//! One model, two roles. Stage 1 teaches the model to improve its own answers a step toward
+//! the SFT answers (the improver role). Stage 2 repeats: the policy samples a draft, the same
+//! model improves it, and DPO trains the policy to prefer the improvement, against the model
+//! frozen at the start of the iteration. SPIN and plain DPO differ only in how pairs are built.
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, TokenSeq};
+use crate::data::{Example, PreferencePair};
+use crate::error::{Error, Result};
+use crate::eval::answer;
+use crate::generate::{SamplingConfig, generate};
+use crate::improve::partial_edit;
+use crate::metrics::{DpoStep, Event, IterationSummary, Sample, now_seconds};
+use crate::model::{Model, ModelConfig};
+use crate::objective::{DpoLoss, PairLogps, dpo_loss, sequence_logprobs, sft_loss};
+use crate::readback;
+use crate::rng::Rng;
+use crate::tasks::judge;
+use crate::tokenizer::Tokenizer;
+use crate::checkpoint::{Checkpoint, LoopState};
+use crate::train::{OptimConfig, SftConfig, SftRun, clip_grad_norm, load_model, model_bytes};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// chosen = the model's improvement of its own draft, rejected = the draft.
+    Sgpo,
+    /// chosen = the SFT answer, rejected = the model's draft.
+    Spin,
+    /// Fixed pairs from a prompt/chosen/rejected file; reference = the SFT model.
+    Dpo,
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sgpo" => Ok(Self::Sgpo),
+            "spin" => Ok(Self::Spin),
+            "dpo" => Ok(Self::Dpo),
+            other => Err(Error::Config(format!("unknown method {other:?}; use sgpo, spin or dpo"))),
+        }
+    }
+}
+
+/// How stage 1 builds the improver's targets (SGPO.md, `improver_targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ImproverTargets {
+    /// Apply the first ceil(alpha * n) edits of the token edit script from draft to SFT answer.
+    Edit(f32),
+    /// The model itself, shown the draft and the SFT answer, writes the target.
+    Reference,
+    /// The SFT answer itself (ablation: no incremental step).
+    Sft,
+}
+
+impl TryFrom<String> for ImproverTargets {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "reference" => Ok(Self::Reference),
+            "sft" => Ok(Self::Sft),
+            _ => match s.strip_prefix("edit:").map(str::parse::<f32>) {
+                Some(Ok(a)) if (0.0..=1.0).contains(&a) && a > 0.0 => Ok(Self::Edit(a)),
+                _ => Err(format!("improver_targets {s:?}: use edit:ALPHA (0 < ALPHA <= 1), reference or sft")),
+            },
+        }
+    }
+}
+
+impl From<ImproverTargets> for String {
+    fn from(t: ImproverTargets) -> String {
+        match t {
+            ImproverTargets::Edit(a) => format!("edit:{a}"),
+            ImproverTargets::Reference => "reference".into(),
+            ImproverTargets::Sft => "sft".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SgpoConfig {
+    pub method: Method,
+    /// Preference iterations T.
+    pub iterations: usize,
+    pub improver_targets: ImproverTargets,
+    /// Stage 1: optimiser steps on improver examples mixed with policy examples.
+    pub improver_steps: usize,
+    /// Stage 1: examples whose drafts become improver data.
+    pub improver_examples: usize,
+    pub improver_optim: OptimConfig,
+    /// Rebuild and retrain the improver with the current model before each later iteration.
+    pub refresh_improver: bool,
+    /// Prompts drawn per iteration to build pairs from.
+    pub prompts_per_iteration: usize,
+    /// Passes over each iteration's pairs.
+    pub dpo_epochs: usize,
+    pub batch_size: usize,
+    pub loss: DpoLoss,
+    pub beta: f64,
+    pub label_smoothing: f64,
+    /// Weight of an improver-SFT term added to every DPO step (0: off).
+    pub improver_sft_weight: f64,
+    pub dpo_optim: OptimConfig,
+    /// Temperature of the policy's drafts (the rejected side).
+    pub draft_temperature: f32,
+    pub max_new_tokens: usize,
+    /// Held-out prompts for the per-iteration win rate against the SFT model.
+    pub eval_examples: usize,
+    pub seed: u64,
+}
+
+impl Default for SgpoConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Sgpo,
+            iterations: 3,
+            improver_targets: ImproverTargets::Edit(0.5),
+            improver_steps: 300,
+            improver_examples: 2000,
+            improver_optim: OptimConfig { lr: 1e-3, warmup_steps: 20, ..OptimConfig::default() },
+            refresh_improver: false,
+            prompts_per_iteration: 512,
+            dpo_epochs: 2,
+            batch_size: 16,
+            loss: DpoLoss::Sigmoid,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            improver_sft_weight: 0.0,
+            dpo_optim: OptimConfig { lr: 2e-4, warmup_steps: 0, min_lr_ratio: 1.0, weight_decay: 0.0, ..OptimConfig::default() },
+            draft_temperature: 1.0,
+            max_new_tokens: 32,
+            eval_examples: 180,
+            seed: 1,
+        }
+    }
+}
+
+/// A prompt, with its SFT answer where one is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptItem {
+    pub prompt: String,
+    pub reference: Option<String>,
+}
+
+/// A preference pair, with the judge's reference answer when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub reference: Option<String>,
+}
+
+impl Pair {
+    /// As TRL reads it.
+    pub fn to_trl(&self) -> PreferencePair {
+        PreferencePair { prompt: self.prompt.clone(), chosen: self.chosen.clone(), rejected: self.rejected.clone() }
+    }
+}
+
+/// The pairs of one iteration.
+#[derive(Debug, Clone, Default)]
+pub struct PairSet {
+    pub pairs: Vec<Pair>,
+    /// Candidates dropped because chosen == rejected (no discernible improvement).
+    pub unchanged: usize,
+    pub improver_win_rate: Option<f32>,
+    /// (prompt, draft, improved) for every candidate, kept or not.
+    pub samples: Vec<(String, String, String, Option<String>)>,
+    pub generated_tokens: usize,
+}
+
+/// The improver role: rewrite each draft, greedily.
+#[allow(clippy::too_many_arguments)]
+pub async fn improve(
+    model: &Model,
+    tok: &Tokenizer,
+    prompts: &[String],
+    drafts: &[String],
+    max_new_tokens: usize,
+    batch_size: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    let greedy = SamplingConfig::greedy(max_new_tokens);
+    let s = tok.special;
+    for (ps, ds) in prompts.chunks(batch_size).zip(drafts.chunks(batch_size)) {
+        let ids = ps.iter().zip(ds).map(|(p, d)| tok.improver_prompt(p, d)).collect::<Result<Vec<_>>>()?;
+        for tokens in generate(model, &ids, &greedy, s.end, s.pad, rng, true, device).await? {
+            out.push(tok.decode(&tokens)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The text a reference-guided improver sees as its prompt.
+fn with_reference(prompt: &str, reference: &str) -> String {
+    format!("{prompt}\nreference answer: {reference}")
+}
+
+/// Stage 1 data: the policy's own drafts, each with a target a step closer to the SFT answer,
+/// as improver sequences.
+#[allow(clippy::too_many_arguments)]
+pub async fn improver_data(
+    model: &Model,
+    tok: &Tokenizer,
+    examples: &[Example],
+    targets: ImproverTargets,
+    cfg: &SgpoConfig,
+    max_len: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Vec<TokenSeq>> {
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, temperature: cfg.draft_temperature, top_k: 0, top_p: 1.0 };
+    let drafts = answer(model, tok, &prompts, &sampling, 64, rng, device).await?;
+    let goals: Vec<String> = match targets {
+        ImproverTargets::Sft => examples.iter().map(|e| e.response.clone()).collect(),
+        ImproverTargets::Edit(alpha) => examples
+            .iter()
+            .zip(&drafts)
+            .map(|(e, d)| tok.decode(&partial_edit(&tok.encode(d)?, &tok.encode(&e.response)?, alpha)))
+            .collect::<Result<_>>()?,
+        ImproverTargets::Reference => {
+            let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response)).collect();
+            improve(model, tok, &guided, &drafts, cfg.max_new_tokens, 64, rng, device).await?
+        }
+    };
+    examples
+        .iter()
+        .zip(drafts.iter().zip(&goals))
+        .map(|(e, (d, g))| Ok(TokenSeq::improver(tok, &e.prompt, d, g)?.fit(max_len + 1)))
+        .collect()
+}
+
+fn same_answer(a: &str, b: &str) -> bool {
+    a.split_whitespace().eq(b.split_whitespace())
+}
+
+/// Stage 2, one iteration's pairs. For SGPO: the policy samples a draft, the same model
+/// improves it, and (improved, draft) is a pair unless nothing changed.
+#[allow(clippy::too_many_arguments)]
+pub async fn build_pairs(
+    method: Method,
+    model: &Model,
+    tok: &Tokenizer,
+    items: &[PromptItem],
+    fixed: &[PreferencePair],
+    cfg: &SgpoConfig,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<PairSet> {
+    if method == Method::Dpo {
+        let pairs = fixed
+            .iter()
+            .map(|p| Pair { prompt: p.prompt.clone(), chosen: p.chosen.clone(), rejected: p.rejected.clone(), reference: None })
+            .collect();
+        return Ok(PairSet { pairs, ..PairSet::default() });
+    }
+    let items: Vec<&PromptItem> = items.iter().filter(|i| method == Method::Sgpo || i.reference.is_some()).collect();
+    let prompts: Vec<String> = items.iter().map(|i| i.prompt.clone()).collect();
+    let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, temperature: cfg.draft_temperature, top_k: 0, top_p: 1.0 };
+    let drafts = answer(model, tok, &prompts, &sampling, 64, rng, device).await?;
+    let chosen = match method {
+        Method::Sgpo => improve(model, tok, &prompts, &drafts, cfg.max_new_tokens, 64, rng, device).await?,
+        _ => items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(),
+    };
+    let mut set = PairSet::default();
+    let (mut wins, mut judged) = (0usize, 0usize);
+    for ((item, draft), better) in items.iter().zip(drafts).zip(chosen) {
+        set.generated_tokens += tok.encode(&draft)?.len() + tok.encode(&better)?.len();
+        if let Some(r) = &item.reference {
+            judged += 1;
+            wins += usize::from(judge(&better, r) > judge(&draft, r));
+        }
+        set.samples.push((item.prompt.clone(), draft.clone(), better.clone(), item.reference.clone()));
+        if same_answer(&better, &draft) {
+            set.unchanged += 1;
+        } else {
+            set.pairs.push(Pair { prompt: item.prompt.clone(), chosen: better, rejected: draft, reference: item.reference.clone() });
+        }
+    }
+    set.improver_win_rate = (judged > 0).then(|| wins as f32 / judged as f32);
+    Ok(set)
+}
+
+/// A pair as token sequences in the policy role, with the frozen reference's log-probs.
+#[derive(Debug, Clone)]
+pub struct ScoredPair {
+    pub chosen: TokenSeq,
+    pub rejected: TokenSeq,
+    pub reference_chosen: f32,
+    pub reference_rejected: f32,
+}
+
+/// Per-sequence log-probs of the response tokens, summed, or averaged when `normalize`.
+fn batch_logps(model: &Model, seqs: &[&TokenSeq], pad: u32, normalize: bool, device: &Device) -> (Tensor<1>, Batch) {
+    let batch = Batch::new(seqs, pad, device);
+    let logits = model.forward_causal(batch.inputs.clone());
+    let mut logps = sequence_logprobs(logits, batch.targets.clone(), batch.mask.clone());
+    if normalize {
+        let lengths: Vec<f32> = batch.row_targets.iter().map(|&n| n.max(1) as f32).collect();
+        let n = lengths.len();
+        logps = logps / Tensor::<1>::from_data(TensorData::new(lengths, [n]), device);
+    }
+    (logps, batch)
+}
+
+/// Tokenise pairs in the policy role and score them once under the frozen `reference` model.
+pub async fn score_pairs(
+    reference: &Model,
+    tok: &Tokenizer,
+    pairs: &[Pair],
+    normalize: bool,
+    max_len: usize,
+    device: &Device,
+) -> Result<Vec<ScoredPair>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(32) {
+        let mut seqs = Vec::with_capacity(chunk.len() * 2);
+        for p in chunk {
+            seqs.push(TokenSeq::policy(tok, &p.prompt, &p.chosen)?.fit(max_len + 1));
+            seqs.push(TokenSeq::policy(tok, &p.prompt, &p.rejected)?.fit(max_len + 1));
+        }
+        let refs: Vec<&TokenSeq> = seqs.iter().collect();
+        let (logps, _) = batch_logps(reference, &refs, tok.special.pad, normalize, device);
+        let logps = readback::floats(logps).await?;
+        let mut it = seqs.into_iter();
+        for pair_logps in logps.chunks(2) {
+            let (chosen, rejected) = (it.next().expect("chosen"), it.next().expect("rejected"));
+            out.push(ScoredPair { chosen, rejected, reference_chosen: pair_logps[0], reference_rejected: pair_logps[1] });
+        }
+    }
+    Ok(out)
+}
+
+/// The DPO learner: the policy being trained and its optimiser.
+pub struct PreferenceTrainer {
+    pub model: Model,
+    optim: ModuleOptimizer,
+    config: SgpoConfig,
+    pad: u32,
+    device: Device,
+    pub step: usize,
+}
+
+impl PreferenceTrainer {
+    pub fn new(model: Model, config: SgpoConfig, pad: u32, device: &Device) -> Self {
+        let optim = config.dpo_optim.init();
+        Self { model, optim, config, pad, device: device.clone().autodiff(), step: 0 }
+    }
+
+    /// One DPO update on `pairs`; with `improver` sequences and a positive weight, plus that
+    /// much improver-SFT loss, so the shared weights keep the improver role.
+    pub async fn step(&mut self, pairs: &[&ScoredPair], improver: &[&TokenSeq], iteration: usize) -> Result<DpoStep> {
+        let started = now_seconds();
+        let n = pairs.len();
+        let normalize = self.config.loss == DpoLoss::Ipo;
+        let seqs: Vec<&TokenSeq> = pairs.iter().map(|p| &p.chosen).chain(pairs.iter().map(|p| &p.rejected)).collect();
+        let (logps, batch) = batch_logps(&self.model, &seqs, self.pad, normalize, &self.device);
+        let reference = |f: fn(&ScoredPair) -> f32| {
+            let v: Vec<f32> = pairs.iter().map(|&p| f(p)).collect();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), &self.device)
+        };
+        let logps = PairLogps {
+            policy_chosen: logps.clone().narrow(0, 0, n),
+            policy_rejected: logps.narrow(0, n, n),
+            reference_chosen: reference(|p| p.reference_chosen),
+            reference_rejected: reference(|p| p.reference_rejected),
+        };
+        let (policy_chosen, policy_rejected) = (logps.policy_chosen.clone().detach(), logps.policy_rejected.clone().detach());
+        let (mut loss, rewards_chosen, rewards_rejected) =
+            dpo_loss(logps, self.config.loss, self.config.beta, self.config.label_smoothing);
+        let mut tokens = batch.n_tokens;
+        if self.config.improver_sft_weight > 0.0 && !improver.is_empty() {
+            let b = Batch::new(improver, self.pad, &self.device);
+            tokens += b.n_tokens;
+            let logits = self.model.forward_causal(b.inputs);
+            loss = loss + sft_loss(logits, b.targets, b.mask, b.n_targets).mul_scalar(self.config.improver_sft_weight);
+        }
+        let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.dpo_optim.grad_clip).await?;
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.step += 1;
+
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+        let rc = readback::floats(rewards_chosen).await?;
+        let rr = readback::floats(rewards_rejected).await?;
+        let margins: Vec<f32> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
+        let accuracy: Vec<f32> = margins.iter().map(|m| if *m > 0.0 { 1.0 } else { 0.0 }).collect();
+        let elapsed = (now_seconds() - started).max(1e-9);
+        Ok(DpoStep {
+            stage: "dpo".into(),
+            iteration,
+            step: self.step,
+            loss: readback::scalar(loss.detach()).await?,
+            rewards_chosen: mean(&rc),
+            rewards_rejected: mean(&rr),
+            rewards_margins: mean(&margins),
+            rewards_accuracies: mean(&accuracy),
+            logps_chosen: mean(&readback::floats(policy_chosen).await?),
+            logps_rejected: mean(&readback::floats(policy_rejected).await?),
+            grad_norm,
+            lr,
+            tokens,
+            tokens_per_s: (tokens as f64 / elapsed) as f32,
+        })
+    }
+}
+
+/// Held-out win rate of `policy` against `baseline` (judge-based, ties half), and the policy's
+/// mean score.
+pub async fn win_rate(
+    policy: &Model,
+    baseline: &Model,
+    tok: &Tokenizer,
+    examples: &[Example],
+    max_new_tokens: usize,
+    device: &Device,
+) -> Result<(f32, f32)> {
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    let greedy = SamplingConfig::greedy(max_new_tokens);
+    let mine = answer(policy, tok, &prompts, &greedy, 64, &mut Rng::new(0), device).await?;
+    let theirs = answer(baseline, tok, &prompts, &greedy, 64, &mut Rng::new(0), device).await?;
+    let (mut wins, mut score) = (0.0, 0.0);
+    for ((e, a), b) in examples.iter().zip(&mine).zip(&theirs) {
+        let (sa, sb) = (judge(a, &e.response), judge(b, &e.response));
+        score += sa;
+        wins += if sa > sb { 1.0 } else if sa == sb { 0.5 } else { 0.0 };
+    }
+    let n = examples.len().max(1) as f32;
+    Ok((wins / n, score / n))
+}
+
+/// The data a preference run draws on.
+#[derive(Debug, Clone, Default)]
+pub struct PreferenceData {
+    /// Prompts with SFT answers: stage 1, SPIN, and the judge.
+    pub labeled: Vec<Example>,
+    /// Prompts without answers (SGPO only).
+    pub unlabeled: Vec<String>,
+    /// Fixed pairs (DPO only).
+    pub pairs: Vec<PreferencePair>,
+    /// Held-out examples for the win rate.
+    pub eval: Vec<Example>,
+}
+
+/// Where a preference run's inputs came from; saved in its config so `--resume` and `eval`
+/// find them again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceSource {
+    /// The SFT run the policy starts from.
+    pub init: String,
+    pub data: Option<String>,
+    pub prompts: Option<String>,
+}
+
+/// Assemble a preference run's data (native edge: reads files). Without `--data`, the SFT
+/// run's own examples; `--data` may add or replace them and bring fixed pairs; `--prompts`
+/// adds unlabeled prompts (any rows' prompts, answers ignored).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_preference_data(source: &PreferenceSource, sft: &SftConfig, eval_examples: usize) -> Result<PreferenceData> {
+    let mut data = PreferenceData::default();
+    match &source.data {
+        Some(path) => {
+            let file = crate::data::load_jsonl(std::path::Path::new(path))?;
+            let (train, eval) = crate::data::split_examples(file.examples, 0.1, sft.seed);
+            data.labeled = train;
+            data.eval = eval;
+            data.pairs = file.preferences;
+            data.unlabeled = file.prompts;
+        }
+        None => {
+            let (train, eval) = crate::train::load_examples(&sft.data, sft.seed)?;
+            data.labeled = train;
+            data.eval = eval;
+        }
+    }
+    if let Some(path) = &source.prompts {
+        let file = crate::data::load_jsonl(std::path::Path::new(path))?;
+        data.unlabeled.extend(file.prompts);
+        data.unlabeled.extend(file.examples.into_iter().map(|e| e.prompt));
+        data.unlabeled.extend(file.preferences.into_iter().map(|p| p.prompt));
+    }
+    data.eval.truncate(eval_examples);
+    Ok(data)
+}
+
+/// A whole SGPO / SPIN / DPO run from an SFT model, driven a stage at a time.
+pub struct SgpoRun {
+    pub config: SgpoConfig,
+    pub model_config: ModelConfig,
+    pub sft_config: SftConfig,
+    pub tokenizer: Tokenizer,
+    pub trainer: PreferenceTrainer,
+    /// The SFT model, frozen: DPO's reference and the win-rate baseline.
+    sft_model: Model,
+    improver_seqs: Vec<TokenSeq>,
+    improver_done: bool,
+    data: PreferenceData,
+    pub iteration: usize,
+    /// The pairs of the last iteration, for export.
+    pub last_pairs: Vec<Pair>,
+    rng: Rng,
+    device: Device,
+}
+
+impl SgpoRun {
+    pub fn new(
+        config: SgpoConfig,
+        model_config: ModelConfig,
+        sft_config: SftConfig,
+        tokenizer: Tokenizer,
+        sft_model: Model,
+        data: PreferenceData,
+        device: &Device,
+    ) -> Result<Self> {
+        match config.method {
+            Method::Dpo if data.pairs.is_empty() => {
+                return Err(Error::Config("method dpo needs preference pairs (prompt/chosen/rejected rows in --data)".into()));
+            }
+            Method::Spin if data.labeled.is_empty() => {
+                return Err(Error::Config("method spin needs examples with reference answers".into()));
+            }
+            Method::Sgpo if data.labeled.is_empty() => {
+                return Err(Error::Config("method sgpo needs examples with reference answers to train the improver".into()));
+            }
+            _ => {}
+        }
+        if config.batch_size == 0 || config.iterations == 0 {
+            return Err(Error::Config("batch_size and iterations must be at least 1".into()));
+        }
+        let ad = device.clone().autodiff();
+        let trainer = PreferenceTrainer::new(sft_model.clone().fork(&ad).train(), config.clone(), tokenizer.special.pad, device);
+        let rng = Rng::new(config.seed);
+        Ok(Self {
+            config,
+            model_config,
+            sft_config,
+            tokenizer,
+            trainer,
+            sft_model: sft_model.valid(),
+            improver_seqs: Vec::new(),
+            improver_done: false,
+            data,
+            iteration: 0,
+            last_pairs: Vec::new(),
+            rng,
+            device: device.clone(),
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.iteration >= self.config.iterations
+    }
+
+    /// Stage 1: build improver data from the current policy and fine-tune on it, mixed with
+    /// as many policy examples so neither role is forgotten.
+    pub async fn train_improver(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        let max_len = self.model_config.max_seq_len;
+        let policy = self.trainer.model.valid();
+        let n = self.config.improver_examples.min(self.data.labeled.len());
+        let mut picked = self.data.labeled.clone();
+        self.rng.shuffle(&mut picked);
+        picked.truncate(n);
+        let improver = improver_data(&policy, &self.tokenizer, &picked, self.config.improver_targets, &self.config, max_len, &mut self.rng, &self.device).await?;
+        let mut seqs = improver.clone();
+        seqs.extend(crate::batch::policy_seqs(&self.tokenizer, &picked, max_len)?);
+        let sft = SftConfig {
+            steps: self.config.improver_steps,
+            optim: self.config.improver_optim.clone(),
+            seed: self.config.seed,
+            ..self.sft_config.clone()
+        };
+        let model = self.trainer.model.clone();
+        let mut run = SftRun::from_model("improver", sft, self.model_config.clone(), self.tokenizer.clone(), model, seqs, &self.device)?;
+        while !run.is_done() {
+            on_event(Event::Train(run.step().await?));
+        }
+        let step = self.trainer.step;
+        self.trainer = PreferenceTrainer::new(run.model, self.config.clone(), self.tokenizer.special.pad, &self.device);
+        self.trainer.step = step;
+        self.improver_seqs = improver;
+        self.improver_done = true;
+        Ok(())
+    }
+
+    fn draw_prompts(&mut self) -> Vec<PromptItem> {
+        let mut items: Vec<PromptItem> = self
+            .data
+            .labeled
+            .iter()
+            .map(|e| PromptItem { prompt: e.prompt.clone(), reference: Some(e.response.clone()) })
+            .chain(self.data.unlabeled.iter().map(|p| PromptItem { prompt: p.clone(), reference: None }))
+            .collect();
+        self.rng.shuffle(&mut items);
+        items.truncate(self.config.prompts_per_iteration);
+        items
+    }
+
+    /// One preference iteration: pairs from the current model, reference log-probs from the
+    /// model as it is now (or the SFT model, for DPO), then DPO on the pairs.
+    pub async fn iteration(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<IterationSummary> {
+        if self.iteration > 0 && self.config.refresh_improver && self.config.method == Method::Sgpo {
+            self.train_improver(on_event).await?;
+        }
+        self.iteration += 1;
+        let started = now_seconds();
+        let policy = self.trainer.model.valid();
+        let items = self.draw_prompts();
+        let set = build_pairs(self.config.method, &policy, &self.tokenizer, &items, &self.data.pairs, &self.config, &mut self.rng, &self.device).await?;
+        let gen_rate = set.generated_tokens as f64 / (now_seconds() - started).max(1e-9);
+        for (prompt, draft, improved, reference) in set.samples.iter().take(8) {
+            on_event(Event::Sample(Sample {
+                iteration: self.iteration,
+                step: self.trainer.step,
+                prompt: prompt.clone(),
+                draft: draft.clone(),
+                improved: improved.clone(),
+                draft_score: reference.as_ref().map(|r| judge(draft, r)),
+                improved_score: reference.as_ref().map(|r| judge(improved, r)),
+            }));
+        }
+        let reference = if self.config.method == Method::Dpo { &self.sft_model } else { &policy };
+        let normalize = self.config.loss == DpoLoss::Ipo;
+        let scored = score_pairs(reference, &self.tokenizer, &set.pairs, normalize, self.model_config.max_seq_len, &self.device).await?;
+        let bs = self.config.batch_size;
+        for _ in 0..self.config.dpo_epochs {
+            let mut order: Vec<usize> = (0..scored.len()).collect();
+            self.rng.shuffle(&mut order);
+            for chunk in order.chunks(bs) {
+                let pairs: Vec<&ScoredPair> = chunk.iter().map(|&i| &scored[i]).collect();
+                let improver: Vec<&TokenSeq> = (0..bs.min(self.improver_seqs.len()))
+                    .map(|_| &self.improver_seqs[self.rng.below(self.improver_seqs.len())])
+                    .collect();
+                let m = self.trainer.step(&pairs, &improver, self.iteration).await?;
+                on_event(Event::Dpo(m));
+            }
+        }
+        let (win, score) = if self.data.eval.is_empty() {
+            (None, None)
+        } else {
+            let (w, s) = win_rate(&self.trainer.model.valid(), &self.sft_model, &self.tokenizer, &self.data.eval, self.config.max_new_tokens, &self.device).await?;
+            (Some(w), Some(s))
+        };
+        let summary = IterationSummary {
+            iteration: self.iteration,
+            step: self.trainer.step,
+            prompts: items.len(),
+            pairs_built: set.pairs.len(),
+            pairs_unchanged: set.unchanged,
+            improver_win_rate: set.improver_win_rate,
+            policy_win_rate_vs_sft: win,
+            mean_score: score,
+            tokens_per_s: gen_rate as f32,
+        };
+        on_event(Event::Iteration(summary.clone()));
+        self.last_pairs = set.pairs;
+        Ok(summary)
+    }
+
+    /// The current policy, for evaluation.
+    pub fn policy(&self) -> Model {
+        self.trainer.model.valid()
+    }
+
+    pub fn improver_trained(&self) -> bool {
+        self.improver_done
+    }
+
+    /// Weights, optimiser and position, at an iteration boundary. `config` is the run's
+    /// config JSON (the caller's, as it knows where the SFT model came from).
+    pub fn checkpoint(&self, config: String) -> Result<Checkpoint> {
+        let optimizer = self
+            .trainer
+            .optim
+            .into_bytes()
+            .map_err(|e| Error::Config(format!("cannot serialise the optimiser: {e}")))?;
+        Ok(Checkpoint {
+            config,
+            tokenizer: self.tokenizer.to_json()?,
+            model: model_bytes(&self.trainer.model)?,
+            optimizer: optimizer.to_vec(),
+            state: LoopState {
+                step: self.trainer.step,
+                epoch: 0,
+                cursor: 0,
+                rng: self.rng,
+                iteration: self.iteration,
+                improver_trained: self.improver_trained(),
+            },
+        })
+    }
+
+    /// Continue from a checkpoint written by [`SgpoRun::checkpoint`]: policy weights, DPO
+    /// optimiser, iteration and RNG. Stage 1's improver sequences are rebuilt only when the
+    /// improver-SFT term needs them.
+    pub async fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let ad = self.device.clone().autodiff();
+        let model = load_model(&self.model_config, &checkpoint.model, &ad, crate::checkpoint::MODEL_FILE)?;
+        self.trainer = PreferenceTrainer::new(model, self.config.clone(), self.tokenizer.special.pad, &self.device);
+        self.trainer.optim = self
+            .config
+            .dpo_optim
+            .init()
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(checkpoint.optimizer.clone()))
+            .map_err(|e| Error::checkpoint(crate::checkpoint::OPTIMIZER_FILE, e))?;
+        self.trainer.step = checkpoint.state.step;
+        self.iteration = checkpoint.state.iteration;
+        self.rng = checkpoint.state.rng;
+        self.improver_done = checkpoint.state.improver_trained;
+        if checkpoint.state.improver_trained && self.config.improver_sft_weight > 0.0 {
+            let n = self.config.improver_examples.min(self.data.labeled.len());
+            let policy = self.trainer.model.valid();
+            let picked: Vec<Example> = self.data.labeled.iter().take(n).cloned().collect();
+            let mut rng = self.rng.fork(0x1e5);
+            self.improver_seqs = improver_data(&policy, &self.tokenizer, &picked, self.config.improver_targets, &self.config, self.model_config.max_seq_len, &mut rng, &self.device).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn improver_targets_parse_and_print() {
+        let t: ImproverTargets = "edit:0.5".to_string().try_into().unwrap();
+        assert_eq!(t, ImproverTargets::Edit(0.5));
+        assert_eq!(String::from(t), "edit:0.5");
+        assert_eq!(ImproverTargets::try_from("sft".to_string()).unwrap(), ImproverTargets::Sft);
+        assert!(ImproverTargets::try_from("edit:1.5".to_string()).is_err());
+        assert!(ImproverTargets::try_from("edit:0".to_string()).is_err());
+        let c: SgpoConfig = serde_json::from_str(r#"{"improver_targets": "reference", "loss": "ipo"}"#).unwrap();
+        assert_eq!((c.improver_targets, c.loss), (ImproverTargets::Reference, DpoLoss::Ipo));
+        assert!(serde_json::from_str::<SgpoConfig>(r#"{"improver_targets": "magic"}"#).is_err());
+    }
+
+    /// IPO's length normalisation: the normalised log-prob is the summed one over the number
+    /// of response tokens (the answer plus `<|end|>`).
+    #[test]
+    fn length_normalised_logps_divide_by_response_tokens() {
+        let device = Device::flex();
+        let examples = crate::tasks::generate(100, 1);
+        let texts: Vec<&str> = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
+        let tok = Tokenizer::train(texts.into_iter(), 150).unwrap();
+        let config = ModelConfig::tiny(tok.vocab_size());
+        let model = config.init(3, &device);
+        let pairs = vec![Pair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4 5 6 7".into(), reference: None }];
+        let raw = pollster::block_on(score_pairs(&model, &tok, &pairs, false, 128, &device)).unwrap();
+        let norm = pollster::block_on(score_pairs(&model, &tok, &pairs, true, 128, &device)).unwrap();
+        let n_chosen = tok.response("3").unwrap().len() as f32;
+        let n_rejected = tok.response("4 5 6 7").unwrap().len() as f32;
+        assert!(n_rejected > n_chosen);
+        assert!((norm[0].reference_chosen - raw[0].reference_chosen / n_chosen).abs() < 1e-5);
+        assert!((norm[0].reference_rejected - raw[0].reference_rejected / n_rejected).abs() < 1e-5);
+        assert!(raw[0].reference_chosen < 0.0);
+    }
+}
