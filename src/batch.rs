@@ -1,13 +1,14 @@
 //! Token sequences and the padded batches the model trains on.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
 /// A prompt followed by its response; only response tokens are learned from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSeq {
     pub tokens: Vec<u32>,
     pub prompt_len: usize,

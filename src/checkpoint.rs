@@ -15,11 +15,6 @@ pub struct LoopState {
     /// Next example within the epoch's shuffled order.
     pub cursor: usize,
     pub rng: Rng,
-    /// Preference runs: iterations finished, and whether stage 1 (the improver) is done.
-    #[serde(default)]
-    pub iteration: usize,
-    #[serde(default)]
-    pub improver_trained: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +25,8 @@ pub struct Checkpoint {
     pub model: Vec<u8>,
     pub optimizer: Vec<u8>,
     pub state: LoopState,
+    /// A preference run's position beyond the loop state (its stage, pairs, ...), as JSON.
+    pub progress: Option<String>,
 }
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -37,6 +34,7 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const STATE_FILE: &str = "state.json";
+pub const PROGRESS_FILE: &str = "run_state.json";
 pub const LATEST_FILE: &str = "latest";
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -82,6 +80,9 @@ mod disk {
             ] {
                 write_synced(&tmp.join(file), bytes)?;
             }
+            if let Some(progress) = &self.progress {
+                write_synced(&tmp.join(PROGRESS_FILE), progress.as_bytes())?;
+            }
             if dir.exists() {
                 fs::remove_dir_all(&dir).map_err(|e| Error::file(dir.display(), e))?;
             }
@@ -117,12 +118,14 @@ mod disk {
             };
             let state: LoopState = serde_json::from_str(&text(STATE_FILE)?)
                 .map_err(|e| Error::checkpoint(dir.join(STATE_FILE).display(), e))?;
+            let progress = if dir.join(PROGRESS_FILE).exists() { Some(text(PROGRESS_FILE)?) } else { None };
             Ok(Self {
                 config: text(CONFIG_FILE)?,
                 tokenizer: text(TOKENIZER_FILE)?,
                 model: read(MODEL_FILE)?,
                 optimizer: read(OPTIMIZER_FILE)?,
                 state,
+                progress,
             })
         }
 

@@ -80,6 +80,23 @@ pub struct IterationSummary {
     pub tokens_per_s: f32,
 }
 
+impl IterationSummary {
+    /// Nothing built or measured yet.
+    pub fn empty(iteration: usize, step: usize) -> Self {
+        Self {
+            iteration,
+            step,
+            prompts: 0,
+            pairs_built: 0,
+            pairs_unchanged: 0,
+            improver_win_rate: None,
+            policy_win_rate_vs_sft: None,
+            mean_score: None,
+            tokens_per_s: 0.0,
+        }
+    }
+}
+
 /// A draft and its improvement, for the UI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {

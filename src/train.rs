@@ -186,6 +186,20 @@ pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
+pub fn optimizer_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| Error::Config(format!("cannot serialise the optimiser: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+pub fn load_optimizer(config: &OptimConfig, bytes: &[u8]) -> Result<ModuleOptimizer> {
+    config
+        .init()
+        .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| Error::checkpoint(crate::checkpoint::OPTIMIZER_FILE, e))
+}
+
 pub fn load_model(config: &ModelConfig, bytes: &[u8], device: &Device, source: &str) -> Result<Model> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| Error::checkpoint(source, format!("unreadable weights: {e}")))?;
@@ -231,7 +245,7 @@ impl SftRun {
         device: &Device,
     ) -> Result<Self> {
         let optim = config.optim.init();
-        let state = LoopState { step: 0, epoch: 0, cursor: 0, rng: Rng::new(config.seed), iteration: 0, improver_trained: false };
+        let state = LoopState { step: 0, epoch: 0, cursor: 0, rng: Rng::new(config.seed) };
         Self::assemble(stage, config, model_config, tokenizer, model, optim, seqs, state, device.clone().autodiff())
     }
 
@@ -241,14 +255,34 @@ impl SftRun {
         let tokenizer = Tokenizer::from_json(crate::checkpoint::TOKENIZER_FILE, &checkpoint.tokenizer)?;
         let device = device.clone().autodiff();
         let model = load_model(&run.model, &checkpoint.model, &device, crate::checkpoint::MODEL_FILE)?;
-        let optim = run
-            .sft
-            .optim
-            .init()
-            .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer.clone()))
-            .map_err(|e| Error::checkpoint(crate::checkpoint::OPTIMIZER_FILE, e))?;
+        let optim = load_optimizer(&run.sft.optim, &checkpoint.optimizer)?;
         let seqs = policy_seqs(&tokenizer, train, run.model.max_seq_len)?;
         Self::assemble("sft", run.sft, run.model, tokenizer, model, optim, seqs, checkpoint.state.clone(), device)
+    }
+
+    /// Continue a run that trains `model` on `seqs`, from a saved optimiser and position.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        stage: &str,
+        config: SftConfig,
+        model_config: ModelConfig,
+        tokenizer: Tokenizer,
+        model: Model,
+        optimizer: &[u8],
+        seqs: Vec<TokenSeq>,
+        state: LoopState,
+        device: &Device,
+    ) -> Result<Self> {
+        let optim = load_optimizer(&config.optim, optimizer)?;
+        Self::assemble(stage, config, model_config, tokenizer, model, optim, seqs, state, device.clone().autodiff())
+    }
+
+    pub fn seqs(&self) -> &[TokenSeq] {
+        &self.seqs
+    }
+
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        optimizer_bytes(&self.optim)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -340,16 +374,13 @@ impl SftRun {
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         let config = serde_json::to_string_pretty(&RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None })
             .expect("config serialises");
-        let optimizer = self
-            .optim
-            .into_bytes()
-            .map_err(|e| Error::Config(format!("cannot serialise the optimiser: {e}")))?;
         Ok(Checkpoint {
             config,
             tokenizer: self.tokenizer.to_json()?,
             model: model_bytes(&self.model)?,
-            optimizer: optimizer.to_vec(),
+            optimizer: self.optimizer_bytes()?,
             state: self.state.clone(),
+            progress: None,
         })
     }
 }

@@ -109,3 +109,53 @@ fn bad_input_is_named_precisely() {
     let o = sgpo(&["sft", "--out", &run, "--device", "gpu"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn preference_methods_run_from_an_sft_run() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("sft").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "20", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let small = write(
+        dir.path(),
+        "small.json",
+        r#"{"iterations": 1, "improver_steps": 4, "improver_examples": 32, "prompts_per_iteration": 24, "eval_examples": 9, "max_new_tokens": 8}"#,
+    );
+    let pairs = "{\"prompt\": \"add: 1 + 2\", \"chosen\": \"3\", \"rejected\": \"4\"}\n{\"prompt\": \"last word: cat dog\", \"chosen\": \"dog\", \"rejected\": \"cat\"}\n";
+    let pairs = write(dir.path(), "pairs.jsonl", pairs);
+    let prompts = write(dir.path(), "prompts.jsonl", "{\"prompt\": \"sort the numbers: 3 1 2\"}\n{\"prompt\": \"add: 4 + 4\"}\n");
+    for (method, extra) in [("sgpo", vec!["--prompts", prompts.as_str()]), ("spin", vec![]), ("dpo", vec!["--data", pairs.as_str()])] {
+        let out = dir.path().join(method).display().to_string();
+        let mut args = vec!["train", "--method", method, "--init", &run, "--out", &out, "--config", &small, "--device", "cpu"];
+        args.extend(extra);
+        let o = sgpo(&args);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let metrics = std::fs::read_to_string(dir.path().join(method).join("metrics.jsonl")).unwrap();
+        let events: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let iteration = events.iter().rev().find(|e| e["event"] == "iteration").expect("an iteration event");
+        assert_eq!(iteration["iteration"], 1, "{method}");
+        let exported = std::fs::read_to_string(dir.path().join(method).join("pairs-iter1.jsonl")).unwrap();
+        for line in exported.lines() {
+            let p: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(p["prompt"].is_string() && p["chosen"].is_string() && p["rejected"].is_string());
+        }
+        if method == "dpo" {
+            assert_eq!(exported.lines().count(), 2);
+            let dpo = events.iter().find(|e| e["event"] == "dpo").expect("a dpo step");
+            for key in ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "grad_norm", "lr", "loss"] {
+                assert!(dpo[key].is_number(), "{key} in {dpo}");
+            }
+        }
+        if method == "sgpo" {
+            assert!(events.iter().any(|e| e["event"] == "train" && e["stage"] == "improver"));
+            assert!(std::fs::read_to_string(dir.path().join("sgpo/samples.jsonl")).unwrap().contains("\"draft\""));
+        }
+        // Evaluating a preference run works like an SFT run.
+        let o = sgpo(&["eval", "--model", &out, "--json", "--limit", "9", "--device", "cpu"]);
+        assert!(o.status.success(), "{method} eval: {}", stderr(&o));
+    }
+    // DPO without pairs is refused with a reason.
+    let out = dir.path().join("nodpo").display().to_string();
+    let o = sgpo(&["train", "--method", "dpo", "--init", &run, "--out", &out, "--config", &small, "--device", "cpu"]);
+    assert!(stderr(&o).contains("method dpo needs preference pairs"), "{}", stderr(&o));
+}

@@ -1,12 +1,17 @@
 //! SGPO end to end on a tiny model: the improver stage, one iteration of self-generated pairs,
 //! and DPO moving the policy toward the improved answers.
 
+mod common;
+
 use burn::module::Module;
 use burn::tensor::Device;
 use pollster::block_on;
 
+use sgpo::checkpoint::Checkpoint;
+use sgpo::data::Example;
+
 use sgpo::metrics::Event;
-use sgpo::sgpo::{PreferenceData, SgpoConfig, SgpoRun, score_pairs};
+use sgpo::sgpo::{PreferenceData, SgpoConfig, SgpoRun, Stage, score_pairs};
 use sgpo::tokenizer::Tokenizer;
 use sgpo::train::{OptimConfig, SftConfig, SftRun};
 
@@ -46,10 +51,20 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     let model = sft.model.valid();
     let mut run = SgpoRun::new(config, sft.model_config.clone(), sft_config, tok.clone(), model, data, &device).unwrap();
     let mut events = Vec::new();
-    block_on(run.train_improver(&mut |e| events.push(e))).unwrap();
+    while run.stage != Stage::Pairs {
+        block_on(run.advance(&mut |e| events.push(e))).unwrap();
+    }
     assert!(events.iter().any(|e| matches!(e, Event::Train(t) if t.stage == "improver")));
     let before = run.policy();
-    let summary = block_on(run.iteration(&mut |e| events.push(e))).unwrap();
+    while !run.is_done() {
+        block_on(run.advance(&mut |e| events.push(e))).unwrap();
+    }
+    let summary = events
+        .iter()
+        .rev()
+        .find_map(|e| if let Event::Iteration(i) = e { Some(i.clone()) } else { None })
+        .unwrap();
+    assert_eq!(summary.iteration, 1);
 
     let pairs = run.last_pairs.clone();
     assert!(!pairs.is_empty(), "no pairs: {summary:?}");
@@ -66,4 +81,93 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     let margin_before = margin(&block_on(score_pairs(&before, &tok, &pairs, false, max_len, &device)).unwrap());
     let margin_after = margin(&block_on(score_pairs(&run.policy(), &tok, &pairs, false, max_len, &device)).unwrap());
     assert!(margin_after > margin_before + 0.5, "margin {margin_before} -> {margin_after}");
+}
+
+fn tiny_sft(device: &Device) -> (SftRun, Vec<Example>, Vec<Example>) {
+    let (train, eval) = sgpo::tasks::builtin_split(300, 9, 2);
+    let texts: Vec<&str> = train.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
+    let tok = Tokenizer::train(texts.into_iter(), 200).unwrap();
+    let config = SftConfig {
+        preset: "tiny".into(),
+        steps: 30,
+        batch_size: 8,
+        optim: OptimConfig { lr: 5e-3, warmup_steps: 3, ..OptimConfig::default() },
+        ..SftConfig::default()
+    };
+    let mut sft = SftRun::new(config, tok, &train, device).unwrap();
+    while !sft.is_done() {
+        block_on(sft.step()).unwrap();
+    }
+    (sft, train, eval)
+}
+
+/// Interrupted twice (mid stage 1, mid DPO) and resumed from disk, a run takes the same steps
+/// with the same losses and ends with the same weights as one that never stopped.
+#[test]
+fn sgpo_resumes_mid_stage_exactly() {
+    let device = Device::flex();
+    let (sft, train, eval) = tiny_sft(&device);
+    let config = SgpoConfig {
+        iterations: 2,
+        improver_steps: 6,
+        improver_examples: 24,
+        prompts_per_iteration: 16,
+        dpo_epochs: 2,
+        batch_size: 4,
+        max_new_tokens: 8,
+        dpo_optim: OptimConfig { lr: 1e-3, warmup_steps: 0, min_lr_ratio: 1.0, weight_decay: 0.0, ..OptimConfig::default() },
+        ..SgpoConfig::default()
+    };
+    let data = PreferenceData { labeled: train, eval, ..PreferenceData::default() };
+    let fresh = || {
+        SgpoRun::new(config.clone(), sft.model_config.clone(), sft.config.clone(), sft.tokenizer.clone(), sft.model.valid(), data.clone(), &device).unwrap()
+    };
+    let losses = |events: &[Event]| -> Vec<(String, usize, f32)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Train(t) => Some((t.stage.clone(), t.step, t.loss)),
+                Event::Dpo(d) => Some(("dpo".into(), d.step, d.loss)),
+                _ => None,
+            })
+            .collect()
+    };
+
+    let mut straight = fresh();
+    let mut all = Vec::new();
+    while !straight.is_done() {
+        block_on(straight.advance(&mut |e| all.push(e))).unwrap();
+    }
+
+    let dir = common::TempDir::new();
+    let mut run = fresh();
+    let mut resumed = Vec::new();
+    let stops: [fn(&SgpoRun) -> bool; 2] = [
+        |r| r.stage == Stage::Improver && r.step() == 3,
+        |r| r.stage == Stage::Dpo && r.iteration == 1 && r.trainer.step == 3,
+    ];
+    for stop in stops {
+        while !stop(&run) {
+            block_on(run.advance(&mut |e| resumed.push(e))).unwrap();
+        }
+        run.checkpoint("{}".into()).unwrap().save(dir.path()).unwrap();
+        run = fresh();
+        run.restore(&Checkpoint::load(dir.path()).unwrap()).unwrap();
+    }
+    while !run.is_done() {
+        block_on(run.advance(&mut |e| resumed.push(e))).unwrap();
+    }
+
+    let (a, b) = (losses(&all), losses(&resumed));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().any(|x| x.0 == "improver") && a.iter().any(|x| x.0 == "dpo"));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, x.1), (&y.0, y.1));
+        assert!((x.2 - y.2).abs() < 1e-5, "{x:?} vs {y:?}");
+    }
+    let weights = |r: &SgpoRun| sgpo::train::model_bytes(&r.policy()).unwrap();
+    let (wa, wb) = (weights(&straight), weights(&run));
+    assert_eq!(wa.len(), wb.len());
+    let diff = wa.chunks(4).zip(wb.chunks(4)).filter(|(x, y)| x != y).count();
+    assert!(diff * 1000 < wa.len() / 4, "{diff} weights differ");
 }

@@ -414,12 +414,11 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
     })?;
     let mut run = SgpoRun::new(config.clone(), init.config.model.clone(), init.config.sft.clone(), init.tokenizer, init.model, data, &device)?;
     if resuming {
-        let checkpoint = Checkpoint::load(out)?;
-        block_on(run.restore(&checkpoint))?;
-        eprintln!("resuming {} after iteration {}", out.display(), run.iteration);
+        run.restore(&Checkpoint::load(out)?)?;
+        eprintln!("resuming {} at {:?}, iteration {}, step {}", out.display(), run.stage, run.iteration, run.step());
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let resumed_step = resuming.then_some(run.trainer.step);
+    let resumed_step = resuming.then(|| run.step());
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resumed_step)?;
     let mut samples = MetricsLog::open(&out.join("samples.jsonl"), resumed_step)?;
     let mut failure: Option<sgpo::Error> = None;
@@ -437,15 +436,17 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
                 log.write(&event)
             }
             Event::Iteration(i) => {
-                pb.println(format!(
-                    "iteration {}: {} pairs ({} unchanged), improver win rate {}, win rate vs SFT {}, mean score {}",
-                    i.iteration,
-                    i.pairs_built,
-                    i.pairs_unchanged,
-                    fmt_opt(i.improver_win_rate),
-                    fmt_opt(i.policy_win_rate_vs_sft),
-                    fmt_opt(i.mean_score)
-                ));
+                pb.suspend(|| {
+                    eprintln!(
+                        "iteration {}: {} pairs ({} unchanged), improver win rate {}, win rate vs SFT {}, mean score {}",
+                        i.iteration,
+                        i.pairs_built,
+                        i.pairs_unchanged,
+                        fmt_opt(i.improver_win_rate),
+                        fmt_opt(i.policy_win_rate_vs_sft),
+                        fmt_opt(i.mean_score)
+                    )
+                });
                 log.write(&event)
             }
             Event::Eval(_) => log.write(&event),
@@ -454,19 +455,24 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
             failure.get_or_insert(e);
         }
     };
-    if config.method == Method::Sgpo && !run.improver_trained() {
-        block_on(run.train_improver(&mut on_event))?;
-        run.checkpoint(run_config.clone())?.save(out)?;
-    }
+    let checkpoint_every = init.config.sft.checkpoint_every.max(1);
+    let mut exported = run.iteration;
     while !run.is_done() {
-        block_on(run.iteration(&mut on_event))?;
-        run.checkpoint(run_config.clone())?.save(out)?;
-        let pairs: String = run
-            .last_pairs
-            .iter()
-            .map(|p| serde_json::to_string(&p.to_trl()).map(|l| l + "\n"))
-            .collect::<Result<_, _>>()?;
-        sgpo::checkpoint::write_atomic(&out.join(format!("pairs-iter{}.jsonl", run.iteration)), pairs.as_bytes())?;
+        block_on(run.advance(&mut on_event))?;
+        if run.at_boundary() || run.step() % checkpoint_every == 0 {
+            run.checkpoint(run_config.clone())?.save(out)?;
+        }
+        // An iteration just ended: its pairs, in TRL's format.
+        if run.at_boundary() && run.iteration > exported {
+            exported = run.iteration;
+            let t = run.iteration;
+            let pairs: String = run
+                .last_pairs
+                .iter()
+                .map(|p| serde_json::to_string(&p.to_trl()).map(|l| l + "\n"))
+                .collect::<Result<_, _>>()?;
+            sgpo::checkpoint::write_atomic(&out.join(format!("pairs-iter{t}.jsonl")), pairs.as_bytes())?;
+        }
     }
     pb.finish_and_clear();
     drop(on_event);
@@ -536,13 +542,13 @@ fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
                 let config = SgpoConfig { method, seed, ..base.clone() };
                 let data = sgpo::sgpo::PreferenceData { labeled: labeled.clone(), unlabeled: unlabeled.clone(), pairs: Vec::new(), eval: eval_set.clone() };
                 let mut run = SgpoRun::new(config, sft_run.model_config.clone(), sft_config.clone(), tok.clone(), sft_model.clone(), data, &device)?;
-                let mut quiet = |_: Event| {};
-                if method == Method::Sgpo {
-                    block_on(run.train_improver(&mut quiet))?;
-                }
+                let mut report = |e: Event| {
+                    if let Event::Iteration(i) = e {
+                        eprintln!("  {setting} {name} seed {seed} iteration {}: {} pairs, win rate {}", i.iteration, i.pairs_built, fmt_opt(i.policy_win_rate_vs_sft));
+                    }
+                };
                 while !run.is_done() {
-                    let i = block_on(run.iteration(&mut quiet))?;
-                    eprintln!("  {setting} {name} seed {seed} iteration {}: {} pairs, win rate {}", i.iteration, i.pairs_built, fmt_opt(i.policy_win_rate_vs_sft));
+                    block_on(run.advance(&mut report))?;
                 }
                 let (win, score) = block_on(sgpo::sgpo::win_rate(&run.policy(), &sft_model, &tok, &eval_set, base.max_new_tokens, &device))?;
                 record(Outcome { setting: setting.into(), method: name.into(), seed, win_rate: win, mean_score: score }, &mut outcomes)?;
