@@ -878,8 +878,7 @@ mod tests {
     fn length_normalised_logps_divide_by_response_tokens() {
         let device = Device::flex();
         let examples = crate::tasks::generate(100, 1);
-        let texts: Vec<&str> = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
-        let tok = Tokenizer::train(texts.into_iter(), 150).unwrap();
+        let tok = Tokenizer::train_on(&examples, 150).unwrap();
         let config = ModelConfig::tiny(tok.vocab_size());
         let model = config.init(3, &device);
         let pairs = vec![Pair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4 5 6 7".into(), reference: None }];

@@ -84,6 +84,11 @@ impl Tokenizer {
         Self::from_hf(HfTokenizer::from(tokenizer))
     }
 
+    /// Train on the prompts and answers of `examples`.
+    pub fn train_on(examples: &[crate::data::Example], vocab_size: usize) -> Result<Self> {
+        Self::train(examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]), vocab_size)
+    }
+
     /// Wrap any tokenizer, adding the role tokens it lacks.
     pub fn from_hf(mut inner: HfTokenizer) -> Result<Self> {
         let missing: Vec<AddedToken> = SPECIAL_TOKENS
@@ -161,17 +166,9 @@ impl Tokenizer {
 mod tests {
     use super::*;
 
-    fn corpus() -> Vec<String> {
-        crate::tasks::generate(300, 1)
-            .into_iter()
-            .flat_map(|e| [e.prompt, e.response])
-            .collect()
-    }
-
     #[test]
     fn round_trip_and_role_tokens() {
-        let texts = corpus();
-        let tok = Tokenizer::train(texts.iter().map(|s| s.as_str()), 300).unwrap();
+        let tok = Tokenizer::train_on(&crate::tasks::generate(300, 1), 300).unwrap();
         assert!(tok.vocab_size() <= 300 + SPECIAL_TOKENS.len());
         for text in ["sort the numbers: 3 1 2", "Ünïcödé and  spaces\n", "CAT DOG 42"] {
             let ids = tok.encode(text).unwrap();

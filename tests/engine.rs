@@ -16,8 +16,7 @@ use sgpo::train::{OptimConfig, SftConfig, SftRun};
 
 fn tiny_data() -> (Tokenizer, Vec<Example>) {
     let examples = sgpo::tasks::generate(400, 1);
-    let texts: Vec<&str> = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
-    (Tokenizer::train(texts.into_iter(), 200).unwrap(), examples)
+    (Tokenizer::train_on(&examples, 200).unwrap(), examples)
 }
 
 fn tiny_config(steps: usize) -> SftConfig {

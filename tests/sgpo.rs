@@ -22,20 +22,8 @@ fn margin(pairs: &[sgpo::sgpo::ScoredPair]) -> f32 {
 #[test]
 fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     let device = Device::flex();
-    let (train, eval) = sgpo::tasks::builtin_split(600, 27, 1);
-    let texts: Vec<&str> = train.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
-    let tok = Tokenizer::train(texts.into_iter(), 200).unwrap();
-    let sft_config = SftConfig {
-        preset: "tiny".into(),
-        steps: 80,
-        batch_size: 16,
-        optim: OptimConfig { lr: 5e-3, warmup_steps: 5, ..OptimConfig::default() },
-        ..SftConfig::default()
-    };
-    let mut sft = SftRun::new(sft_config.clone(), tok.clone(), &train, &device).unwrap();
-    while !sft.is_done() {
-        block_on(sft.step()).unwrap();
-    }
+    let (sft, train, eval) = tiny_sft(&device, 600, 80);
+    let tok = sft.tokenizer.clone();
     let config = SgpoConfig {
         iterations: 1,
         improver_steps: 40,
@@ -49,7 +37,7 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     };
     let data = PreferenceData { labeled: train, eval, ..PreferenceData::default() };
     let model = sft.model.valid();
-    let mut run = SgpoRun::new(config, sft.model_config.clone(), sft_config, tok.clone(), model, data, &device).unwrap();
+    let mut run = SgpoRun::new(config, sft.model_config.clone(), sft.config.clone(), tok.clone(), model, data, &device).unwrap();
     let mut events = Vec::new();
     while run.stage != Stage::Pairs {
         block_on(run.advance(&mut |e| events.push(e))).unwrap();
@@ -83,14 +71,14 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     assert!(margin_after > margin_before + 0.5, "margin {margin_before} -> {margin_after}");
 }
 
-fn tiny_sft(device: &Device) -> (SftRun, Vec<Example>, Vec<Example>) {
-    let (train, eval) = sgpo::tasks::builtin_split(300, 9, 2);
-    let texts: Vec<&str> = train.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
-    let tok = Tokenizer::train(texts.into_iter(), 200).unwrap();
+/// A tiny model after `steps` of SFT on `n_train` built-in examples, and the data.
+fn tiny_sft(device: &Device, n_train: usize, steps: usize) -> (SftRun, Vec<Example>, Vec<Example>) {
+    let (train, eval) = sgpo::tasks::builtin_split(n_train, n_train / 25, 1);
+    let tok = Tokenizer::train_on(&train, 200).unwrap();
     let config = SftConfig {
         preset: "tiny".into(),
-        steps: 30,
-        batch_size: 8,
+        steps,
+        batch_size: 16,
         optim: OptimConfig { lr: 5e-3, warmup_steps: 3, ..OptimConfig::default() },
         ..SftConfig::default()
     };
@@ -106,7 +94,7 @@ fn tiny_sft(device: &Device) -> (SftRun, Vec<Example>, Vec<Example>) {
 #[test]
 fn sgpo_resumes_mid_stage_exactly() {
     let device = Device::flex();
-    let (sft, train, eval) = tiny_sft(&device);
+    let (sft, train, eval) = tiny_sft(&device, 300, 30);
     let config = SgpoConfig {
         iterations: 2,
         improver_steps: 6,

@@ -25,8 +25,7 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
     );
     eprintln!("wgpu adapter: {adapter:?}");
     let examples = sgpo::tasks::generate(200, 1);
-    let texts: Vec<&str> = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).collect();
-    let tok = Tokenizer::train(texts.into_iter(), 200).unwrap();
+    let tok = Tokenizer::train_on(&examples, 200).unwrap();
     let config = SftConfig {
         preset: "tiny".into(),
         steps: 2,

@@ -250,7 +250,7 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => sgpo::data::load_jsonl(path)?.examples,
                 None => sgpo::tasks::generate(20000, 42),
             };
-            let tok = train_tokenizer(&examples, vocab_size)?;
+            let tok = Tokenizer::train_on(&examples, vocab_size)?;
             sgpo::checkpoint::write_atomic(&out, tok.to_json()?.as_bytes())?;
             println!("wrote {} ({} tokens)", out.display(), tok.vocab_size());
             Ok(())
@@ -264,11 +264,6 @@ fn select_device(choice: DeviceChoice) -> anyhow::Result<burn::tensor::Device> {
     let selected = device::select(choice)?;
     eprintln!("device: {}", selected.description);
     Ok(selected.device)
-}
-
-fn train_tokenizer(examples: &[Example], vocab_size: usize) -> anyhow::Result<Tokenizer> {
-    let texts = examples.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]);
-    Ok(Tokenizer::train(texts, vocab_size)?)
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -319,7 +314,7 @@ fn sft(args: SftArgs) -> anyhow::Result<()> {
                 let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 Tokenizer::from_json(&path.display().to_string(), &json)?
             }
-            None => train_tokenizer(&train_set, config.vocab_size)?,
+            None => Tokenizer::train_on(&train_set, config.vocab_size)?,
         };
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         (SftRun::new(config, tokenizer, &train_set, &device)?, None)
@@ -643,7 +638,7 @@ fn eval_cmd(args: EvalArgs) -> anyhow::Result<()> {
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let device = select_device(args.device.device)?;
     let examples = sgpo::tasks::generate(2000, 1);
-    let tok = train_tokenizer(&examples, 512)?;
+    let tok = Tokenizer::train_on(&examples, 512)?;
     let config = SftConfig { preset: args.preset.clone(), batch_size: args.batch_size, steps: 1000, ..SftConfig::default() };
     let mut run = SftRun::new(config, tok.clone(), &examples, &device)?;
     println!("device: {:?}, preset {} ({} parameters), batch {}", device, args.preset, run.model.num_params(), args.batch_size);
