@@ -22,7 +22,33 @@ pub struct Scored {
     pub task: String,
 }
 
-/// Greedy answers for `prompts` in the policy role, `batch_size` at a time.
+/// Continue every prompt (token ids in any role), `batch_size` at a time, and decode.
+/// `progress(rows done, tokens generated)` is called after each batch.
+#[allow(clippy::too_many_arguments)]
+pub async fn complete(
+    model: &Model,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    sampling: &SamplingConfig,
+    batch_size: usize,
+    rng: &mut Rng,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    let mut generated = 0;
+    let s = tok.special;
+    for chunk in prompts.chunks(batch_size.max(1)) {
+        for tokens in generate(model, chunk, sampling, s.end, s.pad, rng, true, device).await? {
+            generated += tokens.len();
+            out.push(tok.decode(&tokens)?);
+        }
+        progress(out.len(), generated);
+    }
+    Ok(out)
+}
+
+/// Answers for `prompts` in the policy role.
 pub async fn answer(
     model: &Model,
     tok: &Tokenizer,
@@ -32,15 +58,8 @@ pub async fn answer(
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(batch_size.max(1)) {
-        let ids = chunk.iter().map(|p| tok.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
-        let s = tok.special;
-        for tokens in generate(model, &ids, sampling, s.end, s.pad, rng, true, device).await? {
-            out.push(tok.decode(&tokens)?);
-        }
-    }
-    Ok(out)
+    let ids = prompts.iter().map(|p| tok.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
+    complete(model, tok, &ids, sampling, batch_size, rng, device, &mut |_, _| {}).await
 }
 
 pub fn summarize(step: usize, scored: &[Scored]) -> EvalSummary {

@@ -97,6 +97,18 @@ impl IterationSummary {
     }
 }
 
+/// Progress inside a long unit of work (building an iteration's pairs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// `generating` (the policy's drafts) or `improving` (the improver's rewrites).
+    pub stage: String,
+    pub iteration: usize,
+    pub done: usize,
+    pub total: usize,
+    #[serde(rename = "tokens/s")]
+    pub tokens_per_s: f32,
+}
+
 /// A draft and its improvement, for the UI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
@@ -117,6 +129,7 @@ pub enum Event {
     Dpo(DpoStep),
     Iteration(IterationSummary),
     Sample(Sample),
+    Progress(Progress),
 }
 
 impl Event {
@@ -127,6 +140,7 @@ impl Event {
             Event::Dpo(d) => d.step,
             Event::Iteration(i) => i.step,
             Event::Sample(s) => s.step,
+            Event::Progress(_) => 0,
         }
     }
 }

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{Batch, TokenSeq};
 use crate::data::{Example, PreferencePair};
 use crate::error::{Error, Result};
-use crate::eval::answer;
-use crate::generate::{SamplingConfig, generate};
+use crate::eval::{answer, complete};
+use crate::generate::SamplingConfig;
 use crate::improve::partial_edit;
-use crate::metrics::{DpoStep, Event, IterationSummary, Sample, now_seconds};
+use crate::metrics::{DpoStep, Event, IterationSummary, Progress, Sample, now_seconds};
 use crate::model::{Model, ModelConfig};
 use crate::objective::{DpoLoss, PairLogps, dpo_loss, sequence_logprobs, sft_loss};
 use crate::readback;
@@ -189,21 +189,16 @@ pub async fn improve(
     prompts: &[String],
     drafts: &[String],
     max_new_tokens: usize,
-    batch_size: usize,
     rng: &mut Rng,
     device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    let greedy = SamplingConfig::greedy(max_new_tokens);
-    let s = tok.special;
-    for (ps, ds) in prompts.chunks(batch_size).zip(drafts.chunks(batch_size)) {
-        let ids = ps.iter().zip(ds).map(|(p, d)| tok.improver_prompt(p, d)).collect::<Result<Vec<_>>>()?;
-        for tokens in generate(model, &ids, &greedy, s.end, s.pad, rng, true, device).await? {
-            out.push(tok.decode(&tokens)?);
-        }
-    }
-    Ok(out)
+    let ids = prompts.iter().zip(drafts).map(|(p, d)| tok.improver_prompt(p, d)).collect::<Result<Vec<_>>>()?;
+    complete(model, tok, &ids, &SamplingConfig::greedy(max_new_tokens), GENERATION_BATCH, rng, device, progress).await
 }
+
+/// Rows generated at once when building data.
+const GENERATION_BATCH: usize = 64;
 
 /// The text a reference-guided improver sees as its prompt.
 fn with_reference(prompt: &str, reference: &str) -> String {
@@ -225,7 +220,7 @@ pub async fn improver_data(
 ) -> Result<Vec<TokenSeq>> {
     let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
     let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, temperature: cfg.draft_temperature, top_k: 0, top_p: 1.0 };
-    let drafts = answer(model, tok, &prompts, &sampling, 64, rng, device).await?;
+    let drafts = answer(model, tok, &prompts, &sampling, GENERATION_BATCH, rng, device).await?;
     let goals: Vec<String> = match targets {
         ImproverTargets::Sft => examples.iter().map(|e| e.response.clone()).collect(),
         ImproverTargets::Edit(alpha) => examples
@@ -235,7 +230,7 @@ pub async fn improver_data(
             .collect::<Result<_>>()?,
         ImproverTargets::Reference => {
             let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response)).collect();
-            improve(model, tok, &guided, &drafts, cfg.max_new_tokens, 64, rng, device).await?
+            improve(model, tok, &guided, &drafts, cfg.max_new_tokens, rng, device, &mut |_, _| {}).await?
         }
     };
     examples
@@ -259,8 +254,10 @@ pub async fn build_pairs(
     items: &[PromptItem],
     fixed: &[PreferencePair],
     cfg: &SgpoConfig,
+    iteration: usize,
     rng: &mut Rng,
     device: &Device,
+    on_event: &mut dyn FnMut(Event),
 ) -> Result<PairSet> {
     if method == Method::Dpo {
         let pairs = fixed
@@ -271,10 +268,25 @@ pub async fn build_pairs(
     }
     let items: Vec<&PromptItem> = items.iter().filter(|i| method == Method::Sgpo || i.reference.is_some()).collect();
     let prompts: Vec<String> = items.iter().map(|i| i.prompt.clone()).collect();
+    let total = prompts.len();
+    let report = |stage: &'static str, started: f64| {
+        move |done: usize, tokens: usize| Progress {
+            stage: stage.to_string(),
+            iteration,
+            done,
+            total,
+            tokens_per_s: (tokens as f64 / (now_seconds() - started).max(1e-9)) as f32,
+        }
+    };
     let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, temperature: cfg.draft_temperature, top_k: 0, top_p: 1.0 };
-    let drafts = answer(model, tok, &prompts, &sampling, 64, rng, device).await?;
+    let ids = prompts.iter().map(|p| tok.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
+    let progress = report("generating", now_seconds());
+    let drafts = complete(model, tok, &ids, &sampling, GENERATION_BATCH, rng, device, &mut |d, t| on_event(Event::Progress(progress(d, t)))).await?;
     let chosen = match method {
-        Method::Sgpo => improve(model, tok, &prompts, &drafts, cfg.max_new_tokens, 64, rng, device).await?,
+        Method::Sgpo => {
+            let progress = report("improving", now_seconds());
+            improve(model, tok, &prompts, &drafts, cfg.max_new_tokens, rng, device, &mut |d, t| on_event(Event::Progress(progress(d, t)))).await?
+        }
         _ => items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(),
     };
     let mut set = PairSet::default();
@@ -433,8 +445,8 @@ pub async fn win_rate(
 ) -> Result<(f32, f32)> {
     let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
     let greedy = SamplingConfig::greedy(max_new_tokens);
-    let mine = answer(policy, tok, &prompts, &greedy, 64, &mut Rng::new(0), device).await?;
-    let theirs = answer(baseline, tok, &prompts, &greedy, 64, &mut Rng::new(0), device).await?;
+    let mine = answer(policy, tok, &prompts, &greedy, GENERATION_BATCH, &mut Rng::new(0), device).await?;
+    let theirs = answer(baseline, tok, &prompts, &greedy, GENERATION_BATCH, &mut Rng::new(0), device).await?;
     let (mut wins, mut score) = (0.0, 0.0);
     for ((e, a), b) in examples.iter().zip(&mine).zip(&theirs) {
         let (sa, sb) = (judge(a, &e.response), judge(b, &e.response));
@@ -721,7 +733,7 @@ impl SgpoRun {
         let started = now_seconds();
         let policy = self.trainer.model.valid();
         let items = self.draw_prompts();
-        let set = build_pairs(self.config.method, &policy, &self.tokenizer, &items, &self.data.pairs, &self.config, &mut self.rng, &self.device).await?;
+        let set = build_pairs(self.config.method, &policy, &self.tokenizer, &items, &self.data.pairs, &self.config, self.iteration, &mut self.rng, &self.device, on_event).await?;
         let gen_rate = set.generated_tokens as f64 / (now_seconds() - started).max(1e-9);
         for (prompt, draft, improved, reference) in set.samples.iter().take(8) {
             on_event(Event::Sample(Sample {

@@ -63,6 +63,14 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     let dpo: Vec<_> = events.iter().filter_map(|e| if let Event::Dpo(d) = e { Some(d) } else { None }).collect();
     assert!(!dpo.is_empty() && dpo.iter().all(|d| d.loss.is_finite()));
     assert!(events.iter().any(|e| matches!(e, Event::Sample(_))));
+    for stage in ["generating", "improving"] {
+        let last = events.iter().rev().find_map(|e| match e {
+            Event::Progress(p) if p.stage == stage => Some(p.clone()),
+            _ => None,
+        });
+        let last = last.unwrap_or_else(|| panic!("no {stage} progress"));
+        assert_eq!((last.done, last.total, last.iteration), (summary.prompts, summary.prompts, 1));
+    }
 
     // The policy's log-prob margin of chosen over rejected, before and after DPO on the pairs.
     let max_len = run.model_config.max_seq_len;

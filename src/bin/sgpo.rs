@@ -269,9 +269,10 @@ fn select_device(choice: DeviceChoice) -> anyhow::Result<burn::tensor::Device> {
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"))
+        ProgressStyle::with_template("{prefix:>10} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
             .expect("valid template"),
     );
+    pb.set_prefix(what.to_string());
     pb
 }
 
@@ -422,15 +423,28 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
         let written = match &event {
             Event::Sample(_) => samples.write(&event),
             Event::Train(m) => {
+                pb.set_prefix("improver");
+                pb.set_length(config.improver_steps as u64);
                 pb.set_position(m.step as u64);
-                pb.set_message(format!("loss {:.3}", m.loss));
+                pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
                 log.write(&event)
             }
             Event::Dpo(m) => {
-                pb.set_message(format!("iteration {} step {} loss {:.3} margin {:.3}", m.iteration, m.step, m.loss, m.rewards_margins));
+                pb.set_prefix(format!("dpo {}", m.iteration));
+                pb.set_position(m.step as u64);
+                pb.set_message(format!("loss {:.3} | margin {:.3} | acc {:.2} | {:.0} tok/s", m.loss, m.rewards_margins, m.rewards_accuracies, m.tokens_per_s));
                 log.write(&event)
             }
+            Event::Progress(p) => {
+                pb.set_prefix(format!("{} {}", p.stage, p.iteration));
+                pb.set_length(p.total as u64);
+                pb.set_position(p.done as u64);
+                pb.set_message(format!("{:.0} tok/s", p.tokens_per_s));
+                Ok(())
+            }
             Event::Iteration(i) => {
+                // The DPO bar counts this iteration's steps from here on.
+                pb.set_length(i.step as u64 + config.prompts_per_iteration.div_ceil(config.batch_size.max(1)) as u64 * config.dpo_epochs as u64);
                 pb.suspend(|| {
                     eprintln!(
                         "iteration {}: {} pairs ({} unchanged), improver win rate {}, win rate vs SFT {}, mean score {}",
