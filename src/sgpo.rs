@@ -713,13 +713,15 @@ impl SgpoRun {
         Ok(())
     }
 
+    /// This iteration's prompts: labeled and unlabeled for SGPO, labeled only for SPIN.
     fn draw_prompts(&mut self) -> Vec<PromptItem> {
+        let unlabeled: &[String] = if self.config.method == Method::Sgpo { &self.data.unlabeled } else { &[] };
         let mut items: Vec<PromptItem> = self
             .data
             .labeled
             .iter()
             .map(|e| PromptItem { prompt: e.prompt.clone(), reference: Some(e.response.clone()) })
-            .chain(self.data.unlabeled.iter().map(|p| PromptItem { prompt: p.clone(), reference: None }))
+            .chain(unlabeled.iter().map(|p| PromptItem { prompt: p.clone(), reference: None }))
             .collect();
         self.rng.shuffle(&mut items);
         items.truncate(self.config.prompts_per_iteration);
