@@ -21,3 +21,6 @@ pub mod tokenizer;
 pub mod train;
 
 pub use error::{Error, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

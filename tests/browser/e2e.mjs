@@ -1,0 +1,31 @@
+// Drives the page in headless Chromium with WebGPU: start a short run, wait for charts and
+// samples, save a screenshot. Usage: node tests/browser/e2e.mjs URL SCREENSHOT
+import { chromium } from "playwright-core";
+
+const [url, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--disable-quic", "--enable-unsafe-webgpu",
+  ],
+});
+const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+page.on("console", (m) => console.log(`[page] ${m.text()}`));
+page.on("pageerror", (e) => console.log(`[page error] ${e}`));
+await page.goto(url);
+await page.fill("#sft_steps", "20");
+await page.fill("#iterations", "1");
+await page.fill("#prompts_per_iteration", "16");
+await page.click("#start");
+const limit = Number(process.env.E2E_TIMEOUT_MS || 600000);
+await page.waitForFunction(() => document.body.dataset.done || document.body.dataset.error, null, { timeout: limit, polling: 1000 });
+const error = await page.evaluate(() => document.body.dataset.error);
+await page.screenshot({ path: screenshot, fullPage: true });
+const rows = await page.locator("#samples tbody tr").count();
+console.log(`status: ${await page.textContent("#status")}; sample rows: ${rows}`);
+await browser.close();
+if (error || rows === 0) {
+  console.error(`failed: ${error || "no samples"}`);
+  process.exit(1);
+}
