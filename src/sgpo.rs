@@ -176,8 +176,9 @@ pub struct PairSet {
     /// Candidates dropped because chosen == rejected (no discernible improvement).
     pub unchanged: usize,
     pub improver_win_rate: Option<f32>,
-    /// (prompt, draft, improved) for every candidate, kept or not.
+    /// (prompt, draft, improved, reference) for every candidate, kept or not.
     pub samples: Vec<(String, String, String, Option<String>)>,
+    /// Tokens the model generated (drafts and improvements).
     pub generated_tokens: usize,
 }
 
@@ -280,19 +281,27 @@ pub async fn build_pairs(
     };
     let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, temperature: cfg.draft_temperature, top_k: 0, top_p: 1.0 };
     let ids = prompts.iter().map(|p| tok.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
+    let mut generated = [0usize; 2];
     let progress = report("generating", now_seconds());
-    let drafts = complete(model, tok, &ids, &sampling, GENERATION_BATCH, rng, device, &mut |d, t| on_event(Event::Progress(progress(d, t)))).await?;
+    let drafts = complete(model, tok, &ids, &sampling, GENERATION_BATCH, rng, device, &mut |d, t| {
+        generated[0] = t;
+        on_event(Event::Progress(progress(d, t)))
+    })
+    .await?;
     let chosen = match method {
         Method::Sgpo => {
             let progress = report("improving", now_seconds());
-            improve(model, tok, &prompts, &drafts, cfg.max_new_tokens, rng, device, &mut |d, t| on_event(Event::Progress(progress(d, t)))).await?
+            improve(model, tok, &prompts, &drafts, cfg.max_new_tokens, rng, device, &mut |d, t| {
+                generated[1] = t;
+                on_event(Event::Progress(progress(d, t)))
+            })
+            .await?
         }
         _ => items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(),
     };
-    let mut set = PairSet::default();
+    let mut set = PairSet { generated_tokens: generated[0] + generated[1], ..PairSet::default() };
     let (mut wins, mut judged) = (0usize, 0usize);
     for ((item, draft), better) in items.iter().zip(drafts).zip(chosen) {
-        set.generated_tokens += tok.encode(&draft)?.len() + tok.encode(&better)?.len();
         if let Some(r) = &item.reference {
             judged += 1;
             wins += usize::from(judge(&better, r) > judge(&draft, r));

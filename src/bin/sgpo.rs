@@ -342,8 +342,7 @@ fn sft(args: SftArgs) -> anyhow::Result<()> {
     }
     pb.finish();
     // A quick held-out check; `sgpo eval` gives the full table.
-    let config = RunConfig::from_json("config.json", &run.checkpoint()?.config)?;
-    let (_, eval_set) = train::load_examples(&config.sft.data, config.sft.seed)?;
+    let (_, eval_set) = train::load_examples(&run.config.data, run.config.seed)?;
     let eval_set: Vec<Example> = eval_set.into_iter().take(90).collect();
     let model = run.model.valid();
     let (summary, _) = block_on(eval::evaluate(&model, &run.tokenizer, &eval_set, 32, run.state.step, &device))?;
@@ -466,10 +465,13 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
     };
     let checkpoint_every = init.config.sft.checkpoint_every.max(1);
     let mut exported = run.iteration;
+    let mut saved_step = run.step();
     while !run.is_done() {
         block_on(run.advance(&mut on_event))?;
-        if run.at_boundary() || run.step() % checkpoint_every == 0 {
+        let step = run.step();
+        if run.at_boundary() || (step != saved_step && step % checkpoint_every == 0) {
             run.checkpoint(run_config.clone())?.save(out)?;
+            saved_step = step;
         }
         // An iteration just ended: its pairs, in TRL's format.
         if run.at_boundary() && run.iteration > exported {

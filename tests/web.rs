@@ -1,0 +1,75 @@
+//! In a real browser (wasm-bindgen-test + Chromium): the engine on WebGPU against the same
+//! engine on the CPU backend compiled to wasm, on the same weights. Native tests check the CPU
+//! backend against native wgpu; here WebGPU itself is checked.
+#![cfg(target_arch = "wasm32")]
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use wasm_bindgen_test::*;
+
+use sgpo::generate::{SamplingConfig, generate};
+use sgpo::readback;
+use sgpo::rng::Rng;
+use sgpo::sgpo::{Pair, PreferenceTrainer, SgpoConfig, score_pairs};
+use sgpo::tokenizer::Tokenizer;
+use sgpo::train::{SftConfig, SftRun};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
+const TOLERANCE: f32 = 1e-4;
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
+    let gpu = Device::wgpu_options().init_async().await.expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)");
+    let cpu = Device::flex();
+    let examples = sgpo::tasks::generate(120, 1);
+    let tok = Tokenizer::train_on(&examples, 150).unwrap();
+    let config = SftConfig { preset: "tiny".into(), steps: 1, batch_size: 4, ..SftConfig::default() };
+    let start = SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint().unwrap();
+    let on = |device: &Device| SftRun::resume(&start, &examples, device).unwrap();
+    let (cpu_run, gpu_run) = (on(&cpu), on(&gpu));
+
+    // Forward.
+    let logits = |run: &SftRun, device: &Device| {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 9, 27, 81, 5, 7], [2, 3]), device);
+        run.model.valid().forward_causal(ids)
+    };
+    let a = readback::floats(logits(&cpu_run, &cpu)).await.unwrap();
+    let b = readback::floats(logits(&gpu_run, &gpu)).await.unwrap();
+    let d = max_diff(&a, &b);
+    assert!(d < TOLERANCE, "forward differs by {d}");
+
+    // Generation (greedy, KV cache, the full 6 tokens).
+    let prompts: Vec<Vec<u32>> = examples[..3].iter().map(|e| tok.policy_prompt(&e.prompt).unwrap()).collect();
+    let greedy = SamplingConfig::greedy(6);
+    let s = tok.special;
+    let g_cpu = generate(&cpu_run.model.valid(), &prompts, &greedy, u32::MAX, s.pad, &mut Rng::new(0), true, &cpu).await.unwrap();
+    let g_gpu = generate(&gpu_run.model.valid(), &prompts, &greedy, u32::MAX, s.pad, &mut Rng::new(0), true, &gpu).await.unwrap();
+    assert_eq!(g_cpu, g_gpu);
+
+    // One DPO update on the same pairs and reference log-probs.
+    let pairs = vec![
+        Pair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4".into(), reference: None },
+        Pair { prompt: "last word: cat dog".into(), chosen: "dog".into(), rejected: "cat".into(), reference: None },
+    ];
+    let scored = score_pairs(&cpu_run.model.valid(), &tok, &pairs, false, 128, &cpu).await.unwrap();
+    let refs: Vec<_> = scored.iter().collect();
+    let cfg = SgpoConfig::default();
+    let mut t_cpu = PreferenceTrainer::new(cpu_run.model.clone(), cfg.clone(), s.pad, &cpu);
+    let mut t_gpu = PreferenceTrainer::new(gpu_run.model.clone(), cfg, s.pad, &gpu);
+    let (m_cpu, m_gpu) = (t_cpu.step(&refs, &[], 1).await.unwrap(), t_gpu.step(&refs, &[], 1).await.unwrap());
+    assert!((m_cpu.loss - m_gpu.loss).abs() < TOLERANCE, "DPO loss {} vs {}", m_cpu.loss, m_gpu.loss);
+    assert!((m_cpu.grad_norm - m_gpu.grad_norm).abs() < 1e-3 * m_cpu.grad_norm.max(1.0));
+    let after_cpu = score_pairs(&t_cpu.model.valid(), &tok, &pairs, false, 128, &cpu).await.unwrap();
+    let after_gpu = score_pairs(&t_gpu.model.valid(), &tok, &pairs, false, 128, &gpu).await.unwrap();
+    for (x, y) in after_cpu.iter().zip(&after_gpu) {
+        assert!((x.reference_chosen - y.reference_chosen).abs() < 1e-3);
+        assert!((x.reference_rejected - y.reference_rejected).abs() < 1e-3);
+    }
+}
