@@ -1,4 +1,4 @@
-//! The native command line: the same engine as the browser, driven from a terminal.
+//! The commands: each parses its flags, drives the engine, and writes the run directory.
 
 use std::path::{Path, PathBuf};
 
@@ -238,7 +238,7 @@ struct BenchArgs {
     device: DeviceArg,
 }
 
-fn main() -> anyhow::Result<()> {
+pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sft(args) => sft(args),
