@@ -23,4 +23,6 @@ trap 'kill $server' EXIT
 sleep 1
 mkdir -p runs
 node tests/browser/e2e.mjs http://127.0.0.1:8080/ runs/browser-e2e.png
-echo "screenshot: runs/browser-e2e.png"
+# Without WebGPU: the page says so and runs on the CPU backend compiled to wasm.
+NO_WEBGPU=1 node tests/browser/e2e.mjs http://127.0.0.1:8080/ runs/browser-cpu.png
+echo "screenshots: runs/browser-e2e.png, runs/browser-cpu.png"

@@ -84,7 +84,14 @@ worker.onmessage = ({ data }) => {
   if (data.kind === "done") { status("done"); document.body.dataset.done = "1"; }
   if (data.kind === "answer") $("answer").textContent = data.text;
   if (data.kind === "error") { status(`error: ${data.error}`); document.body.dataset.error = data.error; }
+  if (data.kind === "no-webgpu") {
+    status(data.error);
+    $("start").disabled = false;
+    $("start").textContent = "start on the CPU (slow)";
+    useCpu = true;
+  }
 };
+let useCpu = false;
 
 $("start").onclick = () => {
   const num = (id) => Number($(id).value);
@@ -97,6 +104,7 @@ $("start").onclick = () => {
     beta: num("beta"),
     lr: num("lr"),
     temperature: num("temperature"),
+    cpu: useCpu,
   };
   $("start").disabled = true;
   $("pause").disabled = false;

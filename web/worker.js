@@ -40,8 +40,13 @@ onmessage = async (msg) => {
   const { kind, config, prompt } = msg.data;
   try {
     if (kind === "start") {
-      if (!navigator.gpu) {
-        postMessage({ kind: "error", error: "This browser exposes no WebGPU (navigator.gpu). Use a recent Chrome or Edge, or Chromium started with --enable-unsafe-webgpu." });
+      // navigator.gpu can exist with no adapter behind it (e.g. Chromium without its flag).
+      const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+      if (!adapter && !config.cpu) {
+        postMessage({
+          kind: "no-webgpu",
+          error: "This browser exposes no WebGPU (navigator.gpu): use a recent Chrome or Edge, or start Chromium with --enable-unsafe-webgpu. You can also run on the CPU backend compiled to wasm (slow).",
+        });
         return;
       }
       await init();

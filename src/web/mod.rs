@@ -27,6 +27,9 @@ pub struct WebConfig {
     pub lr: f64,
     pub temperature: f32,
     pub seed: u64,
+    /// Run on burn's CPU backend compiled to wasm instead of WebGPU (slow; for browsers
+    /// without WebGPU).
+    pub cpu: bool,
 }
 
 impl Default for WebConfig {
@@ -42,6 +45,7 @@ impl Default for WebConfig {
             lr: 5e-5,
             temperature: 1.0,
             seed: 42,
+            cpu: false,
         }
     }
 }
@@ -76,9 +80,18 @@ impl Engine {
         } else {
             serde_wasm_bindgen::from_value(config).map_err(js_err)?
         };
-        let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(|e| js_err(format!("{e:?}")))?;
-        let info = setup.adapter.get_info();
-        let adapter = format!("{} ({:?}){}", info.name, info.backend, if crate::device::is_software_adapter(&info.name, info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu) { " — a software adapter: slow" } else { "" });
+        let (device, adapter) = if config.cpu {
+            (Device::flex(), "the CPU backend compiled to wasm (no WebGPU: slow)".to_string())
+        } else {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup_async()
+                .await
+                .map_err(|e| js_err(format!("WebGPU could not start: {e:?}")))?;
+            let info = setup.adapter.get_info();
+            let software = crate::device::is_software_adapter(&info.name, info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu);
+            let note = if software { " — a software adapter: expect it to be slow" } else { "" };
+            (device, format!("WebGPU: {} ({:?}){note}", info.name, info.backend))
+        };
         let (train, eval) = crate::tasks::builtin_split(4000, 45, config.seed);
         let tokenizer = Tokenizer::train_on(&train, 256).map_err(js_err)?;
         let sft = SftConfig {
