@@ -37,6 +37,16 @@ pub enum Method {
     Dpo,
 }
 
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sgpo => "sgpo",
+            Self::Spin => "spin",
+            Self::Dpo => "dpo",
+        }
+    }
+}
+
 impl std::str::FromStr for Method {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

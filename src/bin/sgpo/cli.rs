@@ -69,6 +69,9 @@ struct ExperimentArgs {
     /// A JSON file with SGPO settings (as in `sgpo train --config`); the method and seed vary.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Preference methods to run (SFT is always the baseline).
+    #[arg(long, value_delimiter = ',', default_value = "sgpo,spin")]
+    methods: Vec<Method>,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -520,7 +523,8 @@ fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
             (train_set[..args.few_labeled].to_vec(), rest.iter().map(|e| e.prompt.clone()).collect())
         };
         let done = |o: &[Outcome], m: &str, seed: u64| o.iter().any(|x| x.setting == setting && x.method == m && x.seed == seed);
-        if (0..args.seeds).all(|seed| methods.iter().all(|m| *m == "sft" && seed > 0 || done(&outcomes, m, seed))) {
+        let wanted = |m: &str| m == "sft" || args.methods.iter().any(|x| x.name() == m);
+        if (0..args.seeds).all(|seed| methods.iter().all(|m| !wanted(m) || *m == "sft" && seed > 0 || done(&outcomes, m, seed))) {
             continue;
         }
         // SFT once per setting; the tokenizer sees every text of the setting, labels or not.
@@ -546,8 +550,9 @@ fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
             record(Outcome { setting: setting.into(), method: "sft".into(), seed: 0, win_rate: win, mean_score: score }, &mut outcomes)?;
         }
         for seed in 0..args.seeds {
-            for (name, method) in [("sgpo", Method::Sgpo), ("spin", Method::Spin)] {
-                if done(&outcomes, name, seed) {
+            for method in [Method::Sgpo, Method::Spin] {
+                let name = method.name();
+                if !wanted(name) || done(&outcomes, name, seed) {
                     continue;
                 }
                 let config = SgpoConfig { method, seed, ..base.clone() };
