@@ -514,7 +514,11 @@ fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
     let (train_set, eval_all) = sgpo::tasks::builtin_split(20000, 270, sft_config.seed);
     let eval_set: Vec<Example> = eval_all.into_iter().take(base.eval_examples).collect();
     let settings = ["all-labeled", "few-labeled"];
-    let methods = ["sgpo", "spin", "sft"];
+    // The compute-matched baseline: SFT continued for as many optimiser steps as SGPO's
+    // stage 1 takes (on policy examples only), so a gain from stage 1 alone shows as a tie.
+    let stage1_steps = base.improver_steps * if base.refresh_improver { base.iterations } else { 1 };
+    let sft_more = format!("sft+{stage1_steps}");
+    let methods = ["sgpo", "spin", sft_more.as_str(), "sft"];
     for setting in settings {
         let (labeled, unlabeled): (Vec<Example>, Vec<String>) = if setting == "all-labeled" {
             (train_set.clone(), Vec::new())
@@ -523,8 +527,9 @@ fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
             (train_set[..args.few_labeled].to_vec(), rest.iter().map(|e| e.prompt.clone()).collect())
         };
         let done = |o: &[Outcome], m: &str, seed: u64| o.iter().any(|x| x.setting == setting && x.method == m && x.seed == seed);
-        let wanted = |m: &str| m == "sft" || args.methods.iter().any(|x| x.name() == m);
-        if (0..args.seeds).all(|seed| methods.iter().all(|m| !wanted(m) || *m == "sft" && seed > 0 || done(&outcomes, m, seed))) {
+        let wanted = |m: &str| m == "sft" || m == sft_more || args.methods.iter().any(|x| x.name() == m);
+        let once = |m: &str| m == "sft" || m == sft_more;
+        if (0..args.seeds).all(|seed| methods.iter().all(|m| !wanted(m) || once(m) && seed > 0 || done(&outcomes, m, seed))) {
             continue;
         }
         // SFT once per setting; the tokenizer sees every text of the setting, labels or not.
@@ -548,6 +553,16 @@ fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
         if !done(&outcomes, "sft", 0) {
             let (win, score) = block_on(sgpo::sgpo::win_rate(&sft_model, &sft_model, &tok, &eval_set, base.max_new_tokens, &device))?;
             record(Outcome { setting: setting.into(), method: "sft".into(), seed: 0, win_rate: win, mean_score: score }, &mut outcomes)?;
+        }
+        if !done(&outcomes, &sft_more, 0) {
+            let more = SftConfig { steps: stage1_steps, optim: base.improver_optim.clone(), ..sft_config.clone() };
+            let seqs = sgpo::batch::policy_seqs(&tok, &labeled, sft_run.model_config.max_seq_len)?;
+            let mut run = SftRun::from_model("sft", more, sft_run.model_config.clone(), tok.clone(), sft_run.model.clone(), seqs, &device)?;
+            while !run.is_done() {
+                block_on(run.step())?;
+            }
+            let (win, score) = block_on(sgpo::sgpo::win_rate(&run.model.valid(), &sft_model, &tok, &eval_set, base.max_new_tokens, &device))?;
+            record(Outcome { setting: setting.into(), method: sft_more.clone(), seed: 0, win_rate: win, mean_score: score }, &mut outcomes)?;
         }
         for seed in 0..args.seeds {
             for method in [Method::Sgpo, Method::Spin] {
