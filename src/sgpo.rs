@@ -186,11 +186,25 @@ pub struct PairSet {
     /// Candidates dropped because chosen == rejected (no discernible improvement).
     pub unchanged: usize,
     pub improver_win_rate: Option<f32>,
-    /// (prompt, draft, improved, reference) for every candidate, kept or not.
-    pub samples: Vec<(String, String, String, Option<String>)>,
+    /// The first few candidates, kept or not, with the judge's scores where there is a
+    /// reference (for the UI).
+    pub samples: Vec<Candidate>,
     /// Tokens the model generated (drafts and improvements).
     pub generated_tokens: usize,
 }
+
+/// A draft and the answer preferred over it, as the judge sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub prompt: String,
+    pub draft: String,
+    pub improved: String,
+    pub draft_score: Option<f32>,
+    pub improved_score: Option<f32>,
+}
+
+/// Candidates kept per iteration for the sample table.
+const SAMPLES_PER_ITERATION: usize = 8;
 
 /// The improver role: rewrite each draft, greedily.
 #[allow(clippy::too_many_arguments)]
@@ -312,11 +326,20 @@ pub async fn build_pairs(
     let mut set = PairSet { generated_tokens: generated[0] + generated[1], ..PairSet::default() };
     let (mut wins, mut judged) = (0usize, 0usize);
     for ((item, draft), better) in items.iter().zip(drafts).zip(chosen) {
-        if let Some(r) = &item.reference {
+        let scores = item.reference.as_ref().map(|r| (judge(&draft, r), judge(&better, r)));
+        if let Some((d, b)) = scores {
             judged += 1;
-            wins += usize::from(judge(&better, r) > judge(&draft, r));
+            wins += usize::from(b > d);
         }
-        set.samples.push((item.prompt.clone(), draft.clone(), better.clone(), item.reference.clone()));
+        if set.samples.len() < SAMPLES_PER_ITERATION {
+            set.samples.push(Candidate {
+                prompt: item.prompt.clone(),
+                draft: draft.clone(),
+                improved: better.clone(),
+                draft_score: scores.map(|s| s.0),
+                improved_score: scores.map(|s| s.1),
+            });
+        }
         if same_answer(&better, &draft) {
             set.unchanged += 1;
         } else {
@@ -756,15 +779,15 @@ impl SgpoRun {
         let items = self.draw_prompts();
         let set = build_pairs(self.config.method, &policy, &self.tokenizer, &items, &self.data.pairs, &self.config, self.iteration, &mut self.rng, &self.device, on_event).await?;
         let gen_rate = set.generated_tokens as f64 / (now_seconds() - started).max(1e-9);
-        for (prompt, draft, improved, reference) in set.samples.iter().take(8) {
+        for c in set.samples {
             on_event(Event::Sample(Sample {
                 iteration: self.iteration,
                 step: self.trainer.step,
-                prompt: prompt.clone(),
-                draft: draft.clone(),
-                improved: improved.clone(),
-                draft_score: reference.as_ref().map(|r| judge(draft, r)),
-                improved_score: reference.as_ref().map(|r| judge(improved, r)),
+                prompt: c.prompt,
+                draft: c.draft,
+                improved: c.improved,
+                draft_score: c.draft_score,
+                improved_score: c.improved_score,
             }));
         }
         let reference = if self.config.method == Method::Dpo { &self.sft_model } else { &policy };

@@ -295,10 +295,7 @@ fn sft(args: SftArgs) -> anyhow::Result<()> {
         (run, Some(step))
     } else {
         let mut config: SftConfig = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-            }
+            Some(path) => read_json(path)?,
             None => SftConfig::default(),
         };
         if let Some(p) = args.preset { config.preset = p; }
