@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// Where the training loop stands.
@@ -37,10 +38,48 @@ pub const STATE_FILE: &str = "state.json";
 pub const PROGRESS_FILE: &str = "run_state.json";
 pub const LATEST_FILE: &str = "latest";
 
+impl Checkpoint {
+    /// The checkpoint as named files: what a run's `checkpoint-N/` directory holds, and what
+    /// the browser stores and offers for download (so either side reads the other's).
+    pub fn files(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let state = serde_json::to_string_pretty(&self.state).expect("state serialises");
+        let mut files = vec![
+            (CONFIG_FILE, self.config.clone().into_bytes()),
+            (TOKENIZER_FILE, self.tokenizer.clone().into_bytes()),
+            (MODEL_FILE, self.model.clone()),
+            (OPTIMIZER_FILE, self.optimizer.clone()),
+            (STATE_FILE, state.into_bytes()),
+        ];
+        if let Some(progress) = &self.progress {
+            files.push((PROGRESS_FILE, progress.clone().into_bytes()));
+        }
+        files
+    }
+
+    /// Reassemble from named files; `read` gives a file's bytes, or `None` when it is absent.
+    /// `dir` names the checkpoint in errors.
+    pub fn from_files(dir: &str, mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+        let mut need = |file: &str| -> Result<Vec<u8>> {
+            read(file)?.ok_or_else(|| Error::checkpoint(format!("{dir}/{file}"), "missing from the checkpoint"))
+        };
+        let text = |file: &str, bytes: Vec<u8>| -> Result<String> {
+            String::from_utf8(bytes).map_err(|e| Error::checkpoint(format!("{dir}/{file}"), e))
+        };
+        let state = text(STATE_FILE, need(STATE_FILE)?)?;
+        let state: LoopState = serde_json::from_str(&state).map_err(|e| Error::checkpoint(format!("{dir}/{STATE_FILE}"), e))?;
+        let config = text(CONFIG_FILE, need(CONFIG_FILE)?)?;
+        let tokenizer = text(TOKENIZER_FILE, need(TOKENIZER_FILE)?)?;
+        let model = need(MODEL_FILE)?;
+        // A checkpoint written in a browser may carry no optimiser state (see `optimizer_bytes`).
+        let optimizer = read(OPTIMIZER_FILE)?.unwrap_or_default();
+        let progress = read(PROGRESS_FILE)?.map(|b| text(PROGRESS_FILE, b)).transpose()?;
+        Ok(Self { config, tokenizer, model, optimizer, state, progress })
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod disk {
     use super::*;
-    use crate::error::{Error, Result};
     use std::fs;
     use std::io::Write;
     use std::path::{Path, PathBuf};
@@ -70,18 +109,8 @@ mod disk {
                 fs::remove_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
             }
             fs::create_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
-            let state = serde_json::to_string_pretty(&self.state).expect("state serialises");
-            for (file, bytes) in [
-                (CONFIG_FILE, self.config.as_bytes()),
-                (TOKENIZER_FILE, self.tokenizer.as_bytes()),
-                (MODEL_FILE, &self.model[..]),
-                (OPTIMIZER_FILE, &self.optimizer[..]),
-                (STATE_FILE, state.as_bytes()),
-            ] {
-                write_synced(&tmp.join(file), bytes)?;
-            }
-            if let Some(progress) = &self.progress {
-                write_synced(&tmp.join(PROGRESS_FILE), progress.as_bytes())?;
+            for (file, bytes) in self.files() {
+                write_synced(&tmp.join(file), &bytes)?;
             }
             if dir.exists() {
                 fs::remove_dir_all(&dir).map_err(|e| Error::file(dir.display(), e))?;
@@ -109,23 +138,9 @@ mod disk {
                 )
             })?;
             let dir = run_dir.join(name.trim());
-            let read = |file: &str| -> Result<Vec<u8>> {
+            Self::from_files(&dir.display().to_string(), |file| {
                 let p = dir.join(file);
-                fs::read(&p).map_err(|e| Error::checkpoint(p.display(), e))
-            };
-            let text = |file: &str| -> Result<String> {
-                String::from_utf8(read(file)?).map_err(|e| Error::checkpoint(dir.join(file).display(), e))
-            };
-            let state: LoopState = serde_json::from_str(&text(STATE_FILE)?)
-                .map_err(|e| Error::checkpoint(dir.join(STATE_FILE).display(), e))?;
-            let progress = if dir.join(PROGRESS_FILE).exists() { Some(text(PROGRESS_FILE)?) } else { None };
-            Ok(Self {
-                config: text(CONFIG_FILE)?,
-                tokenizer: text(TOKENIZER_FILE)?,
-                model: read(MODEL_FILE)?,
-                optimizer: read(OPTIMIZER_FILE)?,
-                state,
-                progress,
+                p.exists().then(|| fs::read(&p).map_err(|e| Error::checkpoint(p.display(), e))).transpose()
             })
         }
 

@@ -13,6 +13,7 @@ pub mod improve;
 pub mod metrics;
 pub mod model;
 pub mod objective;
+pub mod pipeline;
 pub mod readback;
 pub mod rng;
 pub mod sgpo;

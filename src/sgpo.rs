@@ -853,10 +853,10 @@ impl SgpoRun {
     /// The whole position: weights and optimiser of whichever stage owns the model, and the
     /// rest as `run_state.json`. `config` is the run's config JSON (the caller's: it knows
     /// where the SFT model came from).
-    pub fn checkpoint(&self, config: String) -> Result<Checkpoint> {
+    pub async fn checkpoint(&self, config: String) -> Result<Checkpoint> {
         let (model, optimizer) = match &self.improver_run {
-            Some(run) => (model_bytes(&run.model)?, run.optimizer_bytes()?),
-            None => (model_bytes(&self.trainer.model)?, optimizer_bytes(&self.trainer.optim)?),
+            Some(run) => (model_bytes(&run.model).await?, run.optimizer_bytes()?),
+            None => (model_bytes(&self.trainer.model).await?, optimizer_bytes(&self.trainer.optim)?),
         };
         let progress = SavedProgress {
             stage: self.stage,

@@ -177,16 +177,22 @@ pub async fn clip_grad_norm(model: &Model, grads: &mut GradientsParams, max_norm
     Ok(norm)
 }
 
-pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
-    let bytes = model
-        .clone()
+pub async fn model_bytes(model: &Model) -> Result<Vec<u8>> {
+    let bytes = readback::host_copy(model)
+        .await?
         .into_record()
         .into_bytes()
         .map_err(|e| Error::Config(format!("cannot serialise the model: {e}")))?;
     Ok(bytes.to_vec())
 }
 
+/// The optimiser's moments, or nothing in the browser: burn 0.22 flattens them with
+/// synchronous reads, which WebGPU cannot do, so a browser checkpoint resumes with fresh
+/// AdamW moments (weights, schedule position and data order are still restored).
 pub fn optimizer_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
+    if cfg!(target_arch = "wasm32") {
+        return Ok(Vec::new());
+    }
     let bytes = optim
         .into_bytes()
         .map_err(|e| Error::Config(format!("cannot serialise the optimiser: {e}")))?;
@@ -194,6 +200,9 @@ pub fn optimizer_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
 }
 
 pub fn load_optimizer(config: &OptimConfig, bytes: &[u8]) -> Result<ModuleOptimizer> {
+    if bytes.is_empty() {
+        return Ok(config.init());
+    }
     config
         .init()
         .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
@@ -371,13 +380,13 @@ impl SftRun {
         })
     }
 
-    pub fn checkpoint(&self) -> Result<Checkpoint> {
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
         let config = serde_json::to_string_pretty(&RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None })
             .expect("config serialises");
         Ok(Checkpoint {
             config,
             tokenizer: self.tokenizer.to_json()?,
-            model: model_bytes(&self.model)?,
+            model: model_bytes(&self.model).await?,
             optimizer: self.optimizer_bytes()?,
             state: self.state.clone(),
             progress: None,

@@ -112,7 +112,7 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
     let dir = common::TempDir::new();
     let mut first = SftRun::new(tiny_config(6), tok, &examples, &device).unwrap();
     let mut log = train(&mut first, 3);
-    first.checkpoint().unwrap().save(dir.path()).unwrap();
+    block_on(first.checkpoint()).unwrap().save(dir.path()).unwrap();
     drop(first); // the "killed" process
     let checkpoint = Checkpoint::load(dir.path()).unwrap();
     assert_eq!(checkpoint.state.step, 3);
@@ -127,7 +127,7 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
         assert_eq!(a.lr, b.lr);
     }
     let w = |run: &SftRun| -> Vec<f32> {
-        let record = sgpo::train::model_bytes(&run.model).unwrap();
+        let record = block_on(sgpo::train::model_bytes(&run.model)).unwrap();
         let m = sgpo::train::load_model(&run.model_config, &record, &Device::flex(), "w").unwrap();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 4, 5, 6], [1, 4]), &Device::flex());
         m.forward_causal(ids).into_data().iter::<f32>().collect()
@@ -143,11 +143,11 @@ fn checkpoints_replace_each_other_atomically() {
     let dir = common::TempDir::new();
     let mut run = SftRun::new(tiny_config(4), tok, &examples, &Device::flex()).unwrap();
     train(&mut run, 2);
-    run.checkpoint().unwrap().save(dir.path()).unwrap();
+    block_on(run.checkpoint()).unwrap().save(dir.path()).unwrap();
     train(&mut run, 2);
     // A crash mid-save leaves a partial directory behind; the next save must ignore it.
     std::fs::create_dir_all(dir.path().join(".checkpoint-00000004.partial/junk")).unwrap();
-    run.checkpoint().unwrap().save(dir.path()).unwrap();
+    block_on(run.checkpoint()).unwrap().save(dir.path()).unwrap();
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

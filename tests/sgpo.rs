@@ -146,7 +146,7 @@ fn sgpo_resumes_mid_stage_exactly() {
         while !stop(&run) {
             block_on(run.advance(&mut |e| resumed.push(e))).unwrap();
         }
-        run.checkpoint("{}".into()).unwrap().save(dir.path()).unwrap();
+        block_on(run.checkpoint("{}".into())).unwrap().save(dir.path()).unwrap();
         run = fresh();
         run.restore(&Checkpoint::load(dir.path()).unwrap()).unwrap();
     }
@@ -161,7 +161,7 @@ fn sgpo_resumes_mid_stage_exactly() {
         assert_eq!((&x.0, x.1), (&y.0, y.1));
         assert!((x.2 - y.2).abs() < 1e-5, "{x:?} vs {y:?}");
     }
-    let weights = |r: &SgpoRun| sgpo::train::model_bytes(&r.policy()).unwrap();
+    let weights = |r: &SgpoRun| block_on(sgpo::train::model_bytes(&r.policy())).unwrap();
     let (wa, wb) = (weights(&straight), weights(&run));
     assert_eq!(wa.len(), wb.len());
     let diff = wa.chunks(4).zip(wb.chunks(4)).filter(|(x, y)| x != y).count();

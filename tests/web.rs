@@ -31,7 +31,7 @@ async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
     let examples = sgpo::tasks::generate(120, 1);
     let tok = Tokenizer::train_on(&examples, 150).unwrap();
     let config = SftConfig { preset: "tiny".into(), steps: 1, batch_size: 4, ..SftConfig::default() };
-    let start = SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint().unwrap();
+    let start = SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint().await.unwrap();
     let on = |device: &Device| SftRun::resume(&start, &examples, device).unwrap();
     let (cpu_run, gpu_run) = (on(&cpu), on(&gpu));
 

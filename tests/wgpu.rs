@@ -35,7 +35,7 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
     };
     let cpu = Device::flex();
     let gpu = Device::wgpu(DeviceKind::DefaultDevice);
-    let start = SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint().unwrap();
+    let start = block_on(SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint()).unwrap();
     let mut on_cpu = SftRun::resume(&start, &examples, &cpu).unwrap();
     let mut on_gpu = SftRun::resume(&start, &examples, &gpu).unwrap();
 

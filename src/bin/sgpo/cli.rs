@@ -337,7 +337,7 @@ fn sft(args: SftArgs) -> anyhow::Result<()> {
         pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
         log.write(&Event::Train(m))?;
         if run.state.step % run.config.checkpoint_every.max(1) == 0 || run.is_done() {
-            run.checkpoint()?.save(out)?;
+            block_on(run.checkpoint())?.save(out)?;
         }
     }
     pb.finish();
@@ -470,7 +470,7 @@ fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
         block_on(run.advance(&mut on_event))?;
         let step = run.step();
         if run.at_boundary() || (step != saved_step && step % checkpoint_every == 0) {
-            run.checkpoint(run_config.clone())?.save(out)?;
+            block_on(run.checkpoint(run_config.clone()))?.save(out)?;
             saved_step = step;
         }
         // An iteration just ended: its pairs, in TRL's format.

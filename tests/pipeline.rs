@@ -1,0 +1,131 @@
+//! The run the browser drives (SFT, then SGPO), interrupted and restored from snapshots the
+//! way a page reload does it: through the checkpoint's named files.
+
+use burn::tensor::Device;
+use pollster::block_on;
+
+use sgpo::checkpoint::Checkpoint;
+use sgpo::metrics::Event;
+use sgpo::pipeline::{Inputs, NamedText, Pipeline, PipelineConfig, Snapshot};
+use sgpo::sgpo::Stage;
+
+fn config() -> PipelineConfig {
+    PipelineConfig {
+        sft_steps: 4,
+        iterations: 1,
+        prompts_per_iteration: 8,
+        improver_steps: 3,
+        batch_size: 4,
+        max_new_tokens: 6,
+        eval_examples: 6,
+        vocab_size: 200,
+        ..PipelineConfig::default()
+    }
+}
+
+/// Every optimiser step's (stage, step, loss), in order.
+fn losses(events: &[Event]) -> Vec<(String, usize, f32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Train(t) => Some((t.stage.clone(), t.step, t.loss)),
+            Event::Dpo(d) => Some(("dpo".into(), d.step, d.loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Through the files a browser stores, and back.
+fn reload(snapshot: Snapshot) -> Snapshot {
+    let files = snapshot.checkpoint.files();
+    let checkpoint = Checkpoint::from_files("stored", |name| Ok(files.iter().find(|(n, _)| *n == name).map(|(_, b)| b.clone()))).unwrap();
+    Snapshot { checkpoint, sft_model: snapshot.sft_model }
+}
+
+fn run_to_end(mut p: Pipeline, events: &mut Vec<Event>) -> Pipeline {
+    while !p.is_done() {
+        block_on(p.step(&mut |e| events.push(e))).unwrap();
+    }
+    p
+}
+
+#[test]
+fn a_run_restored_from_snapshots_matches_an_uninterrupted_one() {
+    let device = Device::flex();
+    let inputs = Inputs::default();
+    let mut straight = Vec::new();
+    run_to_end(Pipeline::new(config(), &inputs, &device).unwrap(), &mut straight);
+    let expected = losses(&straight);
+    assert!(expected.iter().any(|(s, _, _)| s == "sft") && expected.iter().any(|(s, _, _)| s == "improver"));
+    assert!(expected.iter().any(|(s, _, _)| s == "dpo"), "no DPO step in {expected:?}");
+
+    // Interrupt mid-SFT, then mid-improver, then in the DPO stage.
+    let mut events = Vec::new();
+    let mut p = Pipeline::new(config(), &inputs, &device).unwrap();
+    let mut reloads = Vec::new();
+    let mut n = 0;
+    while !p.is_done() {
+        block_on(p.step(&mut |e| events.push(e))).unwrap();
+        n += 1;
+        let pos = p.position();
+        let due = match reloads.len() {
+            0 => pos.phase == "sft" && pos.step == 2,
+            1 => pos.stage == Stage::Improver && pos.step == 1,
+            2 => pos.stage == Stage::Dpo,
+            _ => false,
+        };
+        if due {
+            let snapshot = reload(block_on(p.snapshot()).unwrap());
+            drop(p);
+            p = Pipeline::resume(config(), &inputs, &snapshot, &device).unwrap();
+            assert_eq!(p.position(), pos, "resumed where it stopped");
+            reloads.push(n);
+        }
+    }
+    assert_eq!(reloads.len(), 3, "interrupted at {reloads:?}");
+    assert_eq!(losses(&events), expected);
+    assert!(!p.last_pairs().is_empty());
+}
+
+#[test]
+fn a_snapshot_without_optimiser_state_still_resumes_to_the_end() {
+    // Browsers write no optimiser state (burn reads it synchronously): fresh moments, same run.
+    let device = Device::flex();
+    let inputs = Inputs::default();
+    let mut p = Pipeline::new(config(), &inputs, &device).unwrap();
+    for _ in 0..6 {
+        block_on(p.step(&mut |_| {})).unwrap();
+    }
+    let mut snapshot = reload(block_on(p.snapshot()).unwrap());
+    snapshot.checkpoint.optimizer.clear();
+    let mut events = Vec::new();
+    let p = run_to_end(Pipeline::resume(config(), &inputs, &snapshot, &device).unwrap(), &mut events);
+    assert!(p.position().done);
+    assert!(events.iter().any(|e| matches!(e, Event::Iteration(_))));
+}
+
+#[test]
+fn a_checkpoint_as_init_skips_sft() {
+    let device = Device::flex();
+    let mut p = Pipeline::new(config(), &Inputs::default(), &device).unwrap();
+    block_on(p.step(&mut |_| {})).unwrap();
+    let checkpoint = reload(block_on(p.snapshot()).unwrap()).checkpoint;
+    let inputs = Inputs { init: Some(("upload.tar".into(), checkpoint)), ..Inputs::default() };
+    let p = Pipeline::new(config(), &inputs, &device).unwrap();
+    assert_eq!(p.position().phase, "preference");
+    assert_eq!(p.position().stage, Stage::Start);
+}
+
+#[test]
+fn user_data_errors_name_the_file_and_line() {
+    let device = Device::flex();
+    let bad = Inputs { data: Some(NamedText { name: "mine.jsonl".into(), text: "{\"instruction\": \"hi\", \"output\": \"yo\"}\n{oops\n".into() }), ..Inputs::default() };
+    let e = Pipeline::new(config(), &bad, &device).err().expect("bad JSON is refused").to_string();
+    assert!(e.contains("mine.jsonl:2"), "{e}");
+    let prompts_only = Inputs { data: Some(NamedText { name: "p.jsonl".into(), text: "{\"prompt\": \"a\"}\n".into() }), ..Inputs::default() };
+    let e = Pipeline::new(config(), &prompts_only, &device).err().expect("nothing to fine-tune on").to_string();
+    assert!(e.contains("p.jsonl") && e.contains("answers"), "{e}");
+    let tok = Inputs { tokenizer: Some(NamedText { name: "tokenizer.json".into(), text: "{}".into() }), ..Inputs::default() };
+    let e = Pipeline::new(config(), &tok, &device).err().expect("not a tokenizer").to_string();
+    assert!(e.contains("tokenizer.json"), "{e}");
+}
