@@ -97,9 +97,35 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
     }
 }
 
+/// The buffer sizes a GPU device allows (WebGPU's `maxBufferSize` and
+/// `maxStorageBufferBindingSize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    pub max_buffer_size: u64,
+    pub max_storage_binding: u64,
+}
+
+/// Refuse a preset whose largest tensor cannot be bound on this device, before anything is
+/// allocated: the alternative is a validation error deep inside a kernel launch.
+pub fn check_buffer_limits(preset: &str, config: &crate::model::ModelConfig, batch_size: usize, limits: BufferLimits) -> Result<()> {
+    let (what, bytes) = config.largest_buffer(batch_size);
+    let limit = limits.max_buffer_size.min(limits.max_storage_binding);
+    if bytes > limit {
+        let mb = |b: u64| b as f64 / (1 << 20) as f64;
+        return Err(Error::Device(format!(
+            "preset {preset:?} with batch {batch_size} needs a {:.0} MiB buffer ({what}) but this GPU allows {:.0} MiB per buffer: choose a smaller preset or batch",
+            mb(bytes),
+            mb(limit)
+        )));
+    }
+    Ok(())
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelConfig;
 
     #[test]
     fn software_adapters_are_recognised() {
@@ -109,5 +135,16 @@ mod tests {
         assert!(!is_software_adapter("NVIDIA H100 80GB HBM3", false));
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
         assert!("gpu".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn presets_that_outgrow_the_device_are_refused_by_name() {
+        let webgpu_default = BufferLimits { max_buffer_size: 256 << 20, max_storage_binding: 128 << 20 };
+        let tiny = ModelConfig::preset("tiny", 256).unwrap();
+        assert!(check_buffer_limits("tiny", &tiny, 8, webgpu_default).is_ok());
+        let big = ModelConfig::preset("smollm2-135m", 49152).unwrap();
+        let e = check_buffer_limits("smollm2-135m", &big, 8, webgpu_default).unwrap_err().to_string();
+        assert!(e.contains("smollm2-135m") && e.contains("logits") && e.contains("128 MiB"), "{e}");
+        assert!(check_buffer_limits("smollm2-135m", &big, 1, BufferLimits { max_buffer_size: 4 << 30, max_storage_binding: 4 << 30 }).is_ok());
     }
 }

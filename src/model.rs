@@ -70,6 +70,21 @@ impl ModelConfig {
         self.d_model / self.n_heads
     }
 
+    /// The largest single f32 tensor a training step on `batch` full-length rows holds, and
+    /// what it is: the one that must fit a GPU's per-buffer limit.
+    pub fn largest_buffer(&self, batch: usize) -> (&'static str, u64) {
+        let (b, t) = (batch as u64, self.max_seq_len as u64);
+        let candidates = [
+            ("logits", b * t * self.vocab_size as u64),
+            ("embedding", (self.vocab_size * self.d_model) as u64),
+            ("MLP weight", (self.d_ff * self.d_model) as u64),
+            ("attention scores", b * self.n_heads as u64 * t * t),
+            ("MLP activations", b * t * self.d_ff as u64),
+        ];
+        let (what, n) = candidates.into_iter().max_by_key(|c| c.1).expect("non-empty");
+        (what, n * 4)
+    }
+
     pub fn validate(&self) -> error::Result<()> {
         let fail = |m: String| Err(Error::Config(m));
         if self.d_model % self.n_heads != 0 {

@@ -24,9 +24,23 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+thread_local! {
+    static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// WebGPU is opened once per page; every test shares the device.
+async fn webgpu() -> Device {
+    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+        return device;
+    }
+    let device = Device::wgpu_options().init_async().await.expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)");
+    WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+    device
+}
+
 #[wasm_bindgen_test]
 async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
-    let gpu = Device::wgpu_options().init_async().await.expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)");
+    let gpu = webgpu().await;
     let cpu = Device::flex();
     let examples = sgpo::tasks::generate(120, 1);
     let tok = Tokenizer::train_on(&examples, 150).unwrap();
@@ -72,4 +86,26 @@ async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
         assert!((x.reference_chosen - y.reference_chosen).abs() < 1e-3);
         assert!((x.reference_rejected - y.reference_rejected).abs() < 1e-3);
     }
+}
+
+/// A checkpoint taken on WebGPU (burn's own serialisation reads synchronously, which WebGPU
+/// cannot; ours reads asynchronously first) restores the same model on the CPU backend.
+#[wasm_bindgen_test]
+async fn a_checkpoint_written_on_webgpu_restores_the_same_model() {
+    let gpu = webgpu().await;
+    let cpu = Device::flex();
+    let examples = sgpo::tasks::generate(120, 2);
+    let tok = Tokenizer::train_on(&examples, 150).unwrap();
+    let config = SftConfig { preset: "tiny".into(), steps: 2, batch_size: 4, ..SftConfig::default() };
+    let mut run = SftRun::new(config, tok, &examples, &gpu).unwrap();
+    run.step().await.unwrap();
+    run.step().await.unwrap();
+    let saved = run.checkpoint().await.unwrap();
+    let restored = SftRun::resume(&saved, &examples, &cpu).unwrap();
+    assert_eq!(restored.state, run.state);
+    let ids = |device: &Device| Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 9, 27, 81, 5, 7], [2, 3]), device);
+    let a = readback::floats(run.model.valid().forward_causal(ids(&gpu))).await.unwrap();
+    let b = readback::floats(restored.model.valid().forward_causal(ids(&cpu))).await.unwrap();
+    let d = max_diff(&a, &b);
+    assert!(d < TOLERANCE, "restored model differs by {d}");
 }

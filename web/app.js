@@ -1,6 +1,11 @@
-// The page: knobs, live charts of the engine's events, the sample table, a prompt box.
+// The page: knobs and uploads, live charts of the engine's events, progress per stage, the
+// sample table, the saved run (resume, discard, downloads), and a prompt box.
+import * as store from "./store.js";
+import { tar, untar } from "./tar.js";
+import { diffWords } from "./diff.js";
+
 const $ = (id) => document.getElementById(id);
-const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens"];
 
 // One chart per metric: [title, event kind, field].
 const CHARTS = [
@@ -12,9 +17,9 @@ const CHARTS = [
   ["logps/rejected", "dpo", "logps/rejected"],
   ["win rate vs SFT", "iteration", "policy_win_rate_vs_sft"],
   ["improver win rate", "iteration", "improver_win_rate"],
-  ["tokens/s (training)", "dpo", "tokens/s"],
+  ["tokens/s (SFT, improver, DPO)", ["train", "dpo"], "tokens/s"],
 ];
-const series = CHARTS.map(() => []);
+let series = CHARTS.map(() => []);
 const canvases = CHARTS.map(([title]) => {
   const fig = document.createElement("figure");
   const canvas = document.createElement("canvas");
@@ -49,70 +54,275 @@ function draw(canvas, points) {
   if (points.length < 8) points.forEach(([x, y]) => g.fillRect(X(x) - 2, Y(y) - 2, 4, 4));
 }
 
+const fmt = (x) => (x == null ? "-" : x.toFixed(2));
+const status = (text) => ($("status").textContent = text);
+
+function diffCell(text, score, ops, keep) {
+  const td = document.createElement("td");
+  for (const [op, t] of ops) {
+    if (op !== "=" && op !== keep) continue;
+    const span = document.createElement(op === "=" ? "span" : op === "+" ? "ins" : "del");
+    span.textContent = t;
+    td.append(span);
+  }
+  if (!ops.length) td.textContent = text;
+  td.append(` (${fmt(score)})`);
+  return td;
+}
+
+function addSample(e) {
+  const row = document.createElement("tr");
+  const cell = (text) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  };
+  const ops = diffWords(e.draft, e.improved);
+  const improved = diffCell(e.improved, e.improved_score, ops, "+");
+  if (e.improved_score != null && e.improved_score !== e.draft_score) improved.className = e.improved_score > e.draft_score ? "better" : "worse";
+  row.append(cell(e.iteration), cell(e.prompt), diffCell(e.draft, e.draft_score, ops, "-"), improved);
+  $("samples").tBodies[0].prepend(row);
+}
+
+// Progress per stage, from the events alone (so a reload redraws it from the saved ones).
+function progress(e, config) {
+  const set = (id, value, max) => { $(id).max = Math.max(max, 1); $(id).value = value; };
+  if (e.event === "train" && e.stage === "sft") set("p-sft", e.step, config.sft_steps);
+  if (e.event === "train" && e.stage === "improver") set("p-improver", e.step, config.improver_steps);
+  if (e.event === "progress") set("p-pairs", e.done, e.total);
+  if (e.event === "iteration") set("p-dpo", e.iteration, config.iterations);
+  if (e.event === "dpo" && $("p-sft").value < $("p-sft").max) set("p-sft", 1, 1); // started from a checkpoint
+}
+
+let runConfig = {};
 function onEvent(e) {
   CHARTS.forEach(([, kind, field], i) => {
     const v = e[field];
-    if (e.event === kind && typeof v === "number") {
+    if ([].concat(kind).includes(e.event) && typeof v === "number") {
       series[i].push([kind === "iteration" ? e.iteration : series[i].length, v]);
       draw(canvases[i], series[i]);
     }
   });
-  if (e.event === "sample") {
-    const row = document.createElement("tr");
-    const cell = (text, cls) => {
-      const td = document.createElement("td");
-      td.textContent = text;
-      if (cls) td.className = cls;
-      return td;
-    };
-    const verdict = e.improved_score == null ? "" : e.improved_score > e.draft_score ? "better" : e.improved_score < e.draft_score ? "worse" : "";
-    row.append(cell(e.prompt), cell(`${e.draft} (${fmt(e.draft_score)})`), cell(`${e.improved} (${fmt(e.improved_score)})`, verdict));
-    $("samples").tBodies[0].prepend(row);
-  }
+  if (e.event === "sample") addSample(e);
+  progress(e, runConfig);
   if (e.event === "progress") status(`iteration ${e.iteration}: ${e.stage} ${e.done}/${e.total}`);
   if (e.event === "train") status(`${e.stage} step ${e.step}: loss ${e.loss.toFixed(3)}`);
   if (e.event === "dpo") status(`DPO iteration ${e.iteration}, step ${e.step}: loss ${e.loss.toFixed(3)}`);
 }
 
-const fmt = (x) => (x == null ? "-" : x.toFixed(2));
-const status = (text) => ($("status").textContent = text);
+function reset() {
+  series = CHARTS.map(() => []);
+  canvases.forEach((c) => draw(c, []));
+  $("samples").tBodies[0].replaceChildren();
+  ["p-sft", "p-improver", "p-pairs", "p-dpo"].forEach((id) => ($(id).value = 0));
+}
 
-worker.onmessage = ({ data }) => {
+const mb = (b) => `${(b / 2 ** 20).toFixed(1)} MB`;
+function showUsage(u) {
+  if (u) $("storage").textContent = `browser storage: ${mb(u.usage)} used of ${mb(u.quota)}`;
+}
+
+function banner(text, buttons = []) {
+  $("banner").hidden = !text;
+  $("banner").textContent = text || "";
+  for (const [label, action] of buttons) {
+    const b = document.createElement("button");
+    b.textContent = label;
+    b.onclick = action;
+    $("banner").append(" ", b);
+  }
+}
+
+const describe = (p) => (p.phase === "sft" ? `SFT step ${p.step}` : `${p.stage} stage, iteration ${p.iteration}, step ${p.step}`);
+
+// ---- the worker ----
+let worker = null;
+let useCpu = false;
+function newWorker() {
+  if (worker) worker.terminate();
+  worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  worker.onmessage = onMessage;
+}
+
+function running(on) {
+  $("start").disabled = on;
+  $("pause").disabled = !on;
+  $("stop").disabled = !on;
+  $("resume").hidden = true;
+  $("discard").hidden = on;
+}
+
+function onMessage({ data }) {
   if (data.kind === "events") data.events.forEach(onEvent);
-  if (data.kind === "ready") status(`running on ${data.adapter}`);
-  if (data.kind === "paused") $("pause").textContent = data.paused ? "resume" : "pause";
-  if (data.kind === "done") { status("done"); document.body.dataset.done = "1"; }
+  if (data.kind === "ready") {
+    status(`running on ${data.adapter}`);
+    document.body.dataset.adapter = data.adapter;
+    if (data.resumed) {
+      document.body.dataset.resumedFrom = data.position.step;
+      banner(`resumed from the saved checkpoint (${describe(data.position)})`);
+    }
+  }
+  if (data.kind === "saved") {
+    document.body.dataset.saved = JSON.stringify(data.position);
+    $("dl-checkpoint").disabled = $("dl-metrics").disabled = $("dl-pairs").disabled = false;
+    showUsage(data.usage);
+  }
+  if (data.kind === "paused") {
+    $("pause").textContent = data.paused ? "continue" : "pause";
+    document.body.dataset.paused = data.paused ? "1" : "";
+    if (data.paused) status(`paused at ${describe(data.position || {})}; saved`);
+  }
+  if (data.kind === "done" || data.kind === "stopped") {
+    status(data.kind === "done" ? "done" : "stopped (saved: resume it any time)");
+    running(false);
+    if (data.kind === "stopped") $("resume").hidden = false;
+    document.body.dataset.done = data.kind;
+  }
   if (data.kind === "answer") $("answer").textContent = data.text;
-  if (data.kind === "error") { status(`error: ${data.error}`); document.body.dataset.error = data.error; }
+  if (data.kind === "error") {
+    status(`error: ${data.error}`);
+    document.body.dataset.error = data.error;
+    running(false);
+  }
+  if (data.kind === "device-lost") {
+    status(`the GPU device was lost: ${data.error}`);
+    document.body.dataset.deviceLost = data.error;
+    running(false);
+    banner("The GPU device was lost (driver reset, or the tab was in the background too long). The last checkpoint is kept.", [
+      ["restart from the last checkpoint", () => resumeSaved()],
+    ]);
+  }
+  if (data.kind === "quota") {
+    showUsage(data.usage);
+    banner(`Browser storage is full, so checkpoints are no longer saved (${data.error}). Download the checkpoint, then discard old runs or free space for this site.`);
+    document.body.dataset.quota = data.error;
+  }
   if (data.kind === "no-webgpu") {
     status(data.error);
-    $("start").disabled = false;
+    running(false);
     $("start").textContent = "start on the CPU (slow)";
     useCpu = true;
+    document.body.dataset.noWebgpu = "1";
+  }
+}
+
+// ---- starting, resuming ----
+const readText = (input) => {
+  const f = input.files[0];
+  return f ? f.text().then((text) => ({ name: f.name, text })) : null;
+};
+
+async function readCheckpoint(input) {
+  const f = input.files[0];
+  if (!f) return null;
+  const files = untar(new Uint8Array(await f.arrayBuffer()));
+  const find = (name) => files.find((x) => x.name === name || x.name.endsWith(`/${name}`));
+  // A run directory names its newest checkpoint in `latest`; a bare checkpoint-N/ works too.
+  const latest = find("latest");
+  const dir = latest
+    ? latest.name.replace(/latest$/, "") + new TextDecoder().decode(latest.bytes).trim() + "/"
+    : (find("model.bpk") || { name: "" }).name.replace(/model\.bpk$/, "");
+  const picked = {};
+  for (const x of files) if (x.name.startsWith(dir) && !x.name.slice(dir.length).includes("/")) picked[x.name.slice(dir.length)] = x.bytes;
+  if (!picked["model.bpk"]) throw new Error(`${f.name}: no model.bpk in ${dir || "the archive"} (expected a run directory or a checkpoint-N directory)`);
+  return { name: f.name, files: picked };
+}
+
+function readConfig() {
+  const config = { preset: $("preset").value, method: $("method").value, cpu: useCpu };
+  for (const k of KNOBS) config[k] = Number($(k).value);
+  return config;
+}
+
+$("start").onclick = async () => {
+  try {
+    const inputs = {};
+    if ($("data").files[0]) inputs.data = await readText($("data"));
+    if ($("tokenizer").files[0]) inputs.tokenizer = await readText($("tokenizer"));
+    if ($("init").files[0]) inputs.init = await readCheckpoint($("init"));
+    runConfig = readConfig();
+    reset();
+    banner("");
+    running(true);
+    status(useCpu ? "starting the CPU backend…" : "starting WebGPU…");
+    newWorker();
+    worker.postMessage({ kind: "start", config: runConfig, inputs });
+  } catch (e) {
+    status(`error: ${e.message || e}`);
+    running(false);
   }
 };
-let useCpu = false;
 
-$("start").onclick = () => {
-  const num = (id) => Number($(id).value);
-  const config = {
-    method: $("method").value,
-    sft_steps: num("sft_steps"),
-    iterations: num("iterations"),
-    prompts_per_iteration: num("prompts_per_iteration"),
-    batch_size: num("batch_size"),
-    beta: num("beta"),
-    lr: num("lr"),
-    temperature: num("temperature"),
-    cpu: useCpu,
-  };
-  $("start").disabled = true;
-  $("pause").disabled = false;
-  status("starting WebGPU…");
-  worker.postMessage({ kind: "start", config });
+async function resumeSaved() {
+  const saved = await store.loadRun();
+  if (!saved || !saved.checkpoint) return status("no saved run");
+  runConfig = saved.run.config;
+  reset();
+  saved.events.forEach(onEvent);
+  running(true);
+  status(`resuming from ${describe(saved.checkpoint.position)}…`);
+  newWorker();
+  worker.postMessage({ kind: "resume", cpu: useCpu || undefined });
+}
+
+$("resume").onclick = resumeSaved;
+$("discard").onclick = async () => {
+  await store.clearRun();
+  reset();
+  banner("");
+  $("resume").hidden = $("discard").hidden = true;
+  showUsage(await store.usage());
+  status("saved run discarded");
 };
 $("pause").onclick = () => worker.postMessage({ kind: "pause" });
+$("stop").onclick = () => worker.postMessage({ kind: "stop" });
 $("chat").onsubmit = (ev) => {
   ev.preventDefault();
-  worker.postMessage({ kind: "answer", prompt: $("prompt").value });
+  if (worker) worker.postMessage({ kind: "answer", prompt: $("prompt").value });
 };
+
+// ---- downloads ----
+function download(name, bytes, type) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([bytes], { type }));
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+$("dl-checkpoint").onclick = async () => {
+  const saved = await store.loadRun();
+  if (!saved?.checkpoint) return;
+  const dir = `checkpoint-${String(saved.checkpoint.step).padStart(8, "0")}`;
+  const files = Object.entries(saved.checkpoint.files).map(([name, bytes]) => ({ name: `sgpo-run/${dir}/${name}`, bytes }));
+  const enc = new TextEncoder();
+  files.push({ name: "sgpo-run/latest", bytes: enc.encode(dir) });
+  files.push({ name: "sgpo-run/config.json", bytes: saved.checkpoint.files["config.json"] });
+  if (saved.checkpoint.sft_model) files.push({ name: "sgpo-run/sft_model.bpk", bytes: saved.checkpoint.sft_model });
+  download("sgpo-run.tar", tar(files), "application/x-tar");
+};
+$("dl-metrics").onclick = async () => {
+  const saved = await store.loadRun();
+  download("metrics.jsonl", (saved?.events || []).map((e) => JSON.stringify(e) + "\n").join(""), "application/jsonl");
+};
+$("dl-pairs").onclick = async () => download("pairs.jsonl", await store.allPairs(), "application/jsonl");
+
+// ---- on load: a saved run? ----
+(async () => {
+  showUsage(await store.usage());
+  const saved = await store.loadRun().catch(() => null);
+  if (!saved || !saved.checkpoint) return;
+  runConfig = saved.run.config;
+  for (const k of KNOBS) if (k in runConfig) $(k).value = runConfig[k];
+  $("method").value = runConfig.method;
+  $("preset").value = runConfig.preset;
+  saved.events.forEach(onEvent);
+  const p = saved.checkpoint.position;
+  const when = new Date(saved.checkpoint.saved_at).toLocaleString();
+  status(p.done ? "the saved run is finished" : "a saved run is waiting to be resumed");
+  banner(`Saved run: ${describe(p)}${p.done ? " (finished)" : ""}, saved ${when}.`);
+  $("resume").hidden = p.done;
+  $("discard").hidden = false;
+  $("dl-checkpoint").disabled = $("dl-metrics").disabled = $("dl-pairs").disabled = false;
+  document.body.dataset.savedRun = JSON.stringify(p);
+})();

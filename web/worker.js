@@ -1,64 +1,134 @@
-// Runs the engine off the page's thread, one step at a time, posting its events back.
+// Runs the engine off the page's thread, one step at a time, posting its events back and
+// saving a checkpoint to browser storage every few seconds and at every stage boundary.
 // Requests that need the engine (answers) wait for the gap between two steps: the engine is
 // borrowed for the whole of a step, even while it awaits the GPU.
-import init, { Engine } from "../pkg/sgpo.js";
+import init, { Engine } from "../sgpo.js";
+import * as store from "./store.js";
+
+const SAVE_EVERY_MS = 5000;
 
 let engine = null;
 let paused = false;
+let pauseSaved = false;
+let stopping = false;
 let busy = false;
+let unsaved = []; // events since the last checkpoint
+let pairs = []; // [iteration, jsonl] since the last checkpoint
+let lastSave = 0;
+let saving = true; // false after a quota error until the user frees space
 const pending = [];
 
 async function serve() {
   while (pending.length) {
     const prompt = pending.shift();
-    postMessage({ kind: "answer", text: await engine.answer(prompt) });
+    try {
+      postMessage({ kind: "answer", text: await engine.answer(prompt) });
+    } catch (e) {
+      postMessage({ kind: "answer", text: `error: ${e}` });
+    }
   }
+}
+
+async function save() {
+  if (!saving) return;
+  const snapshot = await engine.snapshot();
+  try {
+    await store.saveCheckpoint(snapshot, unsaved, pairs);
+  } catch (e) {
+    if (store.isQuotaError(e)) {
+      saving = false;
+      postMessage({ kind: "quota", error: String(e), usage: await store.usage() });
+      return;
+    }
+    throw e;
+  }
+  unsaved = [];
+  pairs = [];
+  lastSave = Date.now();
+  postMessage({ kind: "saved", position: snapshot.position, usage: await store.usage() });
 }
 
 async function run() {
   busy = true;
   try {
-    while (!engine.done()) {
+    while (!engine.done() && !stopping) {
       await serve();
       if (paused) {
+        if (!pauseSaved) {
+          await save();
+          pauseSaved = true;
+          postMessage({ kind: "paused", paused: true, position: engine.position() });
+        }
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      postMessage({ kind: "events", events: await engine.step() });
+      const events = await engine.step();
+      unsaved.push(...events);
+      for (const e of events) if (e.event === "iteration") pairs.push([e.iteration, engine.pairs_jsonl()]);
+      postMessage({ kind: "events", events, position: engine.position() });
+      if (engine.at_boundary() || Date.now() - lastSave > SAVE_EVERY_MS) await save();
       await new Promise((r) => setTimeout(r, 0));
     }
+    await save();
     await serve();
-    postMessage({ kind: "done" });
+    postMessage({ kind: stopping ? "stopped" : "done" });
   } catch (e) {
-    postMessage({ kind: "error", error: String(e) });
+    const error = String(e);
+    // The last checkpoint stays in storage: the page offers to restart from it.
+    postMessage({ kind: /device lost/i.test(error) ? "device-lost" : "error", error });
   } finally {
     busy = false;
   }
 }
 
+// navigator.gpu can exist with no adapter behind it (e.g. Chromium without its flag).
+async function hasWebgpu() {
+  try {
+    return !!(navigator.gpu && (await navigator.gpu.requestAdapter()));
+  } catch {
+    return false;
+  }
+}
+
+async function open(config, inputs, resume) {
+  if (!config.cpu && !(await hasWebgpu())) {
+    postMessage({
+      kind: "no-webgpu",
+      error: "This browser exposes no WebGPU (navigator.gpu): use a recent Chrome or Edge (Firefox Nightly and Safari 26 too), or start Chromium with --enable-unsafe-webgpu. You can also run on the CPU backend compiled to wasm (slow).",
+    });
+    return;
+  }
+  await init();
+  engine = await Engine.create(config, inputs, resume);
+  postMessage({ kind: "ready", adapter: engine.adapter(), position: engine.position(), resumed: !!resume });
+  run();
+}
+
 onmessage = async (msg) => {
-  const { kind, config, prompt } = msg.data;
+  const { kind, config, inputs, prompt } = msg.data;
   try {
     if (kind === "start") {
-      // navigator.gpu can exist with no adapter behind it (e.g. Chromium without its flag).
-      const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
-      if (!adapter && !config.cpu) {
-        postMessage({
-          kind: "no-webgpu",
-          error: "This browser exposes no WebGPU (navigator.gpu): use a recent Chrome or Edge, or start Chromium with --enable-unsafe-webgpu. You can also run on the CPU backend compiled to wasm (slow).",
-        });
-        return;
-      }
-      await init();
-      engine = await Engine.create(config);
-      postMessage({ kind: "ready", adapter: engine.adapter() });
-      run();
+      await store.saveRun({ config, inputs });
+      lastSave = Date.now();
+      await open(config, inputs, null);
+    } else if (kind === "resume") {
+      const saved = await store.loadRun();
+      if (!saved || !saved.checkpoint) throw new Error("no saved checkpoint to resume from");
+      const cfg = { ...saved.run.config, cpu: msg.data.cpu ?? saved.run.config.cpu };
+      lastSave = Date.now();
+      await open(cfg, saved.run.inputs, saved.checkpoint);
     } else if (kind === "pause") {
+      // The loop confirms a pause once it has stopped between steps and saved.
       paused = !paused;
-      postMessage({ kind: "paused", paused });
+      pauseSaved = false;
+      if (!paused || !busy) postMessage({ kind: "paused", paused });
+    } else if (kind === "stop") {
+      stopping = true;
     } else if (kind === "answer" && engine) {
       pending.push(prompt);
       if (!busy) await serve();
+    } else if (kind === "lose-device" && engine) {
+      engine.lose_device();
     }
   } catch (e) {
     postMessage({ kind: "error", error: String(e) });

@@ -1,109 +1,136 @@
-//! The browser edge: a wasm-bindgen `Engine` that a Web Worker drives one step at a time.
-//! It owns nothing the native engine lacks; it only turns the engine's events into JS values.
+//! The browser edge: a wasm-bindgen `Engine` that a Web Worker drives one step at a time. The
+//! run itself is `crate::pipeline`; this file opens WebGPU, checks it is fit for the preset,
+//! and converts values between JS and Rust.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::Device;
+use burn::tensor::wgpu::wgpu;
+use js_sys::{Object, Reflect, Uint8Array};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
-use crate::data::Example;
+use crate::checkpoint::Checkpoint;
+use crate::device::{BufferLimits, check_buffer_limits, is_software_adapter};
 use crate::generate::SamplingConfig;
 use crate::metrics::Event;
-use crate::objective::DpoLoss;
-use crate::sgpo::{Method, PreferenceData, SgpoConfig, SgpoRun};
+use crate::model::ModelConfig;
+use crate::pipeline::{Inputs, NamedText, Pipeline, PipelineConfig, Snapshot};
 use crate::tokenizer::Tokenizer;
-use crate::train::{OptimConfig, SftConfig, SftRun};
-
-/// The page's knobs; anything left out keeps its default.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct WebConfig {
-    pub preset: String,
-    pub method: Method,
-    pub sft_steps: usize,
-    pub iterations: usize,
-    pub prompts_per_iteration: usize,
-    pub batch_size: usize,
-    pub beta: f64,
-    pub lr: f64,
-    pub temperature: f32,
-    pub seed: u64,
-    /// Run on burn's CPU backend compiled to wasm instead of WebGPU (slow; for browsers
-    /// without WebGPU).
-    pub cpu: bool,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        Self {
-            preset: "tiny".into(),
-            method: Method::Sgpo,
-            sft_steps: 60,
-            iterations: 2,
-            prompts_per_iteration: 32,
-            batch_size: 8,
-            beta: 0.1,
-            lr: 5e-5,
-            temperature: 1.0,
-            seed: 42,
-            cpu: false,
-        }
-    }
-}
-
-enum Phase {
-    Sft(Box<SftRun>),
-    Preference(Box<SgpoRun>),
-}
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TextInputs {
+    data: Option<NamedText>,
+    tokenizer: Option<NamedText>,
+}
+
+/// `{name: Uint8Array}` from JS.
+fn files_from_js(files: &JsValue) -> Result<HashMap<String, Vec<u8>>, JsValue> {
+    let mut out = HashMap::new();
+    for entry in Object::entries(&Object::from(files.clone())).iter() {
+        let pair = js_sys::Array::from(&entry);
+        let name = pair.get(0).as_string().unwrap_or_default();
+        out.insert(name, Uint8Array::new(&pair.get(1)).to_vec());
+    }
+    Ok(out)
+}
+
+fn checkpoint_from_js(label: &str, files: &JsValue) -> Result<Checkpoint, JsValue> {
+    let files = files_from_js(files)?;
+    Checkpoint::from_files(label, |name| Ok(files.get(name).cloned())).map_err(js_err)
+}
+
+fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(obj, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn inputs_from_js(inputs: &JsValue) -> Result<Inputs, JsValue> {
+    if inputs.is_undefined() || inputs.is_null() {
+        return Ok(Inputs::default());
+    }
+    let text: TextInputs = serde_wasm_bindgen::from_value(inputs.clone()).map_err(js_err)?;
+    let init = match get(inputs, "init") {
+        Some(init) => {
+            let name = get(&init, "name").and_then(|n| n.as_string()).unwrap_or_else(|| "checkpoint".into());
+            let files = get(&init, "files").ok_or_else(|| js_err(format!("{name}: no checkpoint files found")))?;
+            Some((name.clone(), checkpoint_from_js(&name, &files)?))
+        }
+        None => None,
+    };
+    Ok(Inputs { data: text.data, tokenizer: text.tokenizer, init })
+}
+
+struct Gpu {
+    device: wgpu::Device,
+    /// Set by wgpu's device-lost callback; checked around every step.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
 #[wasm_bindgen]
 pub struct Engine {
     device: Device,
+    gpu: Option<Gpu>,
     adapter: String,
-    config: WebConfig,
-    tokenizer: Tokenizer,
-    eval: Vec<Example>,
-    train: Vec<Example>,
-    phase: Phase,
+    pipeline: Pipeline,
 }
 
 #[wasm_bindgen]
 impl Engine {
-    /// Open WebGPU and prepare a run (built-in tasks, tokenizer trained in the tab).
-    pub async fn create(config: JsValue) -> Result<Engine, JsValue> {
+    /// Open WebGPU (or the CPU backend when `config.cpu`) and start a run, or continue the one
+    /// `resume` holds (`{files: {name: Uint8Array}, sft_model?: Uint8Array}`).
+    pub async fn create(config: JsValue, inputs: JsValue, resume: JsValue) -> Result<Engine, JsValue> {
         console_error_panic_hook();
-        let config: WebConfig = if config.is_undefined() || config.is_null() {
-            WebConfig::default()
+        let config: PipelineConfig = if config.is_undefined() || config.is_null() {
+            PipelineConfig::default()
         } else {
-            serde_wasm_bindgen::from_value(config).map_err(js_err)?
+            serde_wasm_bindgen::from_value(config).map_err(|e| js_err(format!("config: {e}")))?
         };
-        let (device, adapter) = if config.cpu {
-            (Device::flex(), "the CPU backend compiled to wasm (no WebGPU: slow)".to_string())
+        let inputs = inputs_from_js(&inputs)?;
+        let (device, gpu, adapter) = if config.cpu {
+            (Device::flex(), None, "the CPU backend compiled to wasm (no WebGPU: slow)".to_string())
         } else {
             let (device, setup) = Device::wgpu_options()
                 .init_with_setup_async()
                 .await
                 .map_err(|e| js_err(format!("WebGPU could not start: {e:?}")))?;
             let info = setup.adapter.get_info();
-            let software = crate::device::is_software_adapter(&info.name, info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu);
+            let software = is_software_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu);
             let note = if software { " — a software adapter: expect it to be slow" } else { "" };
-            (device, format!("WebGPU: {} ({:?}){note}", info.name, info.backend))
+            let limits = setup.device.limits();
+            let limits = BufferLimits { max_buffer_size: limits.max_buffer_size, max_storage_binding: limits.max_storage_buffer_binding_size as u64 };
+            let vocab = match &inputs.tokenizer {
+                Some(t) => Tokenizer::from_json(&t.name, &t.text).map_err(js_err)?.vocab_size(),
+                None => config.vocab_size,
+            };
+            if inputs.init.is_none() {
+                let model = ModelConfig::preset(&config.preset, vocab).map_err(js_err)?;
+                check_buffer_limits(&config.preset, &model, config.batch_size, limits).map_err(js_err)?;
+            }
+            let lost = Arc::new(Mutex::new(None));
+            let flag = lost.clone();
+            setup.device.set_device_lost_callback(move |reason, message| {
+                *flag.lock().expect("lost flag") = Some(format!("{reason:?}: {message}"));
+            });
+            let gpu = Gpu { device: setup.device.clone(), lost };
+            (device, Some(gpu), format!("WebGPU: {} ({:?}){note}", info.name, info.backend))
         };
-        let (train, eval) = crate::tasks::builtin_split(4000, 45, config.seed);
-        let tokenizer = Tokenizer::train_on(&train, 256).map_err(js_err)?;
-        let sft = SftConfig {
-            preset: config.preset.clone(),
-            steps: config.sft_steps,
-            batch_size: config.batch_size,
-            seed: config.seed,
-            optim: OptimConfig { lr: 5e-3, warmup_steps: 5, ..OptimConfig::default() },
-            ..SftConfig::default()
+        let pipeline = if resume.is_undefined() || resume.is_null() {
+            Pipeline::new(config, &inputs, &device).map_err(js_err)?
+        } else {
+            let files = get(&resume, "files").ok_or_else(|| js_err("saved run: no checkpoint files"))?;
+            let snapshot = Snapshot {
+                checkpoint: checkpoint_from_js("saved run", &files)?,
+                sft_model: get(&resume, "sft_model").map(|b| Uint8Array::new(&b).to_vec()),
+            };
+            Pipeline::resume(config, &inputs, &snapshot, &device).map_err(js_err)?
         };
-        let run = SftRun::new(sft, tokenizer.clone(), &train, &device).map_err(js_err)?;
-        Ok(Engine { device, adapter, config, tokenizer, eval, train, phase: Phase::Sft(Box::new(run)) })
+        Ok(Engine { device, gpu, adapter, pipeline })
     }
 
     pub fn adapter(&self) -> String {
@@ -111,53 +138,82 @@ impl Engine {
     }
 
     pub fn done(&self) -> bool {
-        matches!(&self.phase, Phase::Preference(run) if run.is_done())
+        self.pipeline.is_done()
+    }
+
+    /// `{phase, stage, step, iteration, done}`.
+    pub fn position(&self) -> Result<JsValue, JsValue> {
+        serde_wasm_bindgen::to_value(&self.pipeline.position()).map_err(js_err)
+    }
+
+    /// True right after a unit that ended a stage or an iteration: a good moment to save.
+    pub fn at_boundary(&self) -> bool {
+        self.pipeline.at_boundary()
     }
 
     /// One unit of work; returns the events it produced (the same JSON as `metrics.jsonl`).
+    /// A lost GPU device is reported as an error starting `device lost`.
     pub async fn step(&mut self) -> Result<JsValue, JsValue> {
-        let mut events = Vec::new();
-        match &mut self.phase {
-            Phase::Sft(run) => {
-                events.push(Event::Train(run.step().await.map_err(js_err)?));
-                if run.is_done() {
-                    let config = SgpoConfig {
-                        method: self.config.method,
-                        iterations: self.config.iterations,
-                        prompts_per_iteration: self.config.prompts_per_iteration,
-                        batch_size: self.config.batch_size,
-                        beta: self.config.beta,
-                        loss: DpoLoss::Sigmoid,
-                        draft_temperature: self.config.temperature,
-                        improver_steps: 30,
-                        improver_examples: 128,
-                        max_new_tokens: 16,
-                        eval_examples: self.eval.len(),
-                        seed: self.config.seed,
-                        dpo_optim: OptimConfig { lr: self.config.lr, warmup_steps: 0, min_lr_ratio: 1.0, weight_decay: 0.0, ..OptimConfig::default() },
-                        ..SgpoConfig::default()
-                    };
-                    let data = PreferenceData { labeled: self.train.clone(), eval: self.eval.clone(), ..PreferenceData::default() };
-                    let sgpo = SgpoRun::new(config, run.model_config.clone(), run.config.clone(), self.tokenizer.clone(), burn::module::Module::valid(&run.model), data, &self.device).map_err(js_err)?;
-                    self.phase = Phase::Preference(Box::new(sgpo));
-                }
-            }
-            Phase::Preference(run) => run.advance(&mut |e| events.push(e)).await.map_err(js_err)?,
-        }
+        self.check_device()?;
+        let mut events: Vec<Event> = Vec::new();
+        let result = self.pipeline.step(&mut |e| events.push(e)).await;
+        self.check_device()?;
+        result.map_err(js_err)?;
         serde_wasm_bindgen::to_value(&events).map_err(js_err)
+    }
+
+    /// The run's checkpoint: `{files: {name: Uint8Array}, sft_model?: Uint8Array, position}`.
+    /// The files are a native run's `checkpoint-N/` directory.
+    pub async fn snapshot(&self) -> Result<JsValue, JsValue> {
+        let snapshot = self.pipeline.snapshot().await.map_err(js_err)?;
+        let files = Object::new();
+        for (name, bytes) in snapshot.checkpoint.files() {
+            Reflect::set(&files, &name.into(), &Uint8Array::from(&bytes[..]))?;
+        }
+        let out = Object::new();
+        Reflect::set(&out, &"files".into(), &files)?;
+        Reflect::set(&out, &"step".into(), &JsValue::from(snapshot.checkpoint.state.step as u32))?;
+        if let Some(sft) = &snapshot.sft_model {
+            Reflect::set(&out, &"sft_model".into(), &Uint8Array::from(&sft[..]))?;
+        }
+        Reflect::set(&out, &"position".into(), &self.position()?)?;
+        Ok(out.into())
+    }
+
+    /// The last finished iteration's pairs as TRL preference rows (JSONL).
+    pub fn pairs_jsonl(&self) -> String {
+        self.pipeline
+            .last_pairs()
+            .iter()
+            .map(|p| serde_json::to_string(&p.to_trl()).expect("pairs serialise") + "\n")
+            .collect()
     }
 
     /// The current policy's greedy answer to `prompt`.
     pub async fn answer(&self, prompt: String) -> Result<String, JsValue> {
-        let model = match &self.phase {
-            Phase::Sft(run) => burn::module::Module::valid(&run.model),
-            Phase::Preference(run) => run.policy(),
-        };
+        self.check_device()?;
         let mut rng = crate::rng::Rng::new(0);
-        let out = crate::eval::answer(&model, &self.tokenizer, &[prompt], &SamplingConfig::greedy(24), 1, &mut rng, &self.device)
+        let sampling = SamplingConfig::greedy(self.pipeline.config.max_new_tokens.max(24));
+        let out = crate::eval::answer(&self.pipeline.policy(), self.pipeline.tokenizer(), &[prompt], &sampling, 1, &mut rng, &self.device)
             .await
             .map_err(js_err)?;
         Ok(out.into_iter().next().unwrap_or_default())
+    }
+
+    /// Destroy the GPU device, as a driver reset would (for testing the page's recovery).
+    pub fn lose_device(&self) {
+        if let Some(gpu) = &self.gpu {
+            gpu.device.destroy();
+        }
+    }
+
+    fn check_device(&self) -> Result<(), JsValue> {
+        if let Some(gpu) = &self.gpu
+            && let Some(why) = gpu.lost.lock().expect("lost flag").clone()
+        {
+            return Err(js_err(format!("device lost ({why})")));
+        }
+        Ok(())
     }
 }
 

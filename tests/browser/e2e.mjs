@@ -1,11 +1,16 @@
-// Drives the page in headless Chromium with WebGPU: start a short run, wait for charts and
-// samples, save a screenshot. Usage: node tests/browser/e2e.mjs URL SCREENSHOT
-import { chromium } from "playwright-core";
-
+// Drives the page in headless Chromium: start a short SGPO run, wait for the charts and the
+// sample table, reload mid-run and resume from the saved checkpoint, finish, download the
+// checkpoint, metrics and pairs, save a screenshot.
+// Usage: node tests/browser/e2e.mjs URL OUT_DIR
 // With NO_WEBGPU=1 Chromium starts without WebGPU: the page must say so and run on the CPU
 // backend compiled to wasm when asked to.
-const [url, screenshot] = process.argv.slice(2);
+import { chromium } from "playwright-core";
+import { mkdirSync, readFileSync } from "node:fs";
+
+const [url, out] = process.argv.slice(2);
+mkdirSync(out, { recursive: true });
 const noWebgpu = process.env.NO_WEBGPU === "1";
+const limit = Number(process.env.E2E_TIMEOUT_MS || 900000);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: [
@@ -13,27 +18,82 @@ const browser = await chromium.launch({
     "--disable-sync", "--disable-quic", ...(noWebgpu ? [] : ["--enable-unsafe-webgpu"]),
   ],
 });
-const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+const context = await browser.newContext({ viewport: { width: 1100, height: 1200 }, acceptDownloads: true });
+const page = await context.newPage();
 page.on("console", (m) => console.log(`[page] ${m.text()}`));
 page.on("pageerror", (e) => console.log(`[page error] ${e}`));
+
+function fail(why) {
+  console.error(`failed: ${why}`);
+  process.exit(1);
+}
+const wait = (fn, arg) => page.waitForFunction(fn, arg, { timeout: limit, polling: 500 });
+const failed = () => page.evaluate(() => document.body.dataset.error || document.body.dataset.deviceLost);
+// Charts with something drawn on them.
+const chartsDrawn = () =>
+  page.evaluate(() =>
+    [...document.querySelectorAll("#charts canvas")].filter((c) => c.getContext("2d").getImageData(0, 0, c.width, c.height).data.some((v) => v)).length,
+  );
+const rows = () => page.locator("#samples tbody tr").count();
+
 await page.goto(url);
 await page.fill("#sft_steps", "20");
-await page.fill("#iterations", "1");
-await page.fill("#prompts_per_iteration", "16");
+await page.fill("#improver_steps", "10");
+await page.fill("#iterations", "2");
+await page.fill("#prompts_per_iteration", "8");
+await page.fill("#batch_size", "4");
 await page.click("#start");
 if (noWebgpu) {
-  await page.waitForFunction(() => document.querySelector("#status").textContent.includes("no WebGPU"), null, { timeout: 60000 });
+  await wait(() => document.body.dataset.noWebgpu);
   console.log(`status: ${await page.textContent("#status")}`);
   await page.click("#start");
 }
-const limit = Number(process.env.E2E_TIMEOUT_MS || 600000);
-await page.waitForFunction(() => document.body.dataset.done || document.body.dataset.error, null, { timeout: limit, polling: 1000 });
-const error = await page.evaluate(() => document.body.dataset.error);
-await page.screenshot({ path: screenshot, fullPage: true });
-const rows = await page.locator("#samples tbody tr").count();
-console.log(`status: ${await page.textContent("#status")}; sample rows: ${rows}`);
-await browser.close();
-if (error || rows === 0) {
-  console.error(`failed: ${error || "no samples"}`);
-  process.exit(1);
+
+// Run until the first iteration is saved, pause (the page saves where it stands), reload.
+await wait(() => {
+  const b = document.body.dataset;
+  return b.error || b.deviceLost || b.done || (b.saved && JSON.parse(b.saved).iteration >= 1);
+});
+if (await failed()) fail(await failed());
+await page.click("#pause");
+await wait(() => document.body.dataset.paused === "1" || document.body.dataset.done);
+const before = { charts: await chartsDrawn(), rows: await rows(), saved: JSON.parse(await page.evaluate(() => document.body.dataset.saved)) };
+console.log(`before reload: ${before.charts} charts drawn, ${before.rows} sample rows, saved at ${JSON.stringify(before.saved)}`);
+if (before.charts < 7 || before.rows === 0) fail("charts or samples did not fill before the reload");
+if (before.saved.done) fail("the run finished before the reload: make it longer");
+await page.screenshot({ path: `${out}/before-reload.png`, fullPage: true });
+
+await page.reload();
+await wait(() => document.body.dataset.savedRun);
+const after = { charts: await chartsDrawn(), rows: await rows(), banner: await page.textContent("#banner") };
+console.log(`after reload: ${after.charts} charts redrawn from storage, ${after.rows} sample rows; banner: ${after.banner}`);
+if (after.charts < before.charts || after.rows < before.rows) fail("the reloaded page lost saved charts or samples");
+await page.click("#resume");
+await wait(() => document.body.dataset.resumedFrom || document.body.dataset.error);
+if (await failed()) fail(await failed());
+const resumedFrom = Number(await page.evaluate(() => document.body.dataset.resumedFrom));
+console.log(`resumed from step ${resumedFrom}`);
+await wait(() => document.body.dataset.done || document.body.dataset.error || document.body.dataset.deviceLost);
+if (await failed()) fail(await failed());
+
+const end = { charts: await chartsDrawn(), rows: await rows(), status: await page.textContent("#status") };
+console.log(`done: ${end.charts} charts, ${end.rows} sample rows, status "${end.status}", storage "${await page.textContent("#storage")}"`);
+if (!/done/.test(end.status)) fail(`status is ${end.status}`);
+await page.screenshot({ path: `${out}/page.png`, fullPage: true });
+
+for (const [button, file] of [["#dl-checkpoint", "sgpo-run.tar"], ["#dl-metrics", "metrics.jsonl"], ["#dl-pairs", "pairs.jsonl"]]) {
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click(button)]);
+  await download.saveAs(`${out}/${file}`);
 }
+console.log(`saved ${out}/page.png, sgpo-run.tar, metrics.jsonl, pairs.jsonl`);
+
+// The resumed run continued rather than restarted: every SFT step and iteration once.
+const events = readFileSync(`${out}/metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+const sft = events.filter((e) => e.event === "train" && e.stage === "sft").map((e) => e.step);
+const iterations = events.filter((e) => e.event === "iteration" && e.iteration > 0).map((e) => e.iteration);
+console.log(`metrics: SFT steps ${sft[0]}..${sft[sft.length - 1]} (${sft.length} events), iterations [${iterations}]`);
+if (sft.length !== 20 || new Set(sft).size !== 20) fail("SFT steps missing or repeated across the reload");
+if (iterations.join() !== "1,2") fail("iterations missing or repeated across the reload");
+const pairs = readFileSync(`${out}/pairs.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+if (!pairs.length || !pairs.every((p) => "prompt" in p && "chosen" in p && "rejected" in p)) fail("pairs.jsonl is not TRL preference rows");
+await browser.close();
