@@ -2,13 +2,9 @@
 # Browser tests: the engine on WebGPU in headless Chromium (wasm-bindgen-test), then the page
 # end to end (Playwright driving Debian's Chromium; no browser download): a short SGPO run,
 # a reload that resumes it, downloads that the native CLI reads; and the same without WebGPU
-# on the CPU backend compiled to wasm. Needs chromium, chromium-driver and node; installs them
-# on Debian when missing.
+# on the CPU backend compiled to wasm (scripts/setup.sh installs Chromium and node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v node >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs npm >/dev/null
-fi
 scripts/web.sh   # dist/, and the wasm-bindgen CLI (which brings wasm-bindgen-test-runner)
 source scripts/env.sh
 
@@ -26,9 +22,11 @@ sleep 1
 out=runs/browser
 rm -rf "$out"
 node tests/browser/e2e.mjs http://127.0.0.1:8080/ "$out/webgpu"
+echo "e2e passed: WebGPU"
 # The checkpoint downloaded from the page is a run directory the native CLI reads.
 tar xf "$out/webgpu/sgpo-run.tar" -C "$out/webgpu"
 cargo run --release --locked --quiet -- eval --model "$out/webgpu/sgpo-run" --device cpu
 # Without WebGPU: the page says so and runs on the CPU backend compiled to wasm.
 NO_WEBGPU=1 node tests/browser/e2e.mjs http://127.0.0.1:8080/ "$out/cpu"
+echo "e2e passed: CPU fallback"
 echo "browser tests passed; screenshots: $out/webgpu/page.png, $out/cpu/page.png"

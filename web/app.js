@@ -183,6 +183,9 @@ function onMessage({ data }) {
     status(`error: ${data.error}`);
     document.body.dataset.error = data.error;
     running(false);
+    store.loadRun().then((saved) => {
+      if (saved?.checkpoint) banner("The run stopped on an error; its last checkpoint is kept.", [["restart from the last checkpoint", () => resumeSaved()]]);
+    });
   }
   if (data.kind === "device-lost") {
     status(`the GPU device was lost: ${data.error}`);
@@ -194,7 +197,7 @@ function onMessage({ data }) {
   }
   if (data.kind === "quota") {
     showUsage(data.usage);
-    banner(`Browser storage is full, so checkpoints are no longer saved (${data.error}). Download the checkpoint, then discard old runs or free space for this site.`);
+    banner(`Browser storage is full (${data.error}): training goes on, but checkpoints are not saved, so a reload would lose it. Free space for this site (discard a saved run, or clear its data in the browser's settings) and start again to save.`);
     document.body.dataset.quota = data.error;
   }
   if (data.kind === "no-webgpu") {
@@ -254,6 +257,10 @@ $("start").onclick = async () => {
 };
 
 async function resumeSaved() {
+  delete document.body.dataset.error;
+  delete document.body.dataset.deviceLost;
+  delete document.body.dataset.done;
+  delete document.body.dataset.resumedFrom;
   const saved = await store.loadRun();
   if (!saved || !saved.checkpoint) return status("no saved run");
   runConfig = saved.run.config;
@@ -280,6 +287,9 @@ $("chat").onsubmit = (ev) => {
   ev.preventDefault();
   if (worker) worker.postMessage({ kind: "answer", prompt: $("prompt").value });
 };
+
+// For the browser tests: what a driver reset does to the GPU device.
+window.sgpoTest = { loseDevice: () => worker && worker.postMessage({ kind: "lose-device" }) };
 
 // ---- downloads ----
 function download(name, bytes, type) {

@@ -10,6 +10,7 @@ const SAVE_EVERY_MS = 5000;
 let engine = null;
 let paused = false;
 let pauseSaved = false;
+let loseDevice = false;
 let stopping = false;
 let busy = false;
 let unsaved = []; // events since the last checkpoint
@@ -62,6 +63,10 @@ async function run() {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
+      if (loseDevice) {
+        loseDevice = false;
+        engine.lose_device();
+      }
       const events = await engine.step();
       unsaved.push(...events);
       for (const e of events) if (e.event === "iteration") pairs.push([e.iteration, engine.pairs_jsonl()]);
@@ -108,7 +113,13 @@ onmessage = async (msg) => {
   const { kind, config, inputs, prompt } = msg.data;
   try {
     if (kind === "start") {
-      await store.saveRun({ config, inputs });
+      try {
+        await store.saveRun({ config, inputs });
+      } catch (e) {
+        if (!store.isQuotaError(e)) throw e;
+        saving = false;
+        postMessage({ kind: "quota", error: String(e), usage: await store.usage() });
+      }
       lastSave = Date.now();
       await open(config, inputs, null);
     } else if (kind === "resume") {
@@ -127,8 +138,8 @@ onmessage = async (msg) => {
     } else if (kind === "answer" && engine) {
       pending.push(prompt);
       if (!busy) await serve();
-    } else if (kind === "lose-device" && engine) {
-      engine.lose_device();
+    } else if (kind === "lose-device") {
+      loseDevice = true; // between two steps: a step holds the engine
     }
   } catch (e) {
     postMessage({ kind: "error", error: String(e) });

@@ -44,7 +44,7 @@ await page.fill("#prompts_per_iteration", "8");
 await page.fill("#batch_size", "4");
 await page.click("#start");
 if (noWebgpu) {
-  await wait(() => document.body.dataset.noWebgpu);
+  await wait(() => document.body.dataset.noWebgpu || document.body.dataset.error);
   console.log(`status: ${await page.textContent("#status")}`);
   await page.click("#start");
 }
@@ -73,6 +73,19 @@ await wait(() => document.body.dataset.resumedFrom || document.body.dataset.erro
 if (await failed()) fail(await failed());
 const resumedFrom = Number(await page.evaluate(() => document.body.dataset.resumedFrom));
 console.log(`resumed from step ${resumedFrom}`);
+
+if (!noWebgpu) {
+  // The GPU device is lost (as after a driver reset): the page keeps the last checkpoint and
+  // restarts from it.
+  await wait(() => document.body.dataset.saved && JSON.parse(document.body.dataset.saved).step > 0);
+  await page.evaluate(() => window.sgpoTest.loseDevice());
+  await wait(() => document.body.dataset.deviceLost || document.body.dataset.error || document.body.dataset.done);
+  const lost = await page.evaluate(() => document.body.dataset.deviceLost);
+  if (!lost) fail(`losing the device gave ${await page.evaluate(() => document.body.dataset.error || "no error")}`);
+  console.log(`device lost: ${lost}; banner: ${await page.textContent("#banner")}`);
+  await page.click("#banner button");
+  await wait(() => document.body.dataset.adapter && !document.body.dataset.deviceLost && document.body.dataset.resumedFrom);
+}
 await wait(() => document.body.dataset.done || document.body.dataset.error || document.body.dataset.deviceLost);
 if (await failed()) fail(await failed());
 
@@ -96,4 +109,22 @@ if (sft.length !== 20 || new Set(sft).size !== 20) fail("SFT steps missing or re
 if (iterations.join() !== "1,2") fail("iterations missing or repeated across the reload");
 const pairs = readFileSync(`${out}/pairs.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
 if (!pairs.length || !pairs.every((p) => "prompt" in p && "chosen" in p && "rejected" in p)) fail("pairs.jsonl is not TRL preference rows");
+
+if (noWebgpu) {
+  // Storage full: the page says so and keeps training without saving.
+  const quota = await browser.newContext();
+  const p2 = await quota.newPage();
+  const cdp = await quota.newCDPSession(p2);
+  await p2.goto(url);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin: new URL(url).origin, quotaSize: 20000 });
+  await p2.fill("#sft_steps", "10");
+  await p2.click("#start");
+  await p2.waitForFunction(() => document.body.dataset.noWebgpu || document.body.dataset.error, null, { timeout: limit });
+  await p2.click("#start");
+  await p2.waitForFunction(() => document.body.dataset.done || document.body.dataset.error, null, { timeout: limit, polling: 200 });
+  if (await p2.evaluate(() => document.body.dataset.error)) fail(`with storage full: ${await p2.evaluate(() => document.body.dataset.error)}`);
+  const banner = await p2.textContent("#banner");
+  console.log(`quota: ${banner}`);
+  if (!/storage is full/.test(banner)) fail(`no quota message: ${await p2.evaluate(() => document.body.dataset.error)}`);
+}
 await browser.close();
