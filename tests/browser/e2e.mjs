@@ -5,7 +5,7 @@
 // With NO_WEBGPU=1 Chromium starts without WebGPU: the page must say so and run on the CPU
 // backend compiled to wasm when asked to.
 import { chromium } from "playwright-core";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
 const [url, out] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
@@ -126,5 +126,39 @@ if (noWebgpu) {
   const banner = await p2.textContent("#banner");
   console.log(`quota: ${banner}`);
   if (!/storage is full/.test(banner)) fail(`no quota message: ${await p2.evaluate(() => document.body.dataset.error)}`);
+}
+
+if (noWebgpu) {
+  // Uploads: a dataset with a broken line is refused by file and line; the downloaded
+  // checkpoint, uploaded back with an Alpaca JSONL, starts the preference stage (no SFT).
+  const up = await (await browser.newContext({ acceptDownloads: true })).newPage();
+  await up.goto(url);
+  const lines = readFileSync("examples/alpaca_tasks.jsonl", "utf8").split("\n").slice(0, 300);
+  writeFileSync(`${out}/bad.jsonl`, `${lines[0]}\n{"instruction": "no output"\n`);
+  writeFileSync(`${out}/alpaca.jsonl`, lines.join("\n"));
+  await up.setInputFiles("#data", `${out}/bad.jsonl`);
+  await up.click("#start");
+  await up.waitForFunction(() => document.body.dataset.noWebgpu || document.body.dataset.error, null, { timeout: limit });
+  await up.click("#start");
+  await up.waitForFunction(() => document.body.dataset.error, null, { timeout: limit });
+  const bad = await up.evaluate(() => document.body.dataset.error);
+  console.log(`bad upload: ${bad}`);
+  if (!bad.includes("bad.jsonl:2")) fail("the error does not name the file and line");
+  await up.evaluate(() => delete document.body.dataset.error);
+  await up.setInputFiles("#data", `${out}/alpaca.jsonl`);
+  await up.setInputFiles("#init", `${out}/sgpo-run.tar`);
+  await up.fill("#iterations", "1");
+  await up.fill("#prompts_per_iteration", "8");
+  await up.click("#start");
+  await up.waitForFunction(() => document.body.dataset.done || document.body.dataset.error, null, { timeout: limit });
+  if (await up.evaluate(() => document.body.dataset.error)) fail(`run from an uploaded checkpoint: ${await up.evaluate(() => document.body.dataset.error)}`);
+  const [download] = await Promise.all([up.waitForEvent("download"), up.click("#dl-metrics")]);
+  await download.saveAs(`${out}/init-metrics.jsonl`);
+  const ev = readFileSync(`${out}/init-metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  const sftSteps = ev.filter((e) => e.event === "train" && e.stage === "sft").length;
+  const samples = ev.filter((e) => e.event === "sample").map((e) => e.prompt);
+  console.log(`from the uploaded checkpoint: ${sftSteps} SFT steps, ${samples.length} samples, e.g. "${samples[0]}"`);
+  if (sftSteps !== 0 || !ev.some((e) => e.event === "iteration" && e.iteration === 1)) fail("the uploaded checkpoint did not start the preference stage");
+  if (!samples.every((p) => lines.some((l) => l.includes(p.split("\n")[0].slice(0, 20))))) fail("samples are not from the uploaded dataset");
 }
 await browser.close();
