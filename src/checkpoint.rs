@@ -102,7 +102,15 @@ mod disk {
         /// checkpoints are removed once the new one is in place.
         pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
             fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir.display(), e))?;
-            let name = format!("checkpoint-{:08}", self.state.step);
+            // The same step can be saved twice (a stage's end and the run's end share one): the
+            // second gets a new name, so `latest` never names a directory being replaced.
+            let mut name = format!("checkpoint-{:08}", self.state.step);
+            for k in 1.. {
+                if !run_dir.join(&name).exists() {
+                    break;
+                }
+                name = format!("checkpoint-{:08}-{k}", self.state.step);
+            }
             let tmp = run_dir.join(format!(".{name}.partial"));
             let dir = run_dir.join(&name);
             if tmp.exists() {
@@ -111,9 +119,6 @@ mod disk {
             fs::create_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
             for (file, bytes) in self.files() {
                 write_synced(&tmp.join(file), &bytes)?;
-            }
-            if dir.exists() {
-                fs::remove_dir_all(&dir).map_err(|e| Error::file(dir.display(), e))?;
             }
             fs::rename(&tmp, &dir).map_err(|e| Error::file(dir.display(), e))?;
             write_atomic(&run_dir.join(LATEST_FILE), name.as_bytes())?;

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Event;
 use crate::model::{Model, ModelConfig};
 use crate::objective::DpoLoss;
-use crate::sgpo::{Method, Pair, PreferenceData, PreferenceSource, SgpoConfig, SgpoRun, Stage};
+use crate::sgpo::{Method, Pair, PreferenceData, PreferenceSource, SgpoConfig, SgpoRun, Stage, check_inputs};
 use crate::tokenizer::Tokenizer;
 use crate::train::{DataSource, OptimConfig, RunConfig, SftConfig, SftRun, load_model, model_bytes};
 
@@ -20,6 +20,9 @@ use crate::train::{DataSource, OptimConfig, RunConfig, SftConfig, SftRun, load_m
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// Which built-in task family to train on (`all`, or one of `tasks::FAMILIES`); ignored
+    /// when a dataset is given.
+    pub task: String,
     pub preset: String,
     pub method: Method,
     pub sft_steps: usize,
@@ -45,6 +48,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
+            task: "all".into(),
             preset: "tiny".into(),
             method: Method::Sgpo,
             sft_steps: 60,
@@ -122,6 +126,8 @@ impl Pipeline {
     /// A fresh run: SFT from scratch, or straight to the preference stage from `inputs.init`.
     pub fn new(config: PipelineConfig, inputs: &Inputs, device: &Device) -> Result<Self> {
         let (data, data_source) = load_data(&config, inputs)?;
+        // A method that cannot start is refused now, not after SFT.
+        check_inputs(&sgpo_config(&config, &data), &data)?;
         if let Some((name, checkpoint)) = &inputs.init {
             let run = RunConfig::from_json(&format!("{name}: config.json"), &checkpoint.config)?;
             let tokenizer = Tokenizer::from_json(&format!("{name}: tokenizer.json"), &checkpoint.tokenizer)?;
@@ -259,7 +265,11 @@ fn sgpo_run(
     data: PreferenceData,
     device: &Device,
 ) -> Result<SgpoRun> {
-    let sgpo = SgpoConfig {
+    SgpoRun::new(sgpo_config(config, &data), model_config, sft, tokenizer, sft_model.valid(), data, device)
+}
+
+fn sgpo_config(config: &PipelineConfig, data: &PreferenceData) -> SgpoConfig {
+    SgpoConfig {
         method: config.method,
         iterations: config.iterations,
         prompts_per_iteration: config.prompts_per_iteration,
@@ -274,8 +284,7 @@ fn sgpo_run(
         seed: config.seed,
         dpo_optim: OptimConfig { lr: config.lr, warmup_steps: 0, min_lr_ratio: 1.0, weight_decay: 0.0, ..OptimConfig::default() },
         ..SgpoConfig::default()
-    };
-    SgpoRun::new(sgpo, model_config, sft, tokenizer, sft_model.valid(), data, device)
+    }
 }
 
 /// The built-in tasks, or the user's JSONL: rows with answers are split into train and
@@ -283,17 +292,30 @@ fn sgpo_run(
 fn load_data(config: &PipelineConfig, inputs: &Inputs) -> Result<(PreferenceData, DataSource)> {
     let mut data = PreferenceData::default();
     let source = match &inputs.data {
-        None => {
+        None if config.task == "all" => {
             let (n_train, n_eval) = (4000, config.eval_examples);
             (data.labeled, data.eval) = crate::tasks::builtin_split(n_train, n_eval, config.seed);
             DataSource::Builtin { n_train, n_eval }
         }
+        None => {
+            let families = crate::tasks::FAMILIES;
+            if !families.contains(&config.task.as_str()) {
+                return Err(Error::Config(format!("task: unknown built-in task {:?}; use all or one of {}", config.task, families.join(", "))));
+            }
+            // The families take turns, so one family is every k-th example of a k-times larger set.
+            let (n_train, n_eval) = (4000 * families.len(), config.eval_examples * families.len());
+            let (train, eval) = crate::tasks::builtin_split(n_train, n_eval, config.seed);
+            let only = |v: Vec<crate::data::Example>| v.into_iter().filter(|e| e.task.as_deref() == Some(config.task.as_str())).collect();
+            (data.labeled, data.eval) = (only(train), only(eval));
+            DataSource::Builtin { n_train, n_eval }
+        }
         Some(file) => {
             let parsed = parse_jsonl(&file.name, &file.text)?;
-            if parsed.examples.is_empty() && config.method != Method::Dpo {
+            // SFT needs answers; so do SGPO's improver and SPIN. Only DPO from a checkpoint does not.
+            if parsed.examples.is_empty() && (config.method != Method::Dpo || inputs.init.is_none()) {
                 return Err(Error::file(
                     &file.name,
-                    "has no rows with answers (instruction/output, messages, or prompt/completion): SFT and the improver need some",
+                    "has no rows with answers (instruction/output, messages, or prompt/completion): SFT and the improver need some (for DPO on pairs alone, also give a checkpoint to start from)",
                 ));
             }
             (data.labeled, data.eval) = split_examples(parsed.examples, 0.1, config.seed);

@@ -594,6 +594,26 @@ struct SavedProgress {
     dpo: Option<DpoProgress>,
 }
 
+/// Refuse a preference run that could not start: before any work, not after SFT.
+pub fn check_inputs(config: &SgpoConfig, data: &PreferenceData) -> Result<()> {
+    match config.method {
+        Method::Dpo if data.pairs.is_empty() => {
+            return Err(Error::Config("method dpo needs preference pairs (prompt/chosen/rejected rows in --data)".into()));
+        }
+        Method::Spin if data.labeled.is_empty() => {
+            return Err(Error::Config("method spin needs examples with reference answers".into()));
+        }
+        Method::Sgpo if data.labeled.is_empty() => {
+            return Err(Error::Config("method sgpo needs examples with reference answers to train the improver".into()));
+        }
+        _ => {}
+    }
+    if config.batch_size == 0 || config.iterations == 0 {
+        return Err(Error::Config("batch_size and iterations must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// A whole SGPO / SPIN / DPO run from an SFT model, advanced one unit of work at a time (an
 /// optimiser step, or building one iteration's pairs), so a driver can report progress,
 /// yield, and checkpoint anywhere.
@@ -632,21 +652,7 @@ impl SgpoRun {
         data: PreferenceData,
         device: &Device,
     ) -> Result<Self> {
-        match config.method {
-            Method::Dpo if data.pairs.is_empty() => {
-                return Err(Error::Config("method dpo needs preference pairs (prompt/chosen/rejected rows in --data)".into()));
-            }
-            Method::Spin if data.labeled.is_empty() => {
-                return Err(Error::Config("method spin needs examples with reference answers".into()));
-            }
-            Method::Sgpo if data.labeled.is_empty() => {
-                return Err(Error::Config("method sgpo needs examples with reference answers to train the improver".into()));
-            }
-            _ => {}
-        }
-        if config.batch_size == 0 || config.iterations == 0 {
-            return Err(Error::Config("batch_size and iterations must be at least 1".into()));
-        }
+        check_inputs(&config, &data)?;
         let ad = device.clone().autodiff();
         let trainer = PreferenceTrainer::new(sft_model.clone().fork(&ad).train(), config.clone(), tokenizer.special.pad, device);
         let rng = Rng::new(config.seed);

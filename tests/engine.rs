@@ -155,6 +155,12 @@ fn checkpoints_replace_each_other_atomically() {
         .collect();
     assert_eq!(names, vec!["checkpoint-00000004".to_string()]);
     assert_eq!(Checkpoint::load(dir.path()).unwrap().state.step, 4);
+    // The same step saved again goes to a new name: `latest` never names a directory in flux.
+    block_on(run.checkpoint()).unwrap().save(dir.path()).unwrap();
+    let latest = std::fs::read_to_string(dir.path().join("latest")).unwrap();
+    assert_eq!(latest.trim(), "checkpoint-00000004-1");
+    assert!(!dir.path().join("checkpoint-00000004").exists());
+    assert_eq!(Checkpoint::load(dir.path()).unwrap().state.step, 4);
     assert!(dir.path().join("config.json").exists());
     let missing = Checkpoint::load(&dir.path().join("nope")).unwrap_err().to_string();
     assert!(missing.contains("no checkpoint here"), "{missing}");

@@ -105,6 +105,22 @@ fn a_snapshot_without_optimiser_state_still_resumes_to_the_end() {
 }
 
 #[test]
+fn one_builtin_task_family_can_be_chosen() {
+    let device = Device::flex();
+    let mut p = Pipeline::new(PipelineConfig { task: "sort".into(), ..config() }, &Inputs::default(), &device).unwrap();
+    let mut prompts = Vec::new();
+    while !p.is_done() {
+        block_on(p.step(&mut |e| {
+            if let Event::Sample(s) = e {
+                prompts.push(s.prompt);
+            }
+        }))
+        .unwrap();
+    }
+    assert!(!prompts.is_empty() && prompts.iter().all(|p| p.starts_with("sort the numbers")), "{prompts:?}");
+}
+
+#[test]
 fn a_checkpoint_as_init_skips_sft() {
     let device = Device::flex();
     let mut p = Pipeline::new(config(), &Inputs::default(), &device).unwrap();
@@ -125,6 +141,12 @@ fn user_data_errors_name_the_file_and_line() {
     let prompts_only = Inputs { data: Some(NamedText { name: "p.jsonl".into(), text: "{\"prompt\": \"a\"}\n".into() }), ..Inputs::default() };
     let e = Pipeline::new(config(), &prompts_only, &device).err().expect("nothing to fine-tune on").to_string();
     assert!(e.contains("p.jsonl") && e.contains("answers"), "{e}");
+    // DPO needs pairs: refused before any SFT step, not after.
+    let dpo = PipelineConfig { method: sgpo::sgpo::Method::Dpo, ..config() };
+    let e = Pipeline::new(dpo, &Inputs::default(), &device).err().expect("no pairs for DPO").to_string();
+    assert!(e.contains("dpo needs preference pairs"), "{e}");
+    let e = Pipeline::new(PipelineConfig { task: "poetry".into(), ..config() }, &Inputs::default(), &device).err().expect("unknown task").to_string();
+    assert!(e.contains("poetry") && e.contains("sort"), "{e}");
     let tok = Inputs { tokenizer: Some(NamedText { name: "tokenizer.json".into(), text: "{}".into() }), ..Inputs::default() };
     let e = Pipeline::new(config(), &tok, &device).err().expect("not a tokenizer").to_string();
     assert!(e.contains("tokenizer.json"), "{e}");

@@ -145,6 +145,8 @@ function newWorker() {
 }
 
 function running(on) {
+  $("pause").textContent = "pause";
+  document.body.dataset.paused = "";
   $("start").disabled = on;
   $("pause").disabled = !on;
   $("stop").disabled = !on;
@@ -170,12 +172,13 @@ function onMessage({ data }) {
   if (data.kind === "paused") {
     $("pause").textContent = data.paused ? "continue" : "pause";
     document.body.dataset.paused = data.paused ? "1" : "";
-    if (data.paused) status(`paused at ${describe(data.position || {})}; saved`);
+    if (data.paused) status(`paused at ${describe(data.position || {})}${data.saved ? "; saved" : " (not saved: storage is full)"}`);
   }
   if (data.kind === "done" || data.kind === "stopped") {
-    status(data.kind === "done" ? "done" : "stopped (saved: resume it any time)");
+    const note = data.saved ? "" : " (not saved: storage is full)";
+    status(data.kind === "done" ? `done${note}` : data.saved ? "stopped (saved: resume it any time)" : `stopped${note}`);
     running(false);
-    if (data.kind === "stopped") $("resume").hidden = false;
+    if (data.kind === "stopped" && data.saved) $("resume").hidden = false;
     document.body.dataset.done = data.kind;
   }
   if (data.kind === "answer") $("answer").textContent = data.text;
@@ -205,6 +208,13 @@ function onMessage({ data }) {
     running(false);
     $("start").textContent = "start on the CPU (slow)";
     useCpu = true;
+    // A saved run can go on on the CPU too.
+    store.loadRun().then((saved) => {
+      if (saved?.checkpoint && !saved.checkpoint.position.done) {
+        $("resume").hidden = false;
+        $("resume").textContent = "resume saved run on the CPU (slow)";
+      }
+    });
     document.body.dataset.noWebgpu = "1";
   }
 }
@@ -232,7 +242,7 @@ async function readCheckpoint(input) {
 }
 
 function readConfig() {
-  const config = { preset: $("preset").value, method: $("method").value, cpu: useCpu };
+  const config = { task: $("task").value, preset: $("preset").value, method: $("method").value, cpu: useCpu };
   for (const k of KNOBS) config[k] = Number($(k).value);
   return config;
 }
@@ -326,6 +336,7 @@ $("dl-pairs").onclick = async () => download("pairs.jsonl", await store.allPairs
   for (const k of KNOBS) if (k in runConfig) $(k).value = runConfig[k];
   $("method").value = runConfig.method;
   $("preset").value = runConfig.preset;
+  $("task").value = runConfig.task || "all";
   saved.events.forEach(onEvent);
   const p = saved.checkpoint.position;
   const when = new Date(saved.checkpoint.saved_at).toLocaleString();

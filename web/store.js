@@ -15,7 +15,8 @@ function done(tx) {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
     tx.onabort = () => reject(tx.error || new Error("storage transaction aborted"));
-    tx.onerror = () => reject(tx.error);
+    // A failed request reaches the transaction before tx.error is set: take the request's.
+    tx.onerror = (ev) => reject(ev.target.error || tx.error);
   });
 }
 

@@ -30,23 +30,33 @@ async function serve() {
   }
 }
 
+/// Whether the run is now saved up to this step.
 async function save() {
-  if (!saving) return;
+  if (!saving) {
+    unsaved = [];
+    pairs = [];
+    return false;
+  }
   const snapshot = await engine.snapshot();
   try {
     await store.saveCheckpoint(snapshot, unsaved, pairs);
   } catch (e) {
-    if (store.isQuotaError(e)) {
-      saving = false;
-      postMessage({ kind: "quota", error: String(e), usage: await store.usage() });
-      return;
-    }
-    throw e;
+    if (!store.isQuotaError(e)) throw e;
+    await quotaFull(e);
+    return false;
   }
   unsaved = [];
   pairs = [];
   lastSave = Date.now();
   postMessage({ kind: "saved", position: snapshot.position, usage: await store.usage() });
+  return true;
+}
+
+async function quotaFull(e) {
+  saving = false;
+  unsaved = [];
+  pairs = [];
+  postMessage({ kind: "quota", error: String(e), usage: await store.usage() });
 }
 
 async function run() {
@@ -56,9 +66,10 @@ async function run() {
       await serve();
       if (paused) {
         if (!pauseSaved) {
-          await save();
+          const saved = await save();
           pauseSaved = true;
-          postMessage({ kind: "paused", paused: true, position: engine.position() });
+          // "continue" may have come while saving: then the run goes on and says nothing.
+          if (paused) postMessage({ kind: "paused", paused: true, saved, position: engine.position() });
         }
         await new Promise((r) => setTimeout(r, 100));
         continue;
@@ -74,9 +85,9 @@ async function run() {
       if (engine.at_boundary() || Date.now() - lastSave > SAVE_EVERY_MS) await save();
       await new Promise((r) => setTimeout(r, 0));
     }
-    await save();
+    const saved = await save();
     await serve();
-    postMessage({ kind: stopping ? "stopped" : "done" });
+    postMessage({ kind: stopping ? "stopped" : "done", saved });
   } catch (e) {
     const error = String(e);
     // The last checkpoint stays in storage: the page offers to restart from it.
@@ -95,7 +106,9 @@ async function hasWebgpu() {
   }
 }
 
-async function open(config, inputs, resume) {
+/// `fresh`: a new run, which replaces the saved one only once its engine exists (a run that
+/// cannot start must not cost the user the run they had).
+async function open(config, inputs, resume, fresh) {
   if (!config.cpu && !(await hasWebgpu())) {
     postMessage({
       kind: "no-webgpu",
@@ -105,6 +118,14 @@ async function open(config, inputs, resume) {
   }
   await init();
   engine = await Engine.create(config, inputs, resume);
+  if (fresh) {
+    try {
+      await store.saveRun({ config, inputs });
+    } catch (e) {
+      if (!store.isQuotaError(e)) throw e;
+      await quotaFull(e);
+    }
+  }
   postMessage({ kind: "ready", adapter: engine.adapter(), position: engine.position(), resumed: !!resume });
   run();
 }
@@ -113,21 +134,14 @@ onmessage = async (msg) => {
   const { kind, config, inputs, prompt } = msg.data;
   try {
     if (kind === "start") {
-      try {
-        await store.saveRun({ config, inputs });
-      } catch (e) {
-        if (!store.isQuotaError(e)) throw e;
-        saving = false;
-        postMessage({ kind: "quota", error: String(e), usage: await store.usage() });
-      }
       lastSave = Date.now();
-      await open(config, inputs, null);
+      await open(config, inputs, null, true);
     } else if (kind === "resume") {
       const saved = await store.loadRun();
       if (!saved || !saved.checkpoint) throw new Error("no saved checkpoint to resume from");
       const cfg = { ...saved.run.config, cpu: msg.data.cpu ?? saved.run.config.cpu };
       lastSave = Date.now();
-      await open(cfg, saved.run.inputs, saved.checkpoint);
+      await open(cfg, saved.run.inputs, saved.checkpoint, false);
     } else if (kind === "pause") {
       // The loop confirms a pause once it has stopped between steps and saved.
       paused = !paused;

@@ -23,6 +23,12 @@ fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
 }
 
+/// As JSON would have it (`None` as `null`, not `undefined`): the events the page stores and
+/// downloads are then the same lines as a native `metrics.jsonl`.
+fn to_json_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct TextInputs {
@@ -143,7 +149,7 @@ impl Engine {
 
     /// `{phase, stage, step, iteration, done}`.
     pub fn position(&self) -> Result<JsValue, JsValue> {
-        serde_wasm_bindgen::to_value(&self.pipeline.position()).map_err(js_err)
+        to_json_value(&self.pipeline.position())
     }
 
     /// True right after a unit that ended a stage or an iteration: a good moment to save.
@@ -159,7 +165,7 @@ impl Engine {
         let result = self.pipeline.step(&mut |e| events.push(e)).await;
         self.check_device()?;
         result.map_err(js_err)?;
-        serde_wasm_bindgen::to_value(&events).map_err(js_err)
+        to_json_value(&events)
     }
 
     /// The run's checkpoint: `{files: {name: Uint8Array}, sft_model?: Uint8Array, position}`.
