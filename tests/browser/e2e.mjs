@@ -37,7 +37,9 @@ const chartsDrawn = () =>
 const rows = () => page.locator("#samples tbody tr").count();
 
 await page.goto(url);
-await page.fill("#sft_steps", "20");
+// SFT_STEPS: a longer SFT for a screenshot whose samples read as answers (default: the test's 20).
+const sftSteps = Number(process.env.SFT_STEPS || 20);
+await page.fill("#sft_steps", String(sftSteps));
 await page.fill("#improver_steps", "10");
 // The CPU backend runs this in seconds: one more iteration leaves room to pause mid-run.
 const iterationCount = noWebgpu ? 3 : 2;
@@ -109,7 +111,7 @@ const events = readFileSync(`${out}/metrics.jsonl`, "utf8").trim().split("\n").m
 const sft = events.filter((e) => e.event === "train" && e.stage === "sft").map((e) => e.step);
 const iterations = events.filter((e) => e.event === "iteration" && e.iteration > 0).map((e) => e.iteration);
 console.log(`metrics: SFT steps ${sft[0]}..${sft[sft.length - 1]} (${sft.length} events), iterations [${iterations}]`);
-if (sft.length !== 20 || new Set(sft).size !== 20) fail("SFT steps missing or repeated across the reload");
+if (sft.length !== sftSteps || new Set(sft).size !== sftSteps) fail("SFT steps missing or repeated across the reload");
 if (iterations.join() !== [...Array(iterationCount).keys()].map((i) => i + 1).join()) fail("iterations missing or repeated across the reload");
 const pairs = readFileSync(`${out}/pairs.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
 if (!pairs.length || !pairs.every((p) => "prompt" in p && "chosen" in p && "rejected" in p)) fail("pairs.jsonl is not TRL preference rows");
@@ -159,10 +161,10 @@ if (noWebgpu) {
   const [download] = await Promise.all([up.waitForEvent("download"), up.click("#dl-metrics")]);
   await download.saveAs(`${out}/init-metrics.jsonl`);
   const ev = readFileSync(`${out}/init-metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
-  const sftSteps = ev.filter((e) => e.event === "train" && e.stage === "sft").length;
+  const sftEvents = ev.filter((e) => e.event === "train" && e.stage === "sft").length;
   const samples = ev.filter((e) => e.event === "sample").map((e) => e.prompt);
-  console.log(`from the uploaded checkpoint: ${sftSteps} SFT steps, ${samples.length} samples, e.g. "${samples[0]}"`);
-  if (sftSteps !== 0 || !ev.some((e) => e.event === "iteration" && e.iteration === 1)) fail("the uploaded checkpoint did not start the preference stage");
+  console.log(`from the uploaded checkpoint: ${sftEvents} SFT steps, ${samples.length} samples, e.g. "${samples[0]}"`);
+  if (sftEvents !== 0 || !ev.some((e) => e.event === "iteration" && e.iteration === 1)) fail("the uploaded checkpoint did not start the preference stage");
   const instructions = new Set(lines.filter((l) => l.trim()).map((l) => JSON.parse(l).instruction));
   if (!samples.every((p) => instructions.has(p.split("\n")[0]))) fail("samples are not from the uploaded dataset");
 }
