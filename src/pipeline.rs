@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, MODEL_FILE};
 use crate::data::{parse_jsonl, split_examples};
+use crate::device::{BufferLimits, check_buffer_limits};
 use crate::error::{Error, Result};
 use crate::metrics::Event;
 use crate::model::{Model, ModelConfig};
@@ -124,7 +125,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A fresh run: SFT from scratch, or straight to the preference stage from `inputs.init`.
-    pub fn new(config: PipelineConfig, inputs: &Inputs, device: &Device) -> Result<Self> {
+    /// With a GPU's `limits`, a preset whose largest buffer would not fit is refused before
+    /// the model is allocated.
+    pub fn new(config: PipelineConfig, inputs: &Inputs, device: &Device, limits: Option<BufferLimits>) -> Result<Self> {
         let (data, data_source) = load_data(&config, inputs)?;
         // A method that cannot start is refused now, not after SFT.
         check_inputs(&sgpo_config(&config, &data), &data)?;
@@ -140,6 +143,10 @@ impl Pipeline {
             Some(t) => Tokenizer::from_json(&t.name, &t.text)?,
             None => Tokenizer::train_on(&data.labeled, config.vocab_size)?,
         };
+        if let Some(limits) = limits {
+            let model = ModelConfig::preset(&config.preset, tokenizer.vocab_size())?;
+            check_buffer_limits(&config.preset, &model, config.batch_size, limits)?;
+        }
         let run = SftRun::new(sft_config(&config, data_source.clone()), tokenizer.clone(), &data.labeled, device)?;
         Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase: Phase::Sft(Box::new(run)), sft_model: None })
     }
@@ -148,18 +155,21 @@ impl Pipeline {
     pub fn resume(config: PipelineConfig, inputs: &Inputs, snapshot: &Snapshot, device: &Device) -> Result<Self> {
         let (data, data_source) = load_data(&config, inputs)?;
         let checkpoint = &snapshot.checkpoint;
-        let phase = match &snapshot.sft_model {
-            None => Phase::Sft(Box::new(SftRun::resume(checkpoint, &data.labeled, device)?)),
+        let (phase, tokenizer) = match &snapshot.sft_model {
+            None => {
+                let run = SftRun::resume(checkpoint, &data.labeled, device)?;
+                let tokenizer = run.tokenizer.clone();
+                (Phase::Sft(Box::new(run)), tokenizer)
+            }
             Some(sft_bytes) => {
                 let run = RunConfig::from_json(crate::checkpoint::CONFIG_FILE, &checkpoint.config)?;
                 let tokenizer = Tokenizer::from_json(crate::checkpoint::TOKENIZER_FILE, &checkpoint.tokenizer)?;
                 let sft_model = load_model(&run.model, sft_bytes, device, "sft_model.bpk")?;
-                let mut sgpo = sgpo_run(&config, run.model, run.sft, tokenizer, sft_model, data.clone(), device)?;
+                let mut sgpo = sgpo_run(&config, run.model, run.sft, tokenizer.clone(), sft_model, data.clone(), device)?;
                 sgpo.restore(checkpoint)?;
-                Phase::Preference(Box::new(sgpo))
+                (Phase::Preference(Box::new(sgpo)), tokenizer)
             }
         };
-        let tokenizer = Tokenizer::from_json(crate::checkpoint::TOKENIZER_FILE, &checkpoint.tokenizer)?;
         Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: snapshot.sft_model.clone() })
     }
 

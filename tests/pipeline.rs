@@ -1,7 +1,10 @@
 //! The run the browser drives (SFT, then SGPO), interrupted and restored from snapshots the
 //! way a page reload does it: through the checkpoint's named files.
 
+mod common;
+
 use burn::tensor::Device;
+use common::losses;
 use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
@@ -23,18 +26,6 @@ fn config() -> PipelineConfig {
     }
 }
 
-/// Every optimiser step's (stage, step, loss), in order.
-fn losses(events: &[Event]) -> Vec<(String, usize, f32)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Train(t) => Some((t.stage.clone(), t.step, t.loss)),
-            Event::Dpo(d) => Some(("dpo".into(), d.step, d.loss)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Through the files a browser stores, and back.
 fn reload(snapshot: Snapshot) -> Snapshot {
     let files = snapshot.checkpoint.files();
@@ -54,14 +45,14 @@ fn a_run_restored_from_snapshots_matches_an_uninterrupted_one() {
     let device = Device::flex();
     let inputs = Inputs::default();
     let mut straight = Vec::new();
-    run_to_end(Pipeline::new(config(), &inputs, &device).unwrap(), &mut straight);
+    run_to_end(Pipeline::new(config(), &inputs, &device, None).unwrap(), &mut straight);
     let expected = losses(&straight);
     assert!(expected.iter().any(|(s, _, _)| s == "sft") && expected.iter().any(|(s, _, _)| s == "improver"));
     assert!(expected.iter().any(|(s, _, _)| s == "dpo"), "no DPO step in {expected:?}");
 
     // Interrupt mid-SFT, then mid-improver, then in the DPO stage.
     let mut events = Vec::new();
-    let mut p = Pipeline::new(config(), &inputs, &device).unwrap();
+    let mut p = Pipeline::new(config(), &inputs, &device, None).unwrap();
     let mut reloads = Vec::new();
     let mut n = 0;
     while !p.is_done() {
@@ -92,7 +83,7 @@ fn a_snapshot_without_optimiser_state_still_resumes_to_the_end() {
     // Browsers write no optimiser state (burn reads it synchronously): fresh moments, same run.
     let device = Device::flex();
     let inputs = Inputs::default();
-    let mut p = Pipeline::new(config(), &inputs, &device).unwrap();
+    let mut p = Pipeline::new(config(), &inputs, &device, None).unwrap();
     for _ in 0..6 {
         block_on(p.step(&mut |_| {})).unwrap();
     }
@@ -107,7 +98,7 @@ fn a_snapshot_without_optimiser_state_still_resumes_to_the_end() {
 #[test]
 fn one_builtin_task_family_can_be_chosen() {
     let device = Device::flex();
-    let mut p = Pipeline::new(PipelineConfig { task: "sort".into(), ..config() }, &Inputs::default(), &device).unwrap();
+    let mut p = Pipeline::new(PipelineConfig { task: "sort".into(), ..config() }, &Inputs::default(), &device, None).unwrap();
     let mut prompts = Vec::new();
     while !p.is_done() {
         block_on(p.step(&mut |e| {
@@ -123,11 +114,11 @@ fn one_builtin_task_family_can_be_chosen() {
 #[test]
 fn a_checkpoint_as_init_skips_sft() {
     let device = Device::flex();
-    let mut p = Pipeline::new(config(), &Inputs::default(), &device).unwrap();
+    let mut p = Pipeline::new(config(), &Inputs::default(), &device, None).unwrap();
     block_on(p.step(&mut |_| {})).unwrap();
     let checkpoint = reload(block_on(p.snapshot()).unwrap()).checkpoint;
     let inputs = Inputs { init: Some(("upload.tar".into(), checkpoint)), ..Inputs::default() };
-    let p = Pipeline::new(config(), &inputs, &device).unwrap();
+    let p = Pipeline::new(config(), &inputs, &device, None).unwrap();
     assert_eq!(p.position().phase, "preference");
     assert_eq!(p.position().stage, Stage::Start);
 }
@@ -136,18 +127,18 @@ fn a_checkpoint_as_init_skips_sft() {
 fn user_data_errors_name_the_file_and_line() {
     let device = Device::flex();
     let bad = Inputs { data: Some(NamedText { name: "mine.jsonl".into(), text: "{\"instruction\": \"hi\", \"output\": \"yo\"}\n{oops\n".into() }), ..Inputs::default() };
-    let e = Pipeline::new(config(), &bad, &device).err().expect("bad JSON is refused").to_string();
+    let e = Pipeline::new(config(), &bad, &device, None).err().expect("bad JSON is refused").to_string();
     assert!(e.contains("mine.jsonl:2"), "{e}");
     let prompts_only = Inputs { data: Some(NamedText { name: "p.jsonl".into(), text: "{\"prompt\": \"a\"}\n".into() }), ..Inputs::default() };
-    let e = Pipeline::new(config(), &prompts_only, &device).err().expect("nothing to fine-tune on").to_string();
+    let e = Pipeline::new(config(), &prompts_only, &device, None).err().expect("nothing to fine-tune on").to_string();
     assert!(e.contains("p.jsonl") && e.contains("answers"), "{e}");
     // DPO needs pairs: refused before any SFT step, not after.
     let dpo = PipelineConfig { method: sgpo::sgpo::Method::Dpo, ..config() };
-    let e = Pipeline::new(dpo, &Inputs::default(), &device).err().expect("no pairs for DPO").to_string();
+    let e = Pipeline::new(dpo, &Inputs::default(), &device, None).err().expect("no pairs for DPO").to_string();
     assert!(e.contains("dpo needs preference pairs"), "{e}");
-    let e = Pipeline::new(PipelineConfig { task: "poetry".into(), ..config() }, &Inputs::default(), &device).err().expect("unknown task").to_string();
+    let e = Pipeline::new(PipelineConfig { task: "poetry".into(), ..config() }, &Inputs::default(), &device, None).err().expect("unknown task").to_string();
     assert!(e.contains("poetry") && e.contains("sort"), "{e}");
     let tok = Inputs { tokenizer: Some(NamedText { name: "tokenizer.json".into(), text: "{}".into() }), ..Inputs::default() };
-    let e = Pipeline::new(config(), &tok, &device).err().expect("not a tokenizer").to_string();
+    let e = Pipeline::new(config(), &tok, &device, None).err().expect("not a tokenizer").to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
 }

@@ -118,16 +118,6 @@ fn sgpo_resumes_mid_stage_exactly() {
     let fresh = || {
         SgpoRun::new(config.clone(), sft.model_config.clone(), sft.config.clone(), sft.tokenizer.clone(), sft.model.valid(), data.clone(), &device).unwrap()
     };
-    let losses = |events: &[Event]| -> Vec<(String, usize, f32)> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Train(t) => Some((t.stage.clone(), t.step, t.loss)),
-                Event::Dpo(d) => Some(("dpo".into(), d.step, d.loss)),
-                _ => None,
-            })
-            .collect()
-    };
 
     let mut straight = fresh();
     let mut all = Vec::new();
@@ -154,7 +144,7 @@ fn sgpo_resumes_mid_stage_exactly() {
         block_on(run.advance(&mut |e| resumed.push(e))).unwrap();
     }
 
-    let (a, b) = (losses(&all), losses(&resumed));
+    let (a, b) = (common::losses(&all), common::losses(&resumed));
     assert_eq!(a.len(), b.len());
     assert!(a.iter().any(|x| x.0 == "improver") && a.iter().any(|x| x.0 == "dpo"));
     for (x, y) in a.iter().zip(&b) {

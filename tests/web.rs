@@ -24,6 +24,12 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// The run's model's logits on a fixed two-row batch.
+async fn logits(run: &SftRun, device: &Device) -> Vec<f32> {
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 9, 27, 81, 5, 7], [2, 3]), device);
+    readback::floats(run.model.valid().forward_causal(ids)).await.unwrap()
+}
+
 thread_local! {
     static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
 }
@@ -50,12 +56,8 @@ async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
     let (cpu_run, gpu_run) = (on(&cpu), on(&gpu));
 
     // Forward.
-    let logits = |run: &SftRun, device: &Device| {
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 9, 27, 81, 5, 7], [2, 3]), device);
-        run.model.valid().forward_causal(ids)
-    };
-    let a = readback::floats(logits(&cpu_run, &cpu)).await.unwrap();
-    let b = readback::floats(logits(&gpu_run, &gpu)).await.unwrap();
+    let a = logits(&cpu_run, &cpu).await;
+    let b = logits(&gpu_run, &gpu).await;
     let d = max_diff(&a, &b);
     assert!(d < TOLERANCE, "forward differs by {d}");
 
@@ -103,9 +105,8 @@ async fn a_checkpoint_written_on_webgpu_restores_the_same_model() {
     let saved = run.checkpoint().await.unwrap();
     let restored = SftRun::resume(&saved, &examples, &cpu).unwrap();
     assert_eq!(restored.state, run.state);
-    let ids = |device: &Device| Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 9, 27, 81, 5, 7], [2, 3]), device);
-    let a = readback::floats(run.model.valid().forward_causal(ids(&gpu))).await.unwrap();
-    let b = readback::floats(restored.model.valid().forward_causal(ids(&cpu))).await.unwrap();
+    let a = logits(&run, &gpu).await;
+    let b = logits(&restored, &cpu).await;
     let d = max_diff(&a, &b);
     assert!(d < TOLERANCE, "restored model differs by {d}");
 }

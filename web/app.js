@@ -117,6 +117,8 @@ function reset() {
   ["p-sft", "p-improver", "p-pairs", "p-dpo"].forEach((id) => ($(id).value = 0));
 }
 
+const enableDownloads = () => ["dl-checkpoint", "dl-metrics", "dl-pairs"].forEach((id) => ($(id).disabled = false));
+
 const mb = (b) => `${(b / 2 ** 20).toFixed(1)} MB`;
 function showUsage(u) {
   if (u) $("storage").textContent = `browser storage: ${mb(u.usage)} used of ${mb(u.quota)}`;
@@ -166,7 +168,7 @@ function onMessage({ data }) {
   }
   if (data.kind === "saved") {
     document.body.dataset.saved = JSON.stringify(data.position);
-    $("dl-checkpoint").disabled = $("dl-metrics").disabled = $("dl-pairs").disabled = false;
+    enableDownloads();
     showUsage(data.usage);
   }
   if (data.kind === "paused") {
@@ -344,6 +346,6 @@ $("dl-pairs").onclick = async () => download("pairs.jsonl", await store.allPairs
   banner(`Saved run: ${describe(p)}${p.done ? " (finished)" : ""}, saved ${when}.`);
   $("resume").hidden = p.done;
   $("discard").hidden = false;
-  $("dl-checkpoint").disabled = $("dl-metrics").disabled = $("dl-pairs").disabled = false;
+  enableDownloads();
   document.body.dataset.savedRun = JSON.stringify(p);
 })();

@@ -12,12 +12,10 @@ use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
 use crate::checkpoint::Checkpoint;
-use crate::device::{BufferLimits, check_buffer_limits, is_software_adapter};
+use crate::device::{BufferLimits, is_software_adapter};
 use crate::generate::SamplingConfig;
 use crate::metrics::Event;
-use crate::model::ModelConfig;
 use crate::pipeline::{Inputs, NamedText, Pipeline, PipelineConfig, Snapshot};
-use crate::tokenizer::Tokenizer;
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
@@ -37,18 +35,18 @@ struct TextInputs {
 }
 
 /// `{name: Uint8Array}` from JS.
-fn files_from_js(files: &JsValue) -> Result<HashMap<String, Vec<u8>>, JsValue> {
+fn files_from_js(files: &JsValue) -> HashMap<String, Vec<u8>> {
     let mut out = HashMap::new();
     for entry in Object::entries(&Object::from(files.clone())).iter() {
         let pair = js_sys::Array::from(&entry);
         let name = pair.get(0).as_string().unwrap_or_default();
         out.insert(name, Uint8Array::new(&pair.get(1)).to_vec());
     }
-    Ok(out)
+    out
 }
 
 fn checkpoint_from_js(label: &str, files: &JsValue) -> Result<Checkpoint, JsValue> {
-    let files = files_from_js(files)?;
+    let files = files_from_js(files);
     Checkpoint::from_files(label, |name| Ok(files.get(name).cloned())).map_err(js_err)
 }
 
@@ -98,8 +96,8 @@ impl Engine {
             serde_wasm_bindgen::from_value(config).map_err(|e| js_err(format!("config: {e}")))?
         };
         let inputs = inputs_from_js(&inputs)?;
-        let (device, gpu, adapter) = if config.cpu {
-            (Device::flex(), None, "the CPU backend compiled to wasm (no WebGPU: slow)".to_string())
+        let (device, gpu, adapter, limits) = if config.cpu {
+            (Device::flex(), None, "the CPU backend compiled to wasm (no WebGPU: slow)".to_string(), None)
         } else {
             let (device, setup) = Device::wgpu_options()
                 .init_with_setup_async()
@@ -110,24 +108,16 @@ impl Engine {
             let note = if software { " — a software adapter: expect it to be slow" } else { "" };
             let limits = setup.device.limits();
             let limits = BufferLimits { max_buffer_size: limits.max_buffer_size, max_storage_binding: limits.max_storage_buffer_binding_size as u64 };
-            let vocab = match &inputs.tokenizer {
-                Some(t) => Tokenizer::from_json(&t.name, &t.text).map_err(js_err)?.vocab_size(),
-                None => config.vocab_size,
-            };
-            if inputs.init.is_none() {
-                let model = ModelConfig::preset(&config.preset, vocab).map_err(js_err)?;
-                check_buffer_limits(&config.preset, &model, config.batch_size, limits).map_err(js_err)?;
-            }
             let lost = Arc::new(Mutex::new(None));
             let flag = lost.clone();
             setup.device.set_device_lost_callback(move |reason, message| {
                 *flag.lock().expect("lost flag") = Some(format!("{reason:?}: {message}"));
             });
             let gpu = Gpu { device: setup.device.clone(), lost };
-            (device, Some(gpu), format!("WebGPU: {} ({:?}){note}", info.name, info.backend))
+            (device, Some(gpu), format!("WebGPU: {} ({:?}){note}", info.name, info.backend), Some(limits))
         };
         let pipeline = if resume.is_undefined() || resume.is_null() {
-            Pipeline::new(config, &inputs, &device).map_err(js_err)?
+            Pipeline::new(config, &inputs, &device, limits).map_err(js_err)?
         } else {
             let files = get(&resume, "files").ok_or_else(|| js_err("saved run: no checkpoint files"))?;
             let snapshot = Snapshot {

@@ -1,6 +1,21 @@
-//! Shared by the integration tests.
+//! Shared by the integration tests (each test crate uses a part of it).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use sgpo::metrics::Event;
+
+/// Every optimiser step's (stage, step, loss), in order: what two runs must agree on.
+pub fn losses(events: &[Event]) -> Vec<(String, usize, f32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Train(t) => Some((t.stage.clone(), t.step, t.loss)),
+            Event::Dpo(d) => Some(("dpo".into(), d.step, d.loss)),
+            _ => None,
+        })
+        .collect()
+}
 
 /// A fresh directory under the system temp dir, removed on drop. (Not the `tempfile` crate:
 /// its dependencies would change the features of crates burn shares, and so rebuild burn
