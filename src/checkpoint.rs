@@ -1,11 +1,16 @@
 //! A checkpoint is everything a run needs to continue exactly: config, tokenizer, weights,
-//! optimiser state and the loop's position. On disk each one is a directory written under a
-//! temporary name and renamed into place, and the `latest` file naming it is replaced by a
-//! rename too, so a run killed at any instant leaves the previous checkpoint intact.
+//! optimiser state and the loop's position, as the named files of a `checkpoint-N/` directory
+//! (written to disk by `native.rs`, to IndexedDB by the page).
 
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::config::RunConfig;
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
+use crate::model::{TextModel, load_model};
 use crate::rng::Rng;
 
 /// Where the training loop stands.
@@ -28,6 +33,9 @@ pub struct Checkpoint {
     pub state: LoopState,
     /// A preference run's position beyond the loop state (its stage, pairs, ...), as JSON.
     pub progress: Option<String>,
+    /// Lines each event log of the run held when this was written (`logs.json`; a resumed run
+    /// cuts its logs back to these). Empty where the driver keeps no logs beside the run.
+    pub logged: BTreeMap<String, usize>,
 }
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -36,6 +44,7 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const STATE_FILE: &str = "state.json";
 pub const PROGRESS_FILE: &str = "run_state.json";
+pub const LOGGED_FILE: &str = "logs.json";
 pub const LATEST_FILE: &str = "latest";
 
 impl Checkpoint {
@@ -52,6 +61,9 @@ impl Checkpoint {
         ];
         if let Some(progress) = &self.progress {
             files.push((PROGRESS_FILE, progress.clone().into_bytes()));
+        }
+        if !self.logged.is_empty() {
+            files.push((LOGGED_FILE, serde_json::to_vec_pretty(&self.logged).expect("counts serialise")));
         }
         files
     }
@@ -73,87 +85,23 @@ impl Checkpoint {
         // A checkpoint written in a browser may carry no optimiser state (see `optimizer_bytes`).
         let optimizer = read(OPTIMIZER_FILE)?.unwrap_or_default();
         let progress = read(PROGRESS_FILE)?.map(|b| text(PROGRESS_FILE, b)).transpose()?;
-        Ok(Self { config, tokenizer, model, optimizer, state, progress })
+        let logged = match read(LOGGED_FILE)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::checkpoint(format!("{dir}/{LOGGED_FILE}"), e))?,
+            None => BTreeMap::new(),
+        };
+        Ok(Self { config, tokenizer, model, optimizer, state, progress, logged })
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-mod disk {
-    use super::*;
-    use std::fs;
-    use std::io::Write;
-    use std::path::{Path, PathBuf};
-
-    fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-        let mut f = fs::File::create(path).map_err(|e| Error::file(path.display(), e))?;
-        f.write_all(bytes).map_err(|e| Error::file(path.display(), e))?;
-        f.sync_all().map_err(|e| Error::file(path.display(), e))
-    }
-
-    /// Replace `path` with `bytes` atomically (write a sibling, then rename over).
-    pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        write_synced(&tmp, bytes)?;
-        fs::rename(&tmp, path).map_err(|e| Error::file(path.display(), e))
-    }
-
-    impl Checkpoint {
-        /// Write into `run_dir/checkpoint-STEP` and point `run_dir/latest` at it; older
-        /// checkpoints are removed once the new one is in place.
-        pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
-            fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir.display(), e))?;
-            // The same step can be saved twice (a stage's end and the run's end share one): the
-            // second gets a new name, so `latest` never names a directory being replaced.
-            let mut name = format!("checkpoint-{:08}", self.state.step);
-            for k in 1.. {
-                if !run_dir.join(&name).exists() {
-                    break;
-                }
-                name = format!("checkpoint-{:08}-{k}", self.state.step);
-            }
-            let tmp = run_dir.join(format!(".{name}.partial"));
-            let dir = run_dir.join(&name);
-            if tmp.exists() {
-                fs::remove_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
-            }
-            fs::create_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
-            for (file, bytes) in self.files() {
-                write_synced(&tmp.join(file), &bytes)?;
-            }
-            fs::rename(&tmp, &dir).map_err(|e| Error::file(dir.display(), e))?;
-            write_atomic(&run_dir.join(LATEST_FILE), name.as_bytes())?;
-            // The config also sits at the top of the run, where people look for it.
-            write_atomic(&run_dir.join(CONFIG_FILE), self.config.as_bytes())?;
-            for entry in fs::read_dir(run_dir).map_err(|e| Error::file(run_dir.display(), e))?.flatten() {
-                let n = entry.file_name().to_string_lossy().to_string();
-                if n.starts_with("checkpoint-") && n != name {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-            Ok(dir)
-        }
-
-        /// The checkpoint `run_dir/latest` points at.
-        pub fn load(run_dir: &Path) -> Result<Self> {
-            let latest = run_dir.join(LATEST_FILE);
-            let name = fs::read_to_string(&latest).map_err(|e| {
-                Error::checkpoint(
-                    run_dir.display(),
-                    format!("no checkpoint here ({}: {e}); is this a run directory written by `sgpo sft`?", latest.display()),
-                )
-            })?;
-            let dir = run_dir.join(name.trim());
-            Self::from_files(&dir.display().to_string(), |file| {
-                let p = dir.join(file);
-                p.exists().then(|| fs::read(&p).map_err(|e| Error::checkpoint(p.display(), e))).transpose()
-            })
-        }
-
-        pub fn exists(run_dir: &Path) -> bool {
-            run_dir.join(LATEST_FILE).exists()
-        }
+impl Checkpoint {
+    /// The run's config and the model this checkpoint holds, on `device`. `label` names the
+    /// checkpoint in errors (empty: the file names alone).
+    pub fn open(&self, label: &str, device: &Device) -> Result<(RunConfig, TextModel)> {
+        let name = |file: &str| if label.is_empty() { file.to_string() } else { format!("{label}/{file}") };
+        let run = RunConfig::from_json(&name(CONFIG_FILE), &self.config)?;
+        let tokenizer = Tokenizer::from_json(&name(TOKENIZER_FILE), &self.tokenizer)?;
+        let model = load_model(&run.model, &self.model, device, &name(MODEL_FILE))?;
+        let config = run.model.clone();
+        Ok((run, TextModel { config, tokenizer, model }))
     }
 }
-
-#[cfg(not(target_arch = "wasm32"))]
-pub use disk::write_atomic;

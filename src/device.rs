@@ -62,7 +62,6 @@ pub fn probe_wgpu() -> Option<AdapterSummary> {
 pub struct Selected {
     pub device: Device,
     pub description: String,
-    pub is_wgpu: bool,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -71,12 +70,10 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
     let wgpu = |adapter: &AdapterSummary| Selected {
         device: Device::wgpu(DeviceKind::DefaultDevice),
         description: format!("wgpu: {} ({})", adapter.name, adapter.backend),
-        is_wgpu: true,
     };
     let cpu = |why: &str| Selected {
         device: Device::flex(),
         description: format!("cpu (burn Flex){why}"),
-        is_wgpu: false,
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu("")),
@@ -107,7 +104,7 @@ pub struct BufferLimits {
 
 /// Refuse a preset whose largest tensor cannot be bound on this device, before anything is
 /// allocated: the alternative is a validation error deep inside a kernel launch.
-pub fn check_buffer_limits(preset: &str, config: &crate::model::ModelConfig, batch_size: usize, limits: BufferLimits) -> Result<()> {
+pub fn check_buffer_limits(preset: &str, config: &crate::config::ModelConfig, batch_size: usize, limits: BufferLimits) -> Result<()> {
     let (what, bytes) = config.largest_buffer(batch_size);
     let limit = limits.max_buffer_size.min(limits.max_storage_binding);
     if bytes > limit {
@@ -125,7 +122,7 @@ pub fn check_buffer_limits(preset: &str, config: &crate::model::ModelConfig, bat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ModelConfig;
+    use crate::config::ModelConfig;
 
     #[test]
     fn software_adapters_are_recognised() {

@@ -1,16 +1,13 @@
-//! Held-out evaluation: greedy answers, scored by the judge against the reference answers.
+//! Held-out evaluation: greedy answers scored by the judge against the reference answers, and
+//! the judge-based win rate of one model against another.
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
+use crate::data::judge::{exact_match, judge};
 use crate::error::Result;
-use crate::generate::{SamplingConfig, generate};
+use crate::generate::Decoder;
 use crate::metrics::{EvalSummary, TaskScore};
-use crate::model::Model;
-use crate::rng::Rng;
-use crate::tasks::{exact_match, judge};
-use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
@@ -20,46 +17,6 @@ pub struct Scored {
     pub score: f32,
     pub exact: bool,
     pub task: String,
-}
-
-/// Continue every prompt (token ids in any role), `batch_size` at a time, and decode.
-/// `progress(rows done, tokens generated)` is called after each batch.
-#[allow(clippy::too_many_arguments)]
-pub async fn complete(
-    model: &Model,
-    tok: &Tokenizer,
-    prompts: &[Vec<u32>],
-    sampling: &SamplingConfig,
-    batch_size: usize,
-    rng: &mut Rng,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    let mut generated = 0;
-    let s = tok.special;
-    for chunk in prompts.chunks(batch_size.max(1)) {
-        for tokens in generate(model, chunk, sampling, s.end, s.pad, rng, true, device).await? {
-            generated += tokens.len();
-            out.push(tok.decode(&tokens)?);
-        }
-        progress(out.len(), generated);
-    }
-    Ok(out)
-}
-
-/// Answers for `prompts` in the policy role.
-pub async fn answer(
-    model: &Model,
-    tok: &Tokenizer,
-    prompts: &[String],
-    sampling: &SamplingConfig,
-    batch_size: usize,
-    rng: &mut Rng,
-    device: &Device,
-) -> Result<Vec<String>> {
-    let ids = prompts.iter().map(|p| tok.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
-    complete(model, tok, &ids, sampling, batch_size, rng, device, &mut |_, _| {}).await
 }
 
 pub fn summarize(step: usize, scored: &[Scored]) -> EvalSummary {
@@ -83,18 +40,10 @@ pub fn summarize(step: usize, scored: &[Scored]) -> EvalSummary {
     EvalSummary { step, mean_score, exact_match, n: scored.len(), per_task }
 }
 
-/// Score `model` on `examples` (which carry reference answers).
-pub async fn evaluate(
-    model: &Model,
-    tok: &Tokenizer,
-    examples: &[Example],
-    max_new_tokens: usize,
-    step: usize,
-    device: &Device,
-) -> Result<(EvalSummary, Vec<Scored>)> {
+/// Score the decoder's model on `examples` (which carry reference answers).
+pub async fn evaluate(decoder: &Decoder<'_>, examples: &[Example], max_new_tokens: usize, step: usize) -> Result<(EvalSummary, Vec<Scored>)> {
     let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
-    let mut rng = Rng::new(0);
-    let responses = answer(model, tok, &prompts, &SamplingConfig::greedy(max_new_tokens), 64, &mut rng, device).await?;
+    let responses = decoder.greedy_answers(&prompts, max_new_tokens).await?;
     let scored: Vec<Scored> = examples
         .iter()
         .zip(responses)
@@ -118,4 +67,20 @@ pub fn table(summary: &EvalSummary) -> String {
     }
     s.push_str(&format!("{:<10} {:>5} {:>11.3} {:>12.3}\n", "all", summary.n, summary.mean_score, summary.exact_match));
     s
+}
+
+/// Held-out win rate of `policy` against `baseline` (judge-based, ties half), and the policy's
+/// mean score. Both decoders share a tokenizer.
+pub async fn win_rate(policy: &Decoder<'_>, baseline: &Decoder<'_>, examples: &[Example], max_new_tokens: usize) -> Result<(f32, f32)> {
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    let mine = policy.greedy_answers(&prompts, max_new_tokens).await?;
+    let theirs = baseline.greedy_answers(&prompts, max_new_tokens).await?;
+    let (mut wins, mut score) = (0.0, 0.0);
+    for ((e, a), b) in examples.iter().zip(&mine).zip(&theirs) {
+        let (sa, sb) = (judge(a, &e.response), judge(b, &e.response));
+        score += sa;
+        wins += if sa > sb { 1.0 } else if sa == sb { 0.5 } else { 0.0 };
+    }
+    let n = examples.len().max(1) as f32;
+    Ok((wins / n, score / n))
 }

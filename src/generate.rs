@@ -1,4 +1,5 @@
-//! Batched sampling with a KV cache: temperature, top-k, top-p, stop at `<|end|>`, seeded.
+//! Decoding: batched sampling with a KV cache (temperature, top-k, top-p, stop at `<|end|>`,
+//! seeded), and the decoding context the rest of the engine generates text through.
 //! Prompts are left-padded so every row's next token sits in the last column; padding is
 //! hidden from attention by the bias. Sampling happens on the host from the last logits, so
 //! the same seed draws the same tokens on every backend.
@@ -6,6 +7,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::data::Tokenizer;
 use crate::error::Result;
 use crate::model::{KvCache, Model, padded_bias};
 use crate::readback;
@@ -25,6 +27,11 @@ pub struct SamplingConfig {
 impl SamplingConfig {
     pub fn greedy(max_new_tokens: usize) -> Self {
         Self { max_new_tokens, temperature: 0.0, top_k: 0, top_p: 1.0 }
+    }
+
+    /// Plain sampling at `temperature` from the whole vocabulary.
+    pub fn sampled(max_new_tokens: usize, temperature: f32) -> Self {
+        Self { max_new_tokens, temperature, top_k: 0, top_p: 1.0 }
     }
 }
 
@@ -92,19 +99,32 @@ async fn last_logits(logits: Tensor<3>) -> Result<Vec<Vec<f32>>> {
     Ok(flat.chunks(v).map(|c| c.to_vec()).collect())
 }
 
-/// Continue every prompt until `end` or `max_new_tokens`. Returns the new tokens of each row,
-/// without the end token. `use_cache = false` recomputes the whole prefix at every step (the
-/// reference the cache is checked against, and the baseline of the benchmark).
+/// The token that ends an answer, and the one that fills rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    pub end: u32,
+    pub pad: u32,
+}
+
+impl Stop {
+    pub fn of(tokenizer: &Tokenizer) -> Self {
+        Self { end: tokenizer.special.end, pad: tokenizer.special.pad }
+    }
+}
+
+/// Continue every prompt until `stop.end` or `max_new_tokens`. Returns the new tokens of each
+/// row, without the end token. `use_cache = false` recomputes the whole prefix at every step
+/// (the reference the cache is checked against, and the baseline of the benchmark).
 pub async fn generate(
     model: &Model,
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
-    end: u32,
-    pad: u32,
+    stop: Stop,
     rng: &mut Rng,
     use_cache: bool,
     device: &Device,
 ) -> Result<Vec<Vec<u32>>> {
+    let Stop { end, pad } = stop;
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
@@ -158,6 +178,58 @@ pub async fn generate(
         };
     }
     Ok(out)
+}
+
+/// Rows decoded at once unless a caller says otherwise.
+pub const DECODE_BATCH: usize = 64;
+
+/// What decoding text needs besides the prompts: the model, its tokenizer, the device, and how
+/// many rows run at once.
+#[derive(Clone, Copy)]
+pub struct Decoder<'a> {
+    pub model: &'a Model,
+    pub tokenizer: &'a Tokenizer,
+    pub device: &'a Device,
+    pub batch_size: usize,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(model: &'a Model, tokenizer: &'a Tokenizer, device: &'a Device) -> Self {
+        Self { model, tokenizer, device, batch_size: DECODE_BATCH }
+    }
+
+    /// Continue every prompt (token ids in any role), `batch_size` rows at a time, and decode.
+    /// `progress(rows done, tokens generated)` is called after each batch.
+    pub async fn complete(
+        &self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+        rng: &mut Rng,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        let mut generated = 0;
+        let stop = Stop::of(self.tokenizer);
+        for chunk in prompts.chunks(self.batch_size.max(1)) {
+            for tokens in generate(self.model, chunk, sampling, stop, rng, true, self.device).await? {
+                generated += tokens.len();
+                out.push(self.tokenizer.decode(&tokens)?);
+            }
+            progress(out.len(), generated);
+        }
+        Ok(out)
+    }
+
+    /// Answers to `prompts` in the policy role.
+    pub async fn answer(&self, prompts: &[String], sampling: &SamplingConfig, rng: &mut Rng) -> Result<Vec<String>> {
+        let ids = prompts.iter().map(|p| self.tokenizer.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
+        self.complete(&ids, sampling, rng, &mut |_, _| {}).await
+    }
+
+    /// Greedy answers to `prompts` in the policy role.
+    pub async fn greedy_answers(&self, prompts: &[String], max_new_tokens: usize) -> Result<Vec<String>> {
+        self.answer(prompts, &SamplingConfig::greedy(max_new_tokens), &mut Rng::new(0)).await
+    }
 }
 
 #[cfg(test)]

@@ -159,56 +159,7 @@ pub fn now_seconds() -> f64 {
     }
 }
 
-/// `metrics.jsonl` in a run directory (native edge).
-#[cfg(not(target_arch = "wasm32"))]
-pub mod jsonl {
-    use super::Event;
-    use crate::error::{Error, Result};
-    use std::io::Write;
-    use std::path::{Path, PathBuf};
-
-    pub struct MetricsLog {
-        path: PathBuf,
-    }
-
-    impl MetricsLog {
-        /// Open for appending. When resuming at `resumed_step`, events logged after it by the
-        /// interrupted run are dropped, so the log reads as if the run had never stopped.
-        pub fn open(path: &Path, resumed_step: Option<usize>) -> Result<Self> {
-            if let Some(step) = resumed_step
-                && path.exists()
-            {
-                let kept: Vec<Event> = read(path)?.into_iter().filter(|e| e.step() <= step).collect();
-                let mut text = String::new();
-                for e in &kept {
-                    text.push_str(&serde_json::to_string(e).expect("events serialise"));
-                    text.push('\n');
-                }
-                std::fs::write(path, text).map_err(|e| Error::file(path.display(), e))?;
-            } else if resumed_step.is_none() {
-                std::fs::write(path, "").map_err(|e| Error::file(path.display(), e))?;
-            }
-            Ok(Self { path: path.to_path_buf() })
-        }
-
-        pub fn write(&mut self, event: &Event) -> Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| Error::file(self.path.display(), e))?;
-            let line = serde_json::to_string(event).expect("events serialise");
-            writeln!(f, "{line}").map_err(|e| Error::file(self.path.display(), e))
-        }
-    }
-
-    pub fn read(path: &Path) -> Result<Vec<Event>> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::data(&name, i + 1, e)))
-            .collect()
-    }
+/// Items per second since `started` (a [`now_seconds`] reading).
+pub fn rate(items: usize, started: f64) -> f32 {
+    (items as f64 / (now_seconds() - started).max(1e-9)) as f32
 }

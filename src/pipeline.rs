@@ -2,73 +2,19 @@
 //! one unit of work at a time, with a snapshot that restores it after a reload. Backend-generic
 //! and free of JS so native tests cover it; `src/web/` only converts values at the edge.
 
-use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, MODEL_FILE};
-use crate::data::{parse_jsonl, split_examples};
+use crate::checkpoint::Checkpoint;
+use crate::config::{DataSource, Method, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
+use crate::data::{RunData, Tokenizer, parse_jsonl};
 use crate::device::{BufferLimits, check_buffer_limits};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::Event;
-use crate::model::{Model, ModelConfig};
-use crate::objective::DpoLoss;
-use crate::sgpo::{Method, Pair, PreferenceData, PreferenceSource, SgpoConfig, SgpoRun, Stage, check_inputs};
-use crate::tokenizer::Tokenizer;
-use crate::train::{DataSource, OptimConfig, RunConfig, SftConfig, SftRun, load_model, model_bytes};
-
-/// The page's knobs; anything left out keeps its default. Saved with the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PipelineConfig {
-    /// Which built-in task family to train on (`all`, or one of `tasks::FAMILIES`); ignored
-    /// when a dataset is given.
-    pub task: String,
-    pub preset: String,
-    pub method: Method,
-    pub sft_steps: usize,
-    pub sft_lr: f64,
-    pub iterations: usize,
-    pub prompts_per_iteration: usize,
-    pub improver_steps: usize,
-    pub batch_size: usize,
-    pub beta: f64,
-    /// DPO learning rate.
-    pub lr: f64,
-    pub temperature: f32,
-    pub max_new_tokens: usize,
-    /// Held-out examples for the win rate.
-    pub eval_examples: usize,
-    /// Vocabulary of the tokenizer trained in the tab when none is given.
-    pub vocab_size: usize,
-    pub seed: u64,
-    /// Run on burn's CPU backend (in a browser: compiled to wasm, for browsers without WebGPU).
-    pub cpu: bool,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        Self {
-            task: "all".into(),
-            preset: "tiny".into(),
-            method: Method::Sgpo,
-            sft_steps: 60,
-            sft_lr: 5e-3,
-            iterations: 2,
-            prompts_per_iteration: 32,
-            improver_steps: 30,
-            batch_size: 8,
-            beta: 0.1,
-            lr: 5e-5,
-            temperature: 1.0,
-            max_new_tokens: 16,
-            eval_examples: 45,
-            vocab_size: 256,
-            seed: 42,
-            cpu: false,
-        }
-    }
-}
+use crate::config::ModelConfig;
+use crate::model::{Model, TextModel, load_model, model_bytes};
+use crate::sgpo::{Pair, SgpoRun, Stage, check_inputs};
+use crate::train::SftRun;
 
 /// A user's file handed over as text (the browser has no paths); `name` labels errors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +62,7 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     device: Device,
     tokenizer: Tokenizer,
-    data: PreferenceData,
+    data: RunData,
     data_source: DataSource,
     phase: Phase,
     /// The frozen SFT model's weights, kept once for every later snapshot.
@@ -130,14 +76,14 @@ impl Pipeline {
     pub fn new(config: PipelineConfig, inputs: &Inputs, device: &Device, limits: Option<BufferLimits>) -> Result<Self> {
         let (data, data_source) = load_data(&config, inputs)?;
         // A method that cannot start is refused now, not after SFT.
-        check_inputs(&sgpo_config(&config, &data), &data)?;
+        check_inputs(&config.sgpo(data.eval.len()), &data)?;
         if let Some((name, checkpoint)) = &inputs.init {
-            let run = RunConfig::from_json(&format!("{name}: config.json"), &checkpoint.config)?;
-            let tokenizer = Tokenizer::from_json(&format!("{name}: tokenizer.json"), &checkpoint.tokenizer)?;
-            let model = load_model(&run.model, &checkpoint.model, device, &format!("{name}: {MODEL_FILE}"))?;
-            let sft = SftConfig { data: data_source.clone(), ..run.sft };
-            let sgpo = sgpo_run(&config, run.model, sft, tokenizer.clone(), model, data.clone(), device)?;
-            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase: Phase::Preference(Box::new(sgpo)), sft_model: Some(checkpoint.model.clone()) });
+            let (run, sft) = checkpoint.open(name, device)?;
+            let sft_config = SftConfig { data: data_source.clone(), ..run.sft };
+            let tokenizer = sft.tokenizer.clone();
+            let sgpo = SgpoRun::new(config.sgpo(data.eval.len()), sft, sft_config, data.clone(), device)?;
+            let phase = Phase::Preference(Box::new(sgpo));
+            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: Some(checkpoint.model.clone()) });
         }
         let tokenizer = match &inputs.tokenizer {
             Some(t) => Tokenizer::from_json(&t.name, &t.text)?,
@@ -147,7 +93,7 @@ impl Pipeline {
             let model = ModelConfig::preset(&config.preset, tokenizer.vocab_size())?;
             check_buffer_limits(&config.preset, &model, config.batch_size, limits)?;
         }
-        let run = SftRun::new(sft_config(&config, data_source.clone()), tokenizer.clone(), &data.labeled, device)?;
+        let run = SftRun::new(config.sft(data_source.clone()), tokenizer.clone(), &data.labeled, device)?;
         Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase: Phase::Sft(Box::new(run)), sft_model: None })
     }
 
@@ -162,10 +108,11 @@ impl Pipeline {
                 (Phase::Sft(Box::new(run)), tokenizer)
             }
             Some(sft_bytes) => {
-                let run = RunConfig::from_json(crate::checkpoint::CONFIG_FILE, &checkpoint.config)?;
-                let tokenizer = Tokenizer::from_json(crate::checkpoint::TOKENIZER_FILE, &checkpoint.tokenizer)?;
-                let sft_model = load_model(&run.model, sft_bytes, device, "sft_model.bpk")?;
-                let mut sgpo = sgpo_run(&config, run.model, run.sft, tokenizer.clone(), sft_model, data.clone(), device)?;
+                let (run, current) = checkpoint.open("", device)?;
+                let model = load_model(&run.model, sft_bytes, device, "sft_model.bpk")?;
+                let sft = TextModel { model, ..current };
+                let tokenizer = sft.tokenizer.clone();
+                let mut sgpo = SgpoRun::new(config.sgpo(data.eval.len()), sft, run.sft, data.clone(), device)?;
                 sgpo.restore(checkpoint)?;
                 (Phase::Preference(Box::new(sgpo)), tokenizer)
             }
@@ -196,9 +143,9 @@ impl Pipeline {
             Phase::Sft(run) => {
                 on_event(Event::Train(run.step().await?));
                 if run.is_done() {
-                    let model = run.model.valid();
-                    self.sft_model = Some(model_bytes(&model).await?);
-                    let sgpo = sgpo_run(&self.config, run.model_config.clone(), run.config.clone(), self.tokenizer.clone(), model, self.data.clone(), &self.device)?;
+                    let sft = run.text_model();
+                    self.sft_model = Some(model_bytes(&sft.model).await?);
+                    let sgpo = SgpoRun::new(self.config.sgpo(self.data.eval.len()), sft, run.config.clone(), self.data.clone(), &self.device)?;
                     self.phase = Phase::Preference(Box::new(sgpo));
                 }
             }
@@ -218,7 +165,7 @@ impl Pipeline {
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let checkpoint = match &self.phase {
             Phase::Sft(run) => run.checkpoint().await?,
-            Phase::Preference(run) => run.checkpoint(self.run_config_json(run)).await?,
+            Phase::Preference(run) => run.checkpoint(self.run_config(run).to_json()).await?,
         };
         Ok(Snapshot { checkpoint, sft_model: self.sft_model.clone() })
     }
@@ -226,13 +173,17 @@ impl Pipeline {
     /// The current policy.
     pub fn policy(&self) -> Model {
         match &self.phase {
-            Phase::Sft(run) => run.model.valid(),
+            Phase::Sft(run) => run.text_model().model,
             Phase::Preference(run) => run.policy(),
         }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The last finished iteration's pairs (empty before the first).
@@ -243,98 +194,26 @@ impl Pipeline {
         }
     }
 
-    fn run_config_json(&self, run: &SgpoRun) -> String {
-        let config = RunConfig {
-            model: run.model_config.clone(),
+    fn run_config(&self, run: &SgpoRun) -> RunConfig {
+        RunConfig {
+            model: run.model_config().clone(),
             sft: SftConfig { data: self.data_source.clone(), ..run.sft_config.clone() },
             sgpo: Some(run.config.clone()),
             source: Some(PreferenceSource { init: "browser".into(), data: None, prompts: None }),
-        };
-        serde_json::to_string_pretty(&config).expect("config serialises")
-    }
-}
-
-fn sft_config(config: &PipelineConfig, data: DataSource) -> SftConfig {
-    SftConfig {
-        preset: config.preset.clone(),
-        steps: config.sft_steps,
-        batch_size: config.batch_size,
-        seed: config.seed,
-        data,
-        optim: OptimConfig { lr: config.sft_lr, warmup_steps: 5.min(config.sft_steps / 2), ..OptimConfig::default() },
-        ..SftConfig::default()
-    }
-}
-
-fn sgpo_run(
-    config: &PipelineConfig,
-    model_config: ModelConfig,
-    sft: SftConfig,
-    tokenizer: Tokenizer,
-    sft_model: Model,
-    data: PreferenceData,
-    device: &Device,
-) -> Result<SgpoRun> {
-    SgpoRun::new(sgpo_config(config, &data), model_config, sft, tokenizer, sft_model.valid(), data, device)
-}
-
-fn sgpo_config(config: &PipelineConfig, data: &PreferenceData) -> SgpoConfig {
-    SgpoConfig {
-        method: config.method,
-        iterations: config.iterations,
-        prompts_per_iteration: config.prompts_per_iteration,
-        batch_size: config.batch_size,
-        beta: config.beta,
-        loss: DpoLoss::Sigmoid,
-        draft_temperature: config.temperature,
-        improver_steps: config.improver_steps,
-        improver_examples: 128,
-        max_new_tokens: config.max_new_tokens,
-        eval_examples: data.eval.len(),
-        seed: config.seed,
-        dpo_optim: OptimConfig { lr: config.lr, warmup_steps: 0, min_lr_ratio: 1.0, weight_decay: 0.0, ..OptimConfig::default() },
-        ..SgpoConfig::default()
+        }
     }
 }
 
 /// The built-in tasks, or the user's JSONL: rows with answers are split into train and
 /// held-out; bare prompts add to SGPO's unlabeled pool; preference rows feed DPO.
-fn load_data(config: &PipelineConfig, inputs: &Inputs) -> Result<(PreferenceData, DataSource)> {
-    let mut data = PreferenceData::default();
-    let source = match &inputs.data {
-        None if config.task == "all" => {
-            let (n_train, n_eval) = (4000, config.eval_examples);
-            (data.labeled, data.eval) = crate::tasks::builtin_split(n_train, n_eval, config.seed);
-            DataSource::Builtin { n_train, n_eval }
-        }
-        None => {
-            let families = crate::tasks::FAMILIES;
-            if !families.contains(&config.task.as_str()) {
-                return Err(Error::Config(format!("task: unknown built-in task {:?}; use all or one of {}", config.task, families.join(", "))));
-            }
-            // The families take turns, so one family is every k-th example of a k-times larger set.
-            let (n_train, n_eval) = (4000 * families.len(), config.eval_examples * families.len());
-            let (train, eval) = crate::tasks::builtin_split(n_train, n_eval, config.seed);
-            let only = |v: Vec<crate::data::Example>| v.into_iter().filter(|e| e.task.as_deref() == Some(config.task.as_str())).collect();
-            (data.labeled, data.eval) = (only(train), only(eval));
-            DataSource::Builtin { n_train, n_eval }
-        }
-        Some(file) => {
-            let parsed = parse_jsonl(&file.name, &file.text)?;
-            // SFT needs answers; so do SGPO's improver and SPIN. Only DPO from a checkpoint does not.
-            if parsed.examples.is_empty() && (config.method != Method::Dpo || inputs.init.is_none()) {
-                return Err(Error::file(
-                    &file.name,
-                    "has no rows with answers (instruction/output, messages, or prompt/completion): SFT and the improver need some (for DPO on pairs alone, also give a checkpoint to start from)",
-                ));
-            }
-            (data.labeled, data.eval) = split_examples(parsed.examples, 0.1, config.seed);
-            data.unlabeled = parsed.prompts;
-            data.pairs = parsed.preferences;
-            DataSource::File { path: file.name.clone(), eval_fraction: 0.1 }
-        }
-    };
+fn load_data(config: &PipelineConfig, inputs: &Inputs) -> Result<(RunData, DataSource)> {
+    let source = config.data_source(inputs.data.as_ref().map(|f| f.name.as_str()));
+    let file = inputs.data.as_ref().map(|f| parse_jsonl(&f.name, &f.text)).transpose()?;
+    let mut data = RunData::assemble(&source, file, config.seed)?;
+    // SFT needs answers; so do SGPO's improver and SPIN. Only DPO from a checkpoint does not.
+    if config.method != Method::Dpo || inputs.init.is_none() {
+        data.require_labeled(&source)?;
+    }
     data.eval.truncate(config.eval_examples);
     Ok((data, source))
 }
-

@@ -2,7 +2,7 @@
 //! native callers block on the same futures, so one code path serves both.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
@@ -13,11 +13,6 @@ pub async fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 
 pub async fn scalar(t: Tensor<1>) -> Result<f32> {
     Ok(floats(t).await?[0])
-}
-
-pub async fn ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Readback(format!("{e:?}")))?;
-    Ok(data.iter::<i64>().collect())
 }
 
 /// A copy of `module` whose every float parameter lives on burn's CPU backend, read back

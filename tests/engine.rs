@@ -8,14 +8,15 @@ use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
 use sgpo::data::Example;
-use sgpo::generate::{SamplingConfig, generate};
+use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::metrics::TrainStep;
 use sgpo::rng::Rng;
-use sgpo::tokenizer::Tokenizer;
-use sgpo::train::{OptimConfig, SftConfig, SftRun};
+use sgpo::data::Tokenizer;
+use sgpo::config::{OptimConfig, SftConfig};
+use sgpo::train::SftRun;
 
 fn tiny_data() -> (Tokenizer, Vec<Example>) {
-    let examples = sgpo::tasks::generate(400, 1);
+    let examples = sgpo::data::tasks::generate(400, 1);
     (Tokenizer::train_on(&examples, 200).unwrap(), examples)
 }
 
@@ -67,7 +68,7 @@ fn kv_cache_greedy_equals_recomputed_greedy_and_batching_changes_nothing() {
     // Sampled answers differ from row to row; the cache must not change a single draw either.
     let sampled = SamplingConfig { temperature: 1.0, ..greedy.clone() };
     let run = |ps: &[Vec<u32>], cfg: &SamplingConfig, cache: bool| {
-        block_on(generate(&model, ps, cfg, never, s.pad, &mut Rng::new(3), cache, &device)).unwrap()
+        block_on(generate(&model, ps, cfg, Stop { end: never, pad: s.pad }, &mut Rng::new(3), cache, &device)).unwrap()
     };
     for cfg in [&greedy, &sampled] {
         let cached = run(&prompts, cfg, true);
@@ -126,15 +127,9 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
         assert!((a.grad_norm - b.grad_norm).abs() < 1e-4);
         assert_eq!(a.lr, b.lr);
     }
-    let w = |run: &SftRun| -> Vec<f32> {
-        let record = block_on(sgpo::train::model_bytes(&run.model)).unwrap();
-        let m = sgpo::train::load_model(&run.model_config, &record, &Device::flex(), "w").unwrap();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 4, 5, 6], [1, 4]), &Device::flex());
-        m.forward_causal(ids).into_data().iter::<f32>().collect()
-    };
-    let (a, b) = (w(&straight), w(&resumed));
-    let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-    assert!(max_diff < 1e-5, "max logit difference {max_diff}");
+    let w = |run: &SftRun| common::probe_logits(&run.model, &run.model_config);
+    let d = common::max_diff(&w(&straight), &w(&resumed));
+    assert!(d < 1e-5, "max logit difference {d}");
 }
 
 #[test]

@@ -9,7 +9,8 @@ use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
 use sgpo::metrics::Event;
-use sgpo::pipeline::{Inputs, NamedText, Pipeline, PipelineConfig, Snapshot};
+use sgpo::config::{Method, PipelineConfig};
+use sgpo::pipeline::{Inputs, NamedText, Pipeline, Snapshot};
 use sgpo::sgpo::Stage;
 
 fn config() -> PipelineConfig {
@@ -133,7 +134,7 @@ fn user_data_errors_name_the_file_and_line() {
     let e = Pipeline::new(config(), &prompts_only, &device, None).err().expect("nothing to fine-tune on").to_string();
     assert!(e.contains("p.jsonl") && e.contains("answers"), "{e}");
     // DPO needs pairs: refused before any SFT step, not after.
-    let dpo = PipelineConfig { method: sgpo::sgpo::Method::Dpo, ..config() };
+    let dpo = PipelineConfig { method: Method::Dpo, ..config() };
     let e = Pipeline::new(dpo, &Inputs::default(), &device, None).err().expect("no pairs for DPO").to_string();
     assert!(e.contains("dpo needs preference pairs"), "{e}");
     let e = Pipeline::new(PipelineConfig { task: "poetry".into(), ..config() }, &Inputs::default(), &device, None).err().expect("unknown task").to_string();

@@ -7,12 +7,15 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use wasm_bindgen_test::*;
 
-use sgpo::generate::{SamplingConfig, generate};
+use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::readback;
 use sgpo::rng::Rng;
-use sgpo::sgpo::{Pair, PreferenceTrainer, SgpoConfig, score_pairs};
-use sgpo::tokenizer::Tokenizer;
-use sgpo::train::{SftConfig, SftRun};
+use sgpo::config::SgpoConfig;
+use sgpo::data::PreferencePair;
+use sgpo::train::{PreferenceTrainer, score_pairs};
+use sgpo::data::Tokenizer;
+use sgpo::config::SftConfig;
+use sgpo::train::SftRun;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -48,7 +51,7 @@ async fn webgpu() -> Device {
 async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
     let gpu = webgpu().await;
     let cpu = Device::flex();
-    let examples = sgpo::tasks::generate(120, 1);
+    let examples = sgpo::data::tasks::generate(120, 1);
     let tok = Tokenizer::train_on(&examples, 150).unwrap();
     let config = SftConfig { preset: "tiny".into(), steps: 1, batch_size: 4, ..SftConfig::default() };
     let start = SftRun::new(config, tok.clone(), &examples, &cpu).unwrap().checkpoint().await.unwrap();
@@ -65,14 +68,14 @@ async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
     let prompts: Vec<Vec<u32>> = examples[..3].iter().map(|e| tok.policy_prompt(&e.prompt).unwrap()).collect();
     let greedy = SamplingConfig::greedy(6);
     let s = tok.special;
-    let g_cpu = generate(&cpu_run.model.valid(), &prompts, &greedy, u32::MAX, s.pad, &mut Rng::new(0), true, &cpu).await.unwrap();
-    let g_gpu = generate(&gpu_run.model.valid(), &prompts, &greedy, u32::MAX, s.pad, &mut Rng::new(0), true, &gpu).await.unwrap();
+    let g_cpu = generate(&cpu_run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad }, &mut Rng::new(0), true, &cpu).await.unwrap();
+    let g_gpu = generate(&gpu_run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad }, &mut Rng::new(0), true, &gpu).await.unwrap();
     assert_eq!(g_cpu, g_gpu);
 
     // One DPO update on the same pairs and reference log-probs.
     let pairs = vec![
-        Pair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4".into(), reference: None },
-        Pair { prompt: "last word: cat dog".into(), chosen: "dog".into(), rejected: "cat".into(), reference: None },
+        PreferencePair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4".into() },
+        PreferencePair { prompt: "last word: cat dog".into(), chosen: "dog".into(), rejected: "cat".into() },
     ];
     let scored = score_pairs(&cpu_run.model.valid(), &tok, &pairs, false, 128, &cpu).await.unwrap();
     let refs: Vec<_> = scored.iter().collect();
@@ -96,7 +99,7 @@ async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
 async fn a_checkpoint_written_on_webgpu_restores_the_same_model() {
     let gpu = webgpu().await;
     let cpu = Device::flex();
-    let examples = sgpo::tasks::generate(120, 2);
+    let examples = sgpo::data::tasks::generate(120, 2);
     let tok = Tokenizer::train_on(&examples, 150).unwrap();
     let config = SftConfig { preset: "tiny".into(), steps: 2, batch_size: 4, ..SftConfig::default() };
     let mut run = SftRun::new(config, tok, &examples, &gpu).unwrap();

@@ -5,10 +5,11 @@ use burn::module::Module;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 use pollster::block_on;
 
-use sgpo::generate::{SamplingConfig, generate};
+use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::rng::Rng;
-use sgpo::tokenizer::Tokenizer;
-use sgpo::train::{OptimConfig, SftConfig, SftRun};
+use sgpo::data::Tokenizer;
+use sgpo::config::{OptimConfig, SftConfig};
+use sgpo::train::SftRun;
 
 /// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
 const TOLERANCE: f32 = 1e-4;
@@ -24,7 +25,7 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
         "no wgpu adapter: install a Vulkan driver (CI installs mesa-vulkan-drivers for lavapipe)",
     );
     eprintln!("wgpu adapter: {adapter:?}");
-    let examples = sgpo::tasks::generate(200, 1);
+    let examples = sgpo::data::tasks::generate(200, 1);
     let tok = Tokenizer::train_on(&examples, 200).unwrap();
     let config = SftConfig {
         preset: "tiny".into(),
@@ -58,7 +59,7 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
     let s = tok.special;
     let greedy = SamplingConfig::greedy(6);
     let run_gen = |run: &SftRun, device: &Device| {
-        block_on(generate(&run.model.valid(), &prompts, &greedy, u32::MAX, s.pad, &mut Rng::new(0), true, device)).unwrap()
+        block_on(generate(&run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad }, &mut Rng::new(0), true, device)).unwrap()
     };
     assert_eq!(run_gen(&on_cpu, &cpu), run_gen(&on_gpu, &gpu));
 }

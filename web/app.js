@@ -157,6 +157,7 @@ function running(on) {
 }
 
 function onMessage({ data }) {
+  if (data.kind === "defaults") fillDefaults(data.config);
   if (data.kind === "events") data.events.forEach(onEvent);
   if (data.kind === "ready") {
     status(`running on ${data.adapter}`);
@@ -241,6 +242,18 @@ async function readCheckpoint(input) {
   for (const x of files) if (x.name.startsWith(dir) && !x.name.slice(dir.length).includes("/")) picked[x.name.slice(dir.length)] = x.bytes;
   if (!picked["model.bpk"]) throw new Error(`${f.name}: no model.bpk in ${dir || "the archive"} (expected a run directory or a checkpoint-N directory)`);
   return { name: f.name, files: picked };
+}
+
+// The form's values: the engine's defaults (the worker sends them), a saved run's, or the user's.
+const FIELDS = [...KNOBS, "method", "preset", "task"];
+for (const k of FIELDS) $(k).addEventListener("input", () => ($(k).dataset.set = "1"));
+function setField(k, v) {
+  $(k).value = v;
+  $(k).dataset.set = "1";
+}
+function fillDefaults(defaults) {
+  for (const k of FIELDS) if (!$(k).dataset.set && k in defaults) $(k).value = defaults[k];
+  document.body.dataset.defaults = "loaded";
 }
 
 function readConfig() {
@@ -329,16 +342,15 @@ $("dl-metrics").onclick = async () => {
 };
 $("dl-pairs").onclick = async () => download("pairs.jsonl", await store.allPairs(), "application/jsonl");
 
-// ---- on load: a saved run? ----
+// ---- on load: the engine's defaults, and a saved run? ----
+newWorker();
+worker.postMessage({ kind: "defaults" });
 (async () => {
   showUsage(await store.usage());
   const saved = await store.loadRun().catch(() => null);
   if (!saved || !saved.checkpoint) return;
   runConfig = saved.run.config;
-  for (const k of KNOBS) if (k in runConfig) $(k).value = runConfig[k];
-  $("method").value = runConfig.method;
-  $("preset").value = runConfig.preset;
-  $("task").value = runConfig.task || "all";
+  for (const k of FIELDS) if (k in runConfig) setField(k, runConfig[k]);
   saved.events.forEach(onEvent);
   const p = saved.checkpoint.position;
   const when = new Date(saved.checkpoint.saved_at).toLocaleString();

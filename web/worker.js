@@ -133,7 +133,10 @@ async function open(config, inputs, resume, fresh) {
 onmessage = async (msg) => {
   const { kind, config, inputs, prompt } = msg.data;
   try {
-    if (kind === "start") {
+    if (kind === "defaults") {
+      await init();
+      postMessage({ kind: "defaults", config: Engine.defaults() });
+    } else if (kind === "start") {
       lastSave = Date.now();
       await open(config, inputs, null, true);
     } else if (kind === "resume") {

@@ -7,67 +7,86 @@ use std::sync::{Arc, Mutex};
 
 use burn::tensor::Device;
 use burn::tensor::wgpu::wgpu;
-use js_sys::{Object, Reflect, Uint8Array};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use wasm_bindgen::prelude::*;
 
 use crate::checkpoint::Checkpoint;
+use crate::config::PipelineConfig;
 use crate::device::{BufferLimits, is_software_adapter};
-use crate::generate::SamplingConfig;
+use crate::generate::{Decoder, SamplingConfig};
 use crate::metrics::Event;
-use crate::pipeline::{Inputs, NamedText, Pipeline, PipelineConfig, Snapshot};
+use crate::pipeline::{Inputs, NamedText, Pipeline, Position, Snapshot};
+use crate::rng::Rng;
+use crate::sgpo::trl_jsonl;
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
 }
 
 /// As JSON would have it (`None` as `null`, not `undefined`): the events the page stores and
-/// downloads are then the same lines as a native `metrics.jsonl`.
-fn to_json_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+/// downloads are then the same lines as a native `metrics.jsonl`. Bytes become `Uint8Array`s.
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
 }
 
+/// A value from JS, or its default when JS passed nothing; `what` names it in errors.
+fn from_js<T: serde::de::DeserializeOwned + Default>(what: &str, value: JsValue) -> Result<T, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| js_err(format!("{what}: {e}")))
+}
+
+/// A checkpoint's named files, as the page stores them: `{name: Uint8Array}`.
+type JsFiles = HashMap<String, ByteBuf>;
+
+fn checkpoint_from_js(label: &str, files: &JsFiles) -> Result<Checkpoint, JsValue> {
+    Checkpoint::from_files(label, |name| Ok(files.get(name).map(|b| b.to_vec()))).map_err(js_err)
+}
+
+/// `create`'s second argument: the user's files.
 #[derive(Deserialize, Default)]
-#[serde(default)]
-struct TextInputs {
+#[serde(default, deny_unknown_fields)]
+struct JsInputs {
     data: Option<NamedText>,
     tokenizer: Option<NamedText>,
+    /// A checkpoint to start the preference stage from.
+    init: Option<JsCheckpoint>,
 }
 
-/// `{name: Uint8Array}` from JS.
-fn files_from_js(files: &JsValue) -> HashMap<String, Vec<u8>> {
-    let mut out = HashMap::new();
-    for entry in Object::entries(&Object::from(files.clone())).iter() {
-        let pair = js_sys::Array::from(&entry);
-        let name = pair.get(0).as_string().unwrap_or_default();
-        out.insert(name, Uint8Array::new(&pair.get(1)).to_vec());
+#[derive(Deserialize)]
+struct JsCheckpoint {
+    #[serde(default)]
+    name: Option<String>,
+    files: JsFiles,
+}
+
+/// A saved run, as `snapshot` returns it and `create` takes it back.
+#[derive(Serialize, Deserialize, Default)]
+struct JsSnapshot {
+    files: JsFiles,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sft_model: Option<ByteBuf>,
+    /// Where the run stood (informational; ignored on the way in).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    position: Option<Position>,
+    #[serde(default, skip_deserializing)]
+    step: usize,
+}
+
+impl JsInputs {
+    fn into_inputs(self) -> Result<Inputs, JsValue> {
+        let init = match self.init {
+            Some(c) => {
+                let name = c.name.unwrap_or_else(|| "checkpoint".into());
+                let checkpoint = checkpoint_from_js(&name, &c.files)?;
+                Some((name, checkpoint))
+            }
+            None => None,
+        };
+        Ok(Inputs { data: self.data, tokenizer: self.tokenizer, init })
     }
-    out
-}
-
-fn checkpoint_from_js(label: &str, files: &JsValue) -> Result<Checkpoint, JsValue> {
-    let files = files_from_js(files);
-    Checkpoint::from_files(label, |name| Ok(files.get(name).cloned())).map_err(js_err)
-}
-
-fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
-    Reflect::get(obj, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
-}
-
-fn inputs_from_js(inputs: &JsValue) -> Result<Inputs, JsValue> {
-    if inputs.is_undefined() || inputs.is_null() {
-        return Ok(Inputs::default());
-    }
-    let text: TextInputs = serde_wasm_bindgen::from_value(inputs.clone()).map_err(js_err)?;
-    let init = match get(inputs, "init") {
-        Some(init) => {
-            let name = get(&init, "name").and_then(|n| n.as_string()).unwrap_or_else(|| "checkpoint".into());
-            let files = get(&init, "files").ok_or_else(|| js_err(format!("{name}: no checkpoint files found")))?;
-            Some((name.clone(), checkpoint_from_js(&name, &files)?))
-        }
-        None => None,
-    };
-    Ok(Inputs { data: text.data, tokenizer: text.tokenizer, init })
 }
 
 struct Gpu {
@@ -86,16 +105,17 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
+    /// The page's knobs with their defaults: the page fills its form from these.
+    pub fn defaults() -> Result<JsValue, JsValue> {
+        to_js(&PipelineConfig::default())
+    }
+
     /// Open WebGPU (or the CPU backend when `config.cpu`) and start a run, or continue the one
     /// `resume` holds (`{files: {name: Uint8Array}, sft_model?: Uint8Array}`).
     pub async fn create(config: JsValue, inputs: JsValue, resume: JsValue) -> Result<Engine, JsValue> {
         console_error_panic_hook();
-        let config: PipelineConfig = if config.is_undefined() || config.is_null() {
-            PipelineConfig::default()
-        } else {
-            serde_wasm_bindgen::from_value(config).map_err(|e| js_err(format!("config: {e}")))?
-        };
-        let inputs = inputs_from_js(&inputs)?;
+        let config: PipelineConfig = from_js("config", config)?;
+        let inputs = from_js::<JsInputs>("inputs", inputs)?.into_inputs()?;
         let (device, gpu, adapter, limits) = if config.cpu {
             (Device::flex(), None, "the CPU backend compiled to wasm (no WebGPU: slow)".to_string(), None)
         } else {
@@ -119,10 +139,10 @@ impl Engine {
         let pipeline = if resume.is_undefined() || resume.is_null() {
             Pipeline::new(config, &inputs, &device, limits).map_err(js_err)?
         } else {
-            let files = get(&resume, "files").ok_or_else(|| js_err("saved run: no checkpoint files"))?;
+            let saved: JsSnapshot = from_js("saved run", resume)?;
             let snapshot = Snapshot {
-                checkpoint: checkpoint_from_js("saved run", &files)?,
-                sft_model: get(&resume, "sft_model").map(|b| Uint8Array::new(&b).to_vec()),
+                checkpoint: checkpoint_from_js("saved run", &saved.files)?,
+                sft_model: saved.sft_model.map(ByteBuf::into_vec),
             };
             Pipeline::resume(config, &inputs, &snapshot, &device).map_err(js_err)?
         };
@@ -139,7 +159,7 @@ impl Engine {
 
     /// `{phase, stage, step, iteration, done}`.
     pub fn position(&self) -> Result<JsValue, JsValue> {
-        to_json_value(&self.pipeline.position())
+        to_js(&self.pipeline.position())
     }
 
     /// True right after a unit that ended a stage or an iteration: a good moment to save.
@@ -155,44 +175,34 @@ impl Engine {
         let result = self.pipeline.step(&mut |e| events.push(e)).await;
         self.check_device()?;
         result.map_err(js_err)?;
-        to_json_value(&events)
+        to_js(&events)
     }
 
     /// The run's checkpoint: `{files: {name: Uint8Array}, sft_model?: Uint8Array, position}`.
     /// The files are a native run's `checkpoint-N/` directory.
     pub async fn snapshot(&self) -> Result<JsValue, JsValue> {
         let snapshot = self.pipeline.snapshot().await.map_err(js_err)?;
-        let files = Object::new();
-        for (name, bytes) in snapshot.checkpoint.files() {
-            Reflect::set(&files, &name.into(), &Uint8Array::from(&bytes[..]))?;
-        }
-        let out = Object::new();
-        Reflect::set(&out, &"files".into(), &files)?;
-        Reflect::set(&out, &"step".into(), &JsValue::from(snapshot.checkpoint.state.step as u32))?;
-        if let Some(sft) = &snapshot.sft_model {
-            Reflect::set(&out, &"sft_model".into(), &Uint8Array::from(&sft[..]))?;
-        }
-        Reflect::set(&out, &"position".into(), &self.position()?)?;
-        Ok(out.into())
+        let files = snapshot.checkpoint.files().into_iter().map(|(name, bytes)| (name.to_string(), ByteBuf::from(bytes))).collect();
+        to_js(&JsSnapshot {
+            files,
+            sft_model: snapshot.sft_model.map(ByteBuf::from),
+            position: Some(self.pipeline.position()),
+            step: snapshot.checkpoint.state.step,
+        })
     }
 
     /// The last finished iteration's pairs as TRL preference rows (JSONL).
     pub fn pairs_jsonl(&self) -> String {
-        self.pipeline
-            .last_pairs()
-            .iter()
-            .map(|p| serde_json::to_string(&p.to_trl()).expect("pairs serialise") + "\n")
-            .collect()
+        trl_jsonl(self.pipeline.last_pairs())
     }
 
     /// The current policy's greedy answer to `prompt`.
     pub async fn answer(&self, prompt: String) -> Result<String, JsValue> {
         self.check_device()?;
-        let mut rng = crate::rng::Rng::new(0);
+        let policy = self.pipeline.policy();
+        let decoder = Decoder { batch_size: 1, ..Decoder::new(&policy, self.pipeline.tokenizer(), &self.device) };
         let sampling = SamplingConfig::greedy(self.pipeline.config.max_new_tokens.max(24));
-        let out = crate::eval::answer(&self.pipeline.policy(), self.pipeline.tokenizer(), &[prompt], &sampling, 1, &mut rng, &self.device)
-            .await
-            .map_err(js_err)?;
+        let out = decoder.answer(&[prompt], &sampling, &mut Rng::new(0)).await.map_err(js_err)?;
         Ok(out.into_iter().next().unwrap_or_default())
     }
 

@@ -36,7 +36,12 @@ const chartsDrawn = () =>
   );
 const rows = () => page.locator("#samples tbody tr").count();
 
+// The form's defaults come from the engine (index.html carries none of its own).
+const defaultsLoaded = (p) => p.waitForFunction(() => document.body.dataset.defaults, null, { timeout: limit });
 await page.goto(url);
+await defaultsLoaded(page);
+const beta = await page.inputValue("#beta");
+if (beta !== "0.1" || (await page.inputValue("#sft_steps")) !== "60") fail(`the form did not get the engine's defaults (beta ${beta})`);
 // SFT_STEPS: a longer SFT for a screenshot whose samples read as answers (default: the test's 20).
 const sftSteps = Number(process.env.SFT_STEPS || 20);
 await page.fill("#sft_steps", String(sftSteps));
@@ -122,6 +127,7 @@ if (noWebgpu) {
   const p2 = await quota.newPage();
   const cdp = await quota.newCDPSession(p2);
   await p2.goto(url);
+  await defaultsLoaded(p2);
   await cdp.send("Storage.overrideQuotaForOrigin", { origin: new URL(url).origin, quotaSize: 20000 });
   await p2.fill("#sft_steps", "10");
   await p2.click("#start");
@@ -139,6 +145,7 @@ if (noWebgpu) {
   // checkpoint, uploaded back with an Alpaca JSONL, starts the preference stage (no SFT).
   const up = await (await browser.newContext({ acceptDownloads: true })).newPage();
   await up.goto(url);
+  await defaultsLoaded(up);
   const lines = readFileSync("examples/alpaca_tasks.jsonl", "utf8").split("\n").slice(0, 300);
   writeFileSync(`${out}/bad.jsonl`, `${lines[0]}\n{"instruction": "no output"\n`);
   writeFileSync(`${out}/alpaca.jsonl`, lines.join("\n"));
@@ -166,6 +173,6 @@ if (noWebgpu) {
   console.log(`from the uploaded checkpoint: ${sftEvents} SFT steps, ${samples.length} samples, e.g. "${samples[0]}"`);
   if (sftEvents !== 0 || !ev.some((e) => e.event === "iteration" && e.iteration === 1)) fail("the uploaded checkpoint did not start the preference stage");
   const instructions = new Set(lines.filter((l) => l.trim()).map((l) => JSON.parse(l).instruction));
-  if (!samples.every((p) => instructions.has(p.split("\n")[0]))) fail("samples are not from the uploaded dataset");
+  if (!samples.length || !samples.every((p) => instructions.has(p.split("\n")[0]))) fail("samples are not from the uploaded dataset");
 }
 await browser.close();

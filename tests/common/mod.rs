@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use sgpo::metrics::Event;
+use sgpo::config::ModelConfig;
+use sgpo::model::{Model, load_model, model_bytes};
 
 /// Every optimiser step's (stage, step, loss), in order: what two runs must agree on.
 pub fn losses(events: &[Event]) -> Vec<(String, usize, f32)> {
@@ -41,4 +44,18 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The logits of `model` for a fixed input, after a round trip through its serialised
+/// weights onto the CPU: what two runs that "end with the same weights" must agree on.
+pub fn probe_logits(model: &Model, config: &ModelConfig) -> Vec<f32> {
+    let bytes = pollster::block_on(model_bytes(model)).unwrap();
+    let m = load_model(config, &bytes, &Device::flex(), "probe").unwrap();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 4, 5, 6], [1, 4]), &Device::flex());
+    m.forward_causal(ids).into_data().iter::<f32>().collect()
+}
+
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }

@@ -1,13 +1,64 @@
-//! The native command line: the same engine as the browser, driven from a terminal.
+//! The native command line: the same engine as the browser, driven from a terminal. Each
+//! command parses its flags, drives the engine and writes the run directory; nothing here
+//! trains or decides anything the page could not.
 //! (Built for wasm32 too, as an empty program, because `cargo test --target wasm32` builds
 //! every binary; the browser drives the engine through `src/web`.)
 
 #[cfg(not(target_arch = "wasm32"))]
-mod cli;
+mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+mod common;
+#[cfg(not(target_arch = "wasm32"))]
+mod experiment;
+#[cfg(not(target_arch = "wasm32"))]
+mod inspect;
+#[cfg(not(target_arch = "wasm32"))]
+mod sft;
+#[cfg(not(target_arch = "wasm32"))]
+mod train;
+
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(clap::Parser)]
+#[command(name = "sgpo", version, about = "SGPO: self-generated preference optimization on burn + wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Supervised fine-tuning (stage 0). Without --data: the built-in gold-judged tasks.
+    Sft(sft::SftArgs),
+    /// Preference optimisation from an SFT run: SGPO (default), SPIN or DPO.
+    Train(train::TrainArgs),
+    /// Sample answers from a trained model.
+    Generate(inspect::GenerateArgs),
+    /// Score a model on held-out examples (built-in tasks, or --data's reference answers).
+    Eval(inspect::EvalArgs),
+    /// Tokenizer tools.
+    Tokenizer {
+        #[command(subcommand)]
+        command: inspect::TokenizerCommand,
+    },
+    /// Measure generation tokens/s (with and without KV cache) and SFT step time.
+    Bench(bench::BenchArgs),
+    /// SFT once per setting, then SGPO, SPIN and SFT-only over seeds: one table per setting.
+    Experiment(experiment::ExperimentArgs),
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {
-    cli::main()
+    use clap::Parser;
+    match Cli::parse().command {
+        Command::Sft(args) => sft::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Generate(args) => inspect::generate(args),
+        Command::Eval(args) => inspect::eval(args),
+        Command::Tokenizer { command } => inspect::tokenizer(command),
+        Command::Bench(args) => bench::run(args),
+        Command::Experiment(args) => experiment::run(args),
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -1,8 +1,9 @@
-//! Training objectives over token log-probabilities.
+//! Training objectives over token log-probabilities: SFT's likelihood and the DPO family.
 
 use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
 use burn::tensor::{Int, Tensor};
-use serde::{Deserialize, Serialize};
+
+use crate::config::DpoLoss;
 
 /// `log p(targets[b, t])` under `logits`: `[batch, len]`.
 pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
@@ -22,33 +23,6 @@ pub fn sft_loss(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>, n_t
         .sum()
         .neg()
         .div_scalar(n_targets.max(1) as f64)
-}
-
-/// The DPO loss family, as TRL names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DpoLoss {
-    /// `-log σ(β h)`, with label smoothing ε: `-(1-ε) log σ(β h) - ε log σ(-β h)` (cDPO).
-    Sigmoid,
-    /// Identity preference optimisation: `(h - 1/(2β))²` on length-normalised log-probs.
-    Ipo,
-    /// SLiC: `max(0, 1 - β h)`.
-    Hinge,
-    /// Robust DPO: `((1-ε)(-log σ(β h)) + ε log σ(-β h)) / (1 - 2ε)`.
-    Robust,
-}
-
-impl std::str::FromStr for DpoLoss {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sigmoid" => Ok(Self::Sigmoid),
-            "ipo" => Ok(Self::Ipo),
-            "hinge" => Ok(Self::Hinge),
-            "robust" => Ok(Self::Robust),
-            other => Err(format!("unknown DPO loss {other:?}; use sigmoid, ipo, hinge or robust")),
-        }
-    }
 }
 
 /// Sequence log-probs of the chosen and rejected answers, under the policy and the frozen

@@ -1,107 +1,18 @@
 //! A decoder-only transformer of the Llama family: RMSNorm, rotary position embeddings
 //! (half-rotation, as in Hugging Face's Llama), a SwiGLU MLP and grouped-query attention,
-//! with optional tied input/output embeddings. One config with named presets.
+//! with optional tied input/output embeddings.
 
-use burn::config::Config;
 use burn::module::Module;
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::error::{self, Error};
+use super::attention::{KvCache, causal_bias, repeat_kv, rope_tables, rotate};
+use crate::config::ModelConfig;
 use crate::rng::Rng;
 
-/// Added to attention scores that must not be attended to. Finite, so a query with no
-/// visible key (a left pad) gets a uniform, harmless distribution instead of NaN.
-pub const MASKED: f32 = -1e9;
-
-#[derive(Config, Debug)]
-pub struct ModelConfig {
-    pub vocab_size: usize,
-    pub d_model: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub d_ff: usize,
-    #[config(default = 256)]
-    pub max_seq_len: usize,
-    #[config(default = 10000.0)]
-    pub rope_theta: f64,
-    #[config(default = 1e-5)]
-    pub norm_eps: f64,
-    #[config(default = true)]
-    pub tie_embeddings: bool,
-}
-
-pub const PRESETS: &[&str] = &["tiny", "small", "smollm2-135m"];
-
 impl ModelConfig {
-    /// Test size: builds and trains in seconds, even on a software GPU.
-    pub fn tiny(vocab_size: usize) -> Self {
-        Self::new(vocab_size, 32, 2, 4, 2, 64).with_max_seq_len(128)
-    }
-
-    /// The built-in demo: a few million parameters.
-    pub fn small(vocab_size: usize) -> Self {
-        Self::new(vocab_size, 192, 4, 6, 2, 512).with_max_seq_len(160)
-    }
-
-    /// SmolLM2-135M's shape, for its real weights.
-    pub fn smollm2_135m() -> Self {
-        Self::new(49152, 576, 30, 9, 3, 1536)
-            .with_max_seq_len(2048)
-            .with_rope_theta(100000.0)
-    }
-
-    pub fn preset(name: &str, vocab_size: usize) -> error::Result<Self> {
-        match name {
-            "tiny" => Ok(Self::tiny(vocab_size)),
-            "small" => Ok(Self::small(vocab_size)),
-            "smollm2-135m" => Ok(Self::smollm2_135m()),
-            other => Err(Error::Config(format!(
-                "unknown model preset {other:?}; choose one of {}",
-                PRESETS.join(", ")
-            ))),
-        }
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
-    }
-
-    /// The largest single f32 tensor a training step on `batch` full-length rows holds, and
-    /// what it is: the one that must fit a GPU's per-buffer limit.
-    pub fn largest_buffer(&self, batch: usize) -> (&'static str, u64) {
-        let (b, t) = (batch as u64, self.max_seq_len as u64);
-        let candidates = [
-            ("logits", b * t * self.vocab_size as u64),
-            ("embedding", (self.vocab_size * self.d_model) as u64),
-            ("MLP weight", (self.d_ff * self.d_model) as u64),
-            ("attention scores", b * self.n_heads as u64 * t * t),
-            ("MLP activations", b * t * self.d_ff as u64),
-        ];
-        let (what, n) = candidates.into_iter().max_by_key(|c| c.1).expect("non-empty");
-        (what, n * 4)
-    }
-
-    pub fn validate(&self) -> error::Result<()> {
-        let fail = |m: String| Err(Error::Config(m));
-        if self.d_model % self.n_heads != 0 {
-            return fail(format!("d_model {} is not a multiple of n_heads {}", self.d_model, self.n_heads));
-        }
-        if self.n_heads % self.n_kv_heads != 0 {
-            return fail(format!("n_heads {} is not a multiple of n_kv_heads {}", self.n_heads, self.n_kv_heads));
-        }
-        if self.head_dim() % 2 != 0 {
-            return fail(format!("head dim {} must be even for rotary embeddings", self.head_dim()));
-        }
-        if self.vocab_size == 0 || self.n_layers == 0 {
-            return fail("vocab_size and n_layers must be positive".into());
-        }
-        Ok(())
-    }
-
     /// A model with weights drawn on the host from `seed`: the same numbers on every backend
     /// and independent of any other random draws (burn's device RNG is shared and lazy).
     pub fn init(&self, seed: u64, device: &Device) -> Model {
@@ -195,62 +106,6 @@ pub struct Model {
     max_seq_len: usize,
 }
 
-/// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, len, head_dim]`.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    len: usize,
-}
-
-impl KvCache {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-/// cos and sin of the rotation angles for positions `start..start + len`: `[1, 1, len, half]`.
-fn rope_tables(start: usize, len: usize, head_dim: usize, theta: f64, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(len * half);
-    let mut sin = Vec::with_capacity(len * half);
-    for pos in start..start + len {
-        for i in 0..half {
-            let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
-            let angle = pos as f64 * inv_freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), device);
-    (table(cos), table(sin))
-}
-
-fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(
-        vec![
-            x1.clone() * cos.clone() - x2.clone() * sin.clone(),
-            x2 * cos.clone() + x1 * sin.clone(),
-        ],
-        3,
-    )
-}
-
-/// `[b, kv, t, d]` -> `[b, kv * rep, t, d]`, each kv head serving `rep` query heads.
-fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
-    if rep == 1 {
-        return x;
-    }
-    let [b, kv, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, rep, t, d]).reshape([b, kv * rep, t, d])
-}
-
 impl Block {
     fn forward(
         &self,
@@ -326,50 +181,5 @@ impl Model {
         let t = tokens.dims()[1];
         let bias = causal_bias(t, &tokens.device());
         self.forward(tokens, bias, None)
-    }
-}
-
-/// `[1, 1, t, t]`: 0 on and below the diagonal, [`MASKED`] above.
-pub fn causal_bias(t: usize, device: &Device) -> Tensor<4> {
-    let mut v = vec![0.0f32; t * t];
-    for i in 0..t {
-        for j in i + 1..t {
-            v[i * t + j] = MASKED;
-        }
-    }
-    Tensor::from_data(TensorData::new(v, [1, 1, t, t]), device)
-}
-
-/// Attention bias for `q_len` new queries over `key_valid.len()` keys per row, where the last
-/// `q_len` keys are the new positions: a key is visible if valid and not in the future.
-pub fn padded_bias(key_valid: &[Vec<bool>], q_len: usize, device: &Device) -> Tensor<4> {
-    let b = key_valid.len();
-    let k_len = key_valid[0].len();
-    let offset = k_len - q_len;
-    let mut v = vec![0.0f32; b * q_len * k_len];
-    for (row, valid) in key_valid.iter().enumerate() {
-        for i in 0..q_len {
-            for (j, ok) in valid.iter().enumerate() {
-                if !ok || j > offset + i {
-                    v[(row * q_len + i) * k_len + j] = MASKED;
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(v, [b, 1, q_len, k_len]), device)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn presets_are_valid() {
-        for p in PRESETS {
-            ModelConfig::preset(p, 512).unwrap().validate().unwrap();
-        }
-        assert!(ModelConfig::preset("huge", 10).is_err());
-        let bad = ModelConfig::new(10, 30, 1, 4, 2, 8);
-        assert!(bad.validate().unwrap_err().to_string().contains("multiple of n_heads"));
     }
 }

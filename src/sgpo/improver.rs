@@ -1,5 +1,12 @@
-//! Improver targets (SGPO.md, stage 1): from the policy's own answer `y_p` toward the SFT
-//! answer `y_sft`, a step that is discernible but not a jump.
+//! The improver role (SGPO.md, stage 1): its targets, a step from the policy's own answer
+//! `y_p` toward the SFT answer `y_sft` that is discernible but not a jump, the stage's
+//! training data, and the rewriting of drafts.
+
+use crate::config::{ImproverTargets, SgpoConfig};
+use crate::data::{Example, TokenSeq};
+use crate::error::Result;
+use crate::generate::{Decoder, SamplingConfig};
+use crate::rng::Rng;
 
 /// One step of a token-level edit script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +52,6 @@ fn edit_script<T: PartialEq>(from: &[T], to: &[T]) -> Vec<Op> {
     ops
 }
 
-/// Number of edits between `from` and `to` (Levenshtein distance over tokens).
-pub fn edit_distance<T: PartialEq>(from: &[T], to: &[T]) -> usize {
-    edit_script(from, to).iter().filter(|&&op| op != Op::Keep).count()
-}
-
 /// `edit:ALPHA`: apply the first `ceil(alpha * n)` of the `n` edits that turn `from` into `to`.
 /// The result is exactly that many edits closer to `to`; alpha = 1 gives `to` itself.
 pub fn partial_edit<T: Clone + PartialEq>(from: &[T], to: &[T], alpha: f32) -> Vec<T> {
@@ -80,9 +82,61 @@ pub fn partial_edit<T: Clone + PartialEq>(from: &[T], to: &[T], alpha: f32) -> V
     out
 }
 
+/// The improver role: rewrite each draft, greedily.
+pub async fn improve(
+    decoder: &Decoder<'_>,
+    prompts: &[String],
+    drafts: &[String],
+    max_new_tokens: usize,
+    rng: &mut Rng,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<String>> {
+    let tok = decoder.tokenizer;
+    let ids = prompts.iter().zip(drafts).map(|(p, d)| tok.improver_prompt(p, d)).collect::<Result<Vec<_>>>()?;
+    decoder.complete(&ids, &SamplingConfig::greedy(max_new_tokens), rng, progress).await
+}
+
+/// The text a reference-guided improver sees as its prompt.
+fn with_reference(prompt: &str, reference: &str) -> String {
+    format!("{prompt}\nreference answer: {reference}")
+}
+
+/// Stage 1 data: the policy's own drafts, each with a target a step closer to the SFT answer
+/// (`config.improver_targets`), as improver sequences of at most `max_len` tokens.
+pub async fn improver_data(
+    decoder: &Decoder<'_>,
+    examples: &[Example],
+    config: &SgpoConfig,
+    max_len: usize,
+    rng: &mut Rng,
+) -> Result<Vec<TokenSeq>> {
+    let tok = decoder.tokenizer;
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    let sampling = SamplingConfig::sampled(config.max_new_tokens, config.draft_temperature);
+    let drafts = decoder.answer(&prompts, &sampling, rng).await?;
+    let goals: Vec<String> = match config.improver_targets {
+        ImproverTargets::Sft => examples.iter().map(|e| e.response.clone()).collect(),
+        ImproverTargets::Edit(alpha) => examples
+            .iter()
+            .zip(&drafts)
+            .map(|(e, d)| tok.decode(&partial_edit(&tok.encode(d)?, &tok.encode(&e.response)?, alpha)))
+            .collect::<Result<_>>()?,
+        ImproverTargets::Reference => {
+            let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response)).collect();
+            improve(decoder, &guided, &drafts, config.max_new_tokens, rng, &mut |_, _| {}).await?
+        }
+    };
+    examples
+        .iter()
+        .zip(drafts.iter().zip(&goals))
+        .map(|(e, (d, g))| Ok(TokenSeq::improver(tok, &e.prompt, d, g)?.fit(max_len + 1)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::judge::levenshtein as edit_distance;
 
     fn chars(s: &str) -> Vec<char> {
         s.chars().collect()

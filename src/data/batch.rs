@@ -3,9 +3,8 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Example;
+use super::{Example, Tokenizer};
 use crate::error::Result;
-use crate::tokenizer::Tokenizer;
 
 /// A prompt followed by its response; only response tokens are learned from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_role_tokens() {
-        let tok = Tokenizer::train_on(&crate::tasks::generate(300, 1), 300).unwrap();
+        let tok = Tokenizer::train_on(&crate::data::tasks::generate(300, 1), 300).unwrap();
         assert!(tok.vocab_size() <= 300 + SPECIAL_TOKENS.len());
         for text in ["sort the numbers: 3 1 2", "Ünïcödé and  spaces\n", "CAT DOG 42"] {
             let ids = tok.encode(text).unwrap();

@@ -211,14 +211,6 @@ pub fn parse_jsonl(file: &str, text: &str) -> Result<Dataset> {
     Ok(data)
 }
 
-/// Read and parse a JSONL file (native edge only: the browser hands over the text itself).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn load_jsonl(path: &std::path::Path) -> Result<Dataset> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
-    parse_jsonl(&name, &text)
-}
-
 /// Split examples into train and held-out parts, reproducibly. At least one example is held
 /// out when there are two or more.
 pub fn split_examples(

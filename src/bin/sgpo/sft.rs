@@ -1,0 +1,148 @@
+//! `sgpo sft`: supervised fine-tuning into a run directory, resumable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use clap::Args;
+use pollster::block_on;
+
+use sgpo::checkpoint::Checkpoint;
+use sgpo::config::{DataSource, RunConfig, SftConfig};
+use sgpo::data::Tokenizer;
+use sgpo::eval;
+use sgpo::generate::Decoder;
+use sgpo::metrics::Event;
+use sgpo::native::{EventLog, load_run_data, read_json};
+use sgpo::train::SftRun;
+
+use crate::common::{DeviceArg, bar};
+
+#[derive(Args)]
+pub struct SftArgs {
+    /// Run directory: checkpoints, config.json, metrics.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    /// JSONL examples (Alpaca, chat messages, prompt/completion); a held-out part is kept for eval.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A tokenizer.json to use instead of training a BPE on the data.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// A JSON file with SFT settings (any subset of the fields in a run's config.json "sft").
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Fraction of --data held out for evaluation.
+    #[arg(long, default_value_t = sgpo::config::DEFAULT_EVAL_FRACTION)]
+    eval_fraction: f32,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+impl SftArgs {
+    /// The settings of a new run: defaults, then --config, then the flags.
+    fn config(&self) -> anyhow::Result<SftConfig> {
+        let mut config: SftConfig = match &self.config {
+            Some(path) => read_json(path)?,
+            None => SftConfig::default(),
+        };
+        if let Some(p) = &self.preset { config.preset = p.clone(); }
+        if let Some(s) = self.steps { config.steps = s; }
+        if let Some(b) = self.batch_size { config.batch_size = b; }
+        if let Some(g) = self.grad_accum { config.grad_accum = g; }
+        if let Some(lr) = self.lr { config.optim.lr = lr; }
+        if let Some(s) = self.seed { config.seed = s; }
+        if let Some(c) = self.checkpoint_every { config.checkpoint_every = c; }
+        if let Some(path) = &self.data {
+            config.data = DataSource::File { path: path.display().to_string(), eval_fraction: self.eval_fraction };
+        }
+        Ok(config)
+    }
+}
+
+pub fn run(args: SftArgs) -> anyhow::Result<()> {
+    let device = args.device.select()?;
+    let out = &args.out;
+    let metrics_path = out.join("metrics.jsonl");
+    let (mut run, mut log) = if Checkpoint::exists(out) {
+        if !args.resume {
+            bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
+        }
+        let checkpoint = Checkpoint::load(out)?;
+        let config = RunConfig::from_json("config.json", &checkpoint.config)?;
+        let data = load_run_data(&config.sft.data, config.sft.seed)?;
+        eprintln!("resuming {} at step {}", out.display(), checkpoint.state.step);
+        let log = EventLog::resume(&metrics_path, logged_lines(&checkpoint, "metrics.jsonl"))?;
+        (SftRun::resume(&checkpoint, &data.labeled, &device)?, log)
+    } else {
+        let config = args.config()?;
+        let data = load_run_data(&config.data, config.seed)?;
+        data.require_labeled(&config.data)?;
+        eprintln!("data: {} train / {} held-out examples", data.labeled.len(), data.eval.len());
+        let tokenizer = match &args.tokenizer {
+            Some(path) => {
+                let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                Tokenizer::from_json(&path.display().to_string(), &json)?
+            }
+            None => Tokenizer::train_on(&data.labeled, config.vocab_size)?,
+        };
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        (SftRun::new(config, tokenizer, &data.labeled, &device)?, EventLog::create(&metrics_path)?)
+    };
+    eprintln!(
+        "model: {} ({} parameters), {} steps of {} x {}",
+        run.config.preset,
+        run.model.num_params(),
+        run.config.steps,
+        run.config.batch_size,
+        run.config.grad_accum
+    );
+    let pb = bar(run.config.steps as u64, "sft");
+    pb.set_position(run.state.step as u64);
+    while !run.is_done() {
+        let m = block_on(run.step())?;
+        pb.set_position(m.step as u64);
+        pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
+        log.write(&Event::Train(m))?;
+        if run.state.step % run.config.checkpoint_every.max(1) == 0 || run.is_done() {
+            let mut checkpoint = block_on(run.checkpoint())?;
+            checkpoint.logged = BTreeMap::from([(log.file_name(), log.lines())]);
+            checkpoint.save(out)?;
+        }
+    }
+    pb.finish();
+    // A quick held-out check; `sgpo eval` gives the full table.
+    let data = load_run_data(&run.config.data, run.config.seed)?;
+    let eval_set = &data.eval[..data.eval.len().min(90)];
+    let model = run.text_model();
+    let decoder = Decoder::new(&model.model, &model.tokenizer, &device);
+    let (summary, _) = block_on(eval::evaluate(&decoder, eval_set, 32, run.state.step))?;
+    log.write(&Event::Eval(summary.clone()))?;
+    eprintln!("held-out (first {}): mean_score {:.3}, exact_match {:.3}", summary.n, summary.mean_score, summary.exact_match);
+    eprintln!("saved {}", out.display());
+    Ok(())
+}
+
+/// The lines `file` held when `checkpoint` was written; everything, for runs saved before
+/// checkpoints recorded it.
+pub fn logged_lines(checkpoint: &Checkpoint, file: &str) -> usize {
+    checkpoint.logged.get(file).copied().unwrap_or(usize::MAX)
+}

@@ -1,0 +1,220 @@
+//! `sgpo train`: a preference run (SGPO, SPIN or DPO) from an SFT run, resumable; writes
+//! `metrics.jsonl`, `samples.jsonl` and each iteration's pairs in TRL's format.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use pollster::block_on;
+
+use sgpo::checkpoint::Checkpoint;
+use sgpo::config::{DpoLoss, ImproverTargets, Method, PreferenceSource, RunConfig, SgpoConfig};
+use sgpo::metrics::Event;
+use sgpo::native::{EventLog, load_preference_data, read_json, write_atomic};
+use sgpo::sgpo::{SgpoRun, trl_jsonl};
+
+use crate::common::{DeviceArg, bar, fmt_opt, open_run};
+use crate::sft::logged_lines;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(long, default_value = "sgpo")]
+    method: Method,
+    /// The SFT run to start from (`sgpo sft --out ...`).
+    #[arg(long)]
+    init: PathBuf,
+    /// Run directory for the preference run.
+    #[arg(long)]
+    out: PathBuf,
+    /// JSONL: examples with answers (improver data, SPIN, the judge), prompt/chosen/rejected
+    /// pairs (DPO) and bare prompts. Without it, the SFT run's own data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// JSONL of extra prompts without answers, for SGPO's pairs.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// A JSON file with any subset of the settings in a run's config.json "sgpo".
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// sigmoid, ipo, hinge or robust.
+    #[arg(long)]
+    loss: Option<DpoLoss>,
+    #[arg(long)]
+    beta: Option<f64>,
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// edit:ALPHA, reference or sft.
+    #[arg(long)]
+    improver_targets: Option<ImproverTargets>,
+    #[arg(long)]
+    improver_steps: Option<usize>,
+    #[arg(long)]
+    prompts_per_iteration: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Stop dead after this many units of work, as a kill would (for crash-recovery tests).
+    #[arg(long, hide = true)]
+    halt_after: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+impl TrainArgs {
+    /// The settings of a new run: defaults, then --config, then the flags.
+    fn config(&self) -> anyhow::Result<(SgpoConfig, PreferenceSource)> {
+        let mut c: SgpoConfig = match &self.config {
+            Some(path) => read_json(path)?,
+            None => SgpoConfig::default(),
+        };
+        c.method = self.method;
+        if let Some(v) = self.iterations { c.iterations = v; }
+        if let Some(v) = self.loss { c.loss = v; }
+        if let Some(v) = self.beta { c.beta = v; }
+        if let Some(v) = self.label_smoothing { c.label_smoothing = v; }
+        if let Some(v) = self.improver_targets { c.improver_targets = v; }
+        if let Some(v) = self.improver_steps { c.improver_steps = v; }
+        if let Some(v) = self.prompts_per_iteration { c.prompts_per_iteration = v; }
+        if let Some(v) = self.lr { c.dpo_optim.lr = v; }
+        if let Some(v) = self.seed { c.seed = v; }
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let source = PreferenceSource { init: self.init.display().to_string(), data: path(&self.data), prompts: path(&self.prompts) };
+        Ok((c, source))
+    }
+}
+
+/// What the loop writes besides checkpoints.
+struct Logs {
+    metrics: EventLog,
+    samples: EventLog,
+}
+
+impl Logs {
+    fn open(out: &Path, resumed: Option<&Checkpoint>) -> anyhow::Result<Self> {
+        let open = |name: &str| match resumed {
+            Some(c) => EventLog::resume(&out.join(name), logged_lines(c, name)),
+            None => EventLog::create(&out.join(name)),
+        };
+        Ok(Self { metrics: open("metrics.jsonl")?, samples: open("samples.jsonl")? })
+    }
+
+    fn write(&mut self, event: &Event) -> sgpo::Result<()> {
+        match event {
+            Event::Sample(_) => self.samples.write(event),
+            Event::Progress(_) => Ok(()),
+            _ => self.metrics.write(event),
+        }
+    }
+
+    fn lines(&self) -> BTreeMap<String, usize> {
+        [&self.metrics, &self.samples].into_iter().map(|l| (l.file_name(), l.lines())).collect()
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let device = args.device.select()?;
+    let out = &args.out;
+    let resumed = Checkpoint::exists(out).then(|| Checkpoint::load(out)).transpose()?;
+    if resumed.is_some() && !args.resume {
+        bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
+    }
+    // The run's settings: the saved ones when resuming.
+    let (config, source) = match &resumed {
+        Some(checkpoint) => match RunConfig::from_json("config.json", &checkpoint.config)? {
+            RunConfig { sgpo: Some(c), source: Some(s), .. } => (c, s),
+            _ => bail!("{} is an SFT run, not a preference run; resume it with `sgpo sft --resume`", out.display()),
+        },
+        None => args.config()?,
+    };
+    let init = open_run(Path::new(&source.init), &device)?;
+    let data = load_preference_data(&source, &init.config.sft, config.eval_examples)?;
+    eprintln!(
+        "{:?} from {}: {} labeled, {} unlabeled prompts, {} fixed pairs, {} held out",
+        config.method, source.init, data.labeled.len(), data.unlabeled.len(), data.pairs.len(), data.eval.len()
+    );
+    let run_config = RunConfig { model: init.config.model.clone(), sft: init.config.sft.clone(), sgpo: Some(config.clone()), source: Some(source) };
+    let mut run = SgpoRun::new(config.clone(), init.model, init.config.sft.clone(), data, &device)?;
+    if let Some(checkpoint) = &resumed {
+        run.restore(checkpoint)?;
+        eprintln!("resuming {} at {:?}, iteration {}, step {}", out.display(), run.stage, run.iteration, run.step());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut logs = Logs::open(out, resumed.as_ref())?;
+    let pb = bar(config.stage1_steps() as u64, "improver");
+    let show = |event: &Event| match event {
+        Event::Train(m) => {
+            pb.set_prefix("improver");
+            pb.set_position(m.step as u64);
+            pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
+        }
+        Event::Dpo(m) => {
+            pb.set_prefix(format!("dpo {}", m.iteration));
+            pb.set_position(m.step as u64);
+            pb.set_message(format!("loss {:.3} | margin {:.3} | acc {:.2} | {:.0} tok/s", m.loss, m.rewards_margins, m.rewards_accuracies, m.tokens_per_s));
+        }
+        Event::Progress(p) => {
+            pb.set_prefix(format!("{} {}", p.stage, p.iteration));
+            pb.set_length(p.total as u64);
+            pb.set_position(p.done as u64);
+            pb.set_message(format!("{:.0} tok/s", p.tokens_per_s));
+        }
+        Event::Iteration(i) => {
+            // The DPO bar counts this iteration's steps from here on.
+            pb.set_length(i.step as u64 + config.prompts_per_iteration.div_ceil(config.batch_size.max(1)) as u64 * config.dpo_epochs as u64);
+            pb.suspend(|| {
+                eprintln!(
+                    "iteration {}: {} pairs ({} unchanged), improver win rate {}, win rate vs SFT {}, mean score {}",
+                    i.iteration,
+                    i.pairs_built,
+                    i.pairs_unchanged,
+                    fmt_opt(i.improver_win_rate),
+                    fmt_opt(i.policy_win_rate_vs_sft),
+                    fmt_opt(i.mean_score)
+                )
+            });
+        }
+        Event::Sample(_) | Event::Eval(_) => {}
+    };
+    let checkpoint_every = init.config.sft.checkpoint_every.max(1);
+    let mut exported = run.finished_iterations();
+    let mut saved_step = run.step();
+    let mut units = 0;
+    while !run.is_done() {
+        let mut events = Vec::new();
+        block_on(run.advance(&mut |e| {
+            show(&e);
+            events.push(e)
+        }))?;
+        for event in &events {
+            logs.write(event)?;
+        }
+        let step = run.step();
+        if run.at_boundary() || (step != saved_step && step % checkpoint_every == 0) {
+            let mut checkpoint = block_on(run.checkpoint(run_config.to_json()))?;
+            checkpoint.logged = logs.lines();
+            checkpoint.save(out)?;
+            saved_step = step;
+        }
+        // An iteration just ended: its pairs, in TRL's format.
+        if run.finished_iterations() > exported {
+            exported = run.finished_iterations();
+            write_atomic(&out.join(format!("pairs-iter{exported}.jsonl")), trl_jsonl(&run.last_pairs).as_bytes())?;
+        }
+        units += 1;
+        if args.halt_after == Some(units) {
+            pb.abandon();
+            eprintln!("halted after {units} units of work (--halt-after)");
+            std::process::exit(3);
+        }
+    }
+    pb.finish_and_clear();
+    eprintln!("saved {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Every setting a run is made of, in one vocabulary: the configs saved as `config.json`, one
+//! default per knob (the CLI and the page both read these), and the names the CLI parses.
+
+mod model;
+mod page;
+mod sft;
+mod sgpo;
+
+pub use model::{ModelConfig, PRESETS};
+pub use page::PipelineConfig;
+pub use sft::{OptimConfig, SftConfig};
+pub use sgpo::{DpoLoss, ImproverTargets, Method, SgpoConfig};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where a run's examples come from. Saved with the run, so `eval` finds the same held-out part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// The built-in judged tasks: `n_train` and `n_eval` examples of every family, or of
+    /// `family` alone.
+    Builtin {
+        n_train: usize,
+        n_eval: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        family: Option<String>,
+    },
+    /// A JSONL file: rows with answers split into train and held-out parts, bare prompts and
+    /// preference rows kept beside them.
+    File { path: String, eval_fraction: f32 },
+}
+
+impl DataSource {
+    /// The built-in tasks, every family.
+    pub fn builtin(n_train: usize, n_eval: usize) -> Self {
+        Self::Builtin { n_train, n_eval, family: None }
+    }
+}
+
+/// The share of a data file held out for evaluation unless a run says otherwise.
+pub const DEFAULT_EVAL_FRACTION: f32 = 0.1;
+
+/// Where a preference run's inputs came from; saved in its config so `--resume` and `eval`
+/// find them again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceSource {
+    /// The SFT run the policy starts from (`browser` for a run made in the page).
+    pub init: String,
+    pub data: Option<String>,
+    pub prompts: Option<String>,
+}
+
+/// Everything saved as `config.json` next to the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub sft: SftConfig,
+    /// Present in preference runs (`sgpo train`, the page's preference stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sgpo: Option<SgpoConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PreferenceSource>,
+}
+
+impl RunConfig {
+    pub fn from_json(source: &str, json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::file(source, format!("not a valid run config: {e}")))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("configs serialise")
+    }
+}

@@ -1,0 +1,12 @@
+//! The model: a Llama-family transformer, its config and presets, and its weights in and out.
+//! (Room here for loaders of real checkpoints and for LoRA adapters.)
+
+mod attention;
+mod text_model;
+mod transformer;
+mod weights;
+
+pub use attention::{KvCache, MASKED, causal_bias, padded_bias};
+pub use text_model::TextModel;
+pub use transformer::{Block, Model};
+pub use weights::{load_model, model_bytes};

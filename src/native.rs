@@ -1,0 +1,178 @@
+//! The native edge: everything that touches the file system (run directories, checkpoints,
+//! metrics logs, users' files). The engine itself never opens a file, so it runs in a browser.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{Checkpoint, CONFIG_FILE, LATEST_FILE};
+use crate::config::{DataSource, PreferenceSource, SftConfig};
+use crate::data::{Dataset, RunData, parse_jsonl};
+use crate::error::{Error, Result};
+use crate::metrics::Event;
+
+/// Read and parse a JSONL data file.
+pub fn load_jsonl(path: &Path) -> Result<Dataset> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
+    parse_jsonl(&name, &text)
+}
+
+/// A run's data from its source, reading the file a file source names.
+pub fn load_run_data(source: &DataSource, seed: u64) -> Result<RunData> {
+    let file = match source {
+        DataSource::File { path, .. } => Some(load_jsonl(Path::new(path))?),
+        DataSource::Builtin { .. } => None,
+    };
+    RunData::assemble(source, file, seed)
+}
+
+/// A preference run's data: `--data` (split as a file source) or else the SFT run's own data,
+/// plus every prompt in `--prompts` as unlabeled; at most `eval_examples` held out.
+pub fn load_preference_data(source: &PreferenceSource, sft: &SftConfig, eval_examples: usize) -> Result<RunData> {
+    let own = match &source.data {
+        Some(path) => DataSource::File { path: path.clone(), eval_fraction: crate::config::DEFAULT_EVAL_FRACTION },
+        None => sft.data.clone(),
+    };
+    let mut data = load_run_data(&own, sft.seed)?;
+    if let Some(path) = &source.prompts {
+        data.add_prompts(load_jsonl(Path::new(path))?);
+    }
+    data.eval.truncate(eval_examples);
+    Ok(data)
+}
+
+/// A JSON settings file, every error naming it.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(&name, e))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(|e| Error::file(path.display(), e))?;
+    f.write_all(bytes).map_err(|e| Error::file(path.display(), e))?;
+    f.sync_all().map_err(|e| Error::file(path.display(), e))
+}
+
+/// Replace `path` with `bytes` atomically (write a sibling, then rename over).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| Error::file(path.display(), e))
+}
+
+impl Checkpoint {
+    /// Write into `run_dir/checkpoint-STEP` under a temporary name, rename it into place, and
+    /// point `run_dir/latest` at it by a rename too, so a run killed at any instant leaves the
+    /// previous checkpoint intact; older checkpoints are removed once the new one is in place.
+    pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
+        fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir.display(), e))?;
+        // The same step can be saved twice (a stage's end and the run's end share one): the
+        // second gets a new name, so `latest` never names a directory being replaced.
+        let mut name = format!("checkpoint-{:08}", self.state.step);
+        for k in 1.. {
+            if !run_dir.join(&name).exists() {
+                break;
+            }
+            name = format!("checkpoint-{:08}-{k}", self.state.step);
+        }
+        let tmp = run_dir.join(format!(".{name}.partial"));
+        let dir = run_dir.join(&name);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| Error::file(tmp.display(), e))?;
+        for (file, bytes) in self.files() {
+            write_synced(&tmp.join(file), &bytes)?;
+        }
+        fs::rename(&tmp, &dir).map_err(|e| Error::file(dir.display(), e))?;
+        write_atomic(&run_dir.join(LATEST_FILE), name.as_bytes())?;
+        // The config also sits at the top of the run, where people look for it.
+        write_atomic(&run_dir.join(CONFIG_FILE), self.config.as_bytes())?;
+        for entry in fs::read_dir(run_dir).map_err(|e| Error::file(run_dir.display(), e))?.flatten() {
+            let n = entry.file_name().to_string_lossy().to_string();
+            if n.starts_with("checkpoint-") && n != name {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The checkpoint `run_dir/latest` points at.
+    pub fn load(run_dir: &Path) -> Result<Self> {
+        let latest = run_dir.join(LATEST_FILE);
+        let name = fs::read_to_string(&latest).map_err(|e| {
+            Error::checkpoint(
+                run_dir.display(),
+                format!("no checkpoint here ({}: {e}); is this a run directory written by `sgpo sft`?", latest.display()),
+            )
+        })?;
+        let dir = run_dir.join(name.trim());
+        Self::from_files(&dir.display().to_string(), |file| {
+            let p = dir.join(file);
+            p.exists().then(|| fs::read(&p).map_err(|e| Error::checkpoint(p.display(), e))).transpose()
+        })
+    }
+
+    pub fn exists(run_dir: &Path) -> bool {
+        run_dir.join(LATEST_FILE).exists()
+    }
+}
+
+/// An append-only JSONL log of events in a run directory (`metrics.jsonl`, `samples.jsonl`).
+pub struct EventLog {
+    path: PathBuf,
+    /// Whole lines in the file.
+    lines: usize,
+}
+
+impl EventLog {
+    /// A new, empty log.
+    pub fn create(path: &Path) -> Result<Self> {
+        fs::write(path, "").map_err(|e| Error::file(path.display(), e))?;
+        Ok(Self { path: path.to_path_buf(), lines: 0 })
+    }
+
+    /// The log of a resumed run, cut back to the `lines` it held when the checkpoint was
+    /// written: what the interrupted run logged after that is logged again, exactly once.
+    pub fn resume(path: &Path, lines: usize) -> Result<Self> {
+        let text = if path.exists() { fs::read_to_string(path).map_err(|e| Error::file(path.display(), e))? } else { String::new() };
+        let kept: String = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).take(lines).collect();
+        let lines = kept.lines().count();
+        fs::write(path, kept).map_err(|e| Error::file(path.display(), e))?;
+        Ok(Self { path: path.to_path_buf(), lines })
+    }
+
+    /// Lines written so far: what a checkpoint records to resume this log.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    pub fn file_name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    }
+
+    pub fn write(&mut self, event: &Event) -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::file(self.path.display(), e))?;
+        let line = serde_json::to_string(event).expect("events serialise");
+        writeln!(f, "{line}").map_err(|e| Error::file(self.path.display(), e))?;
+        self.lines += 1;
+        Ok(())
+    }
+}
+
+/// Every event in a JSONL log; errors name the file and line.
+pub fn read_events(path: &Path) -> Result<Vec<Event>> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::data(&name, i + 1, e)))
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Stage 2's pairs, for each method side by side: SGPO (the policy drafts, the same model
+//! improves the draft), SPIN (the SFT answer over the draft) and DPO (fixed pairs).
+
+use serde::{Deserialize, Serialize};
+
+use super::improver::improve;
+use crate::config::SgpoConfig;
+use crate::config::Method;
+use crate::data::PreferencePair;
+use crate::data::judge::{exact_match, judge};
+use crate::error::Result;
+use crate::generate::{Decoder, SamplingConfig};
+use crate::metrics::{Event, Progress, now_seconds, rate};
+use crate::rng::Rng;
+
+/// A prompt, with its SFT answer where one is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptItem {
+    pub prompt: String,
+    pub reference: Option<String>,
+}
+
+/// A preference pair, with the judge's reference answer when there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub reference: Option<String>,
+}
+
+impl Pair {
+    /// As TRL reads it.
+    pub fn to_trl(&self) -> PreferencePair {
+        PreferencePair { prompt: self.prompt.clone(), chosen: self.chosen.clone(), rejected: self.rejected.clone() }
+    }
+}
+
+/// The pairs of one iteration.
+#[derive(Debug, Clone, Default)]
+pub struct PairSet {
+    pub pairs: Vec<Pair>,
+    /// Candidates dropped because chosen == rejected (no discernible improvement).
+    pub unchanged: usize,
+    pub improver_win_rate: Option<f32>,
+    /// The first few candidates, kept or not, with the judge's scores where there is a
+    /// reference (for the UI).
+    pub samples: Vec<Candidate>,
+    /// Tokens the model generated (drafts and improvements).
+    pub generated_tokens: usize,
+}
+
+/// A draft and the answer preferred over it, as the judge sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub prompt: String,
+    pub draft: String,
+    pub improved: String,
+    pub draft_score: Option<f32>,
+    pub improved_score: Option<f32>,
+}
+
+/// Candidates kept per iteration for the sample table.
+const SAMPLES_PER_ITERATION: usize = 8;
+
+
+/// Stage 2, one iteration's pairs. For SGPO: the policy samples a draft, the same model
+/// improves it, and (improved, draft) is a pair unless nothing changed.
+pub async fn build_pairs(
+    decoder: &Decoder<'_>,
+    items: &[PromptItem],
+    fixed: &[PreferencePair],
+    cfg: &SgpoConfig,
+    iteration: usize,
+    rng: &mut Rng,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<PairSet> {
+    let method = cfg.method;
+    if method == Method::Dpo {
+        let pairs = fixed
+            .iter()
+            .map(|p| Pair { prompt: p.prompt.clone(), chosen: p.chosen.clone(), rejected: p.rejected.clone(), reference: None })
+            .collect();
+        return Ok(PairSet { pairs, ..PairSet::default() });
+    }
+    let items: Vec<&PromptItem> = items.iter().filter(|i| method == Method::Sgpo || i.reference.is_some()).collect();
+    let prompts: Vec<String> = items.iter().map(|i| i.prompt.clone()).collect();
+    let total = prompts.len();
+    let report = |stage: &'static str, started: f64| {
+        move |done: usize, tokens: usize| Progress {
+            stage: stage.to_string(),
+            iteration,
+            done,
+            total,
+            tokens_per_s: rate(tokens, started),
+        }
+    };
+    let sampling = SamplingConfig::sampled(cfg.max_new_tokens, cfg.draft_temperature);
+    let ids = prompts.iter().map(|p| decoder.tokenizer.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
+    let mut generated = [0usize; 2];
+    let progress = report("generating", now_seconds());
+    let drafts = decoder.complete(&ids, &sampling, rng, &mut |d, t| {
+        generated[0] = t;
+        on_event(Event::Progress(progress(d, t)))
+    })
+    .await?;
+    let chosen = match method {
+        Method::Sgpo => {
+            let progress = report("improving", now_seconds());
+            improve(decoder, &prompts, &drafts, cfg.max_new_tokens, rng, &mut |d, t| {
+                generated[1] = t;
+                on_event(Event::Progress(progress(d, t)))
+            })
+            .await?
+        }
+        _ => items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(),
+    };
+    let mut set = PairSet { generated_tokens: generated[0] + generated[1], ..PairSet::default() };
+    let (mut wins, mut judged) = (0usize, 0usize);
+    for ((item, draft), better) in items.iter().zip(drafts).zip(chosen) {
+        let scores = item.reference.as_ref().map(|r| (judge(&draft, r), judge(&better, r)));
+        if let Some((d, b)) = scores {
+            judged += 1;
+            wins += usize::from(b > d);
+        }
+        if set.samples.len() < SAMPLES_PER_ITERATION {
+            set.samples.push(Candidate {
+                prompt: item.prompt.clone(),
+                draft: draft.clone(),
+                improved: better.clone(),
+                draft_score: scores.map(|s| s.0),
+                improved_score: scores.map(|s| s.1),
+            });
+        }
+        if exact_match(&better, &draft) {
+            set.unchanged += 1;
+        } else {
+            set.pairs.push(Pair { prompt: item.prompt.clone(), chosen: better, rejected: draft, reference: item.reference.clone() });
+        }
+    }
+    set.improver_win_rate = (judged > 0).then(|| wins as f32 / judged as f32);
+    Ok(set)
+}
+
+/// Pairs as TRL's preference JSONL (`prompt`, `chosen`, `rejected` per line).
+pub fn trl_jsonl(pairs: &[Pair]) -> String {
+    pairs.iter().map(|p| serde_json::to_string(&p.to_trl()).expect("pairs serialise") + "\n").collect()
+}

@@ -1,0 +1,324 @@
+//! The resumable preference run: stage 1 and the iterations of stage 2 as a state machine that
+//! does one unit of work per `advance` (an optimiser step, or building one iteration's pairs),
+//! so a driver can report progress, yield, and checkpoint anywhere.
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::improver::improver_data;
+use super::pairs::{Pair, PromptItem, build_pairs};
+use crate::config::{DpoLoss, Method, SftConfig, SgpoConfig};
+use crate::data::{RunData, TokenSeq, Tokenizer, policy_seqs};
+use crate::error::{Error, Result};
+use crate::eval::win_rate;
+use crate::generate::Decoder;
+use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
+use crate::config::ModelConfig;
+use crate::model::{Model, TextModel};
+use crate::rng::Rng;
+use crate::train::{PreferenceTrainer, ScoredPair, SftRun, autodiff, score_pairs};
+
+/// Where a preference run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Nothing done yet.
+    Start,
+    /// Stage 1: fine-tuning the improver role.
+    Improver,
+    /// Between iterations: the next step builds an iteration's pairs.
+    Pairs,
+    /// DPO on the current iteration's pairs.
+    Dpo,
+    Done,
+}
+
+/// DPO's position within one iteration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DpoProgress {
+    pub pairs: Vec<Pair>,
+    pub scored: Vec<ScoredPair>,
+    pub order: Vec<usize>,
+    pub cursor: usize,
+    pub epoch: usize,
+    /// What building the pairs measured; the win rate is added when the iteration ends.
+    pub summary: IterationSummary,
+}
+
+/// Refuse a preference run that could not start: before any work, not after SFT.
+pub fn check_inputs(config: &SgpoConfig, data: &RunData) -> Result<()> {
+    match config.method {
+        Method::Dpo if data.pairs.is_empty() => {
+            return Err(Error::Config("method dpo needs preference pairs (prompt/chosen/rejected rows in --data)".into()));
+        }
+        Method::Spin if data.labeled.is_empty() => {
+            return Err(Error::Config("method spin needs examples with reference answers".into()));
+        }
+        Method::Sgpo if data.labeled.is_empty() => {
+            return Err(Error::Config("method sgpo needs examples with reference answers to train the improver".into()));
+        }
+        _ => {}
+    }
+    if config.batch_size == 0 || config.iterations == 0 {
+        return Err(Error::Config("batch_size and iterations must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// A whole SGPO / SPIN / DPO run from an SFT model. See the module `sgpo` for the algorithm.
+pub struct SgpoRun {
+    pub config: SgpoConfig,
+    /// The settings the SFT model was trained with (stage 1 reuses them).
+    pub sft_config: SftConfig,
+    /// The SFT model, frozen: DPO's reference and the win-rate baseline.
+    pub(super) sft: TextModel,
+    pub(super) trainer: PreferenceTrainer,
+    pub(super) data: RunData,
+    pub stage: Stage,
+    /// Iterations started (the current one while in `Dpo`).
+    pub iteration: usize,
+    /// Stage 1 runs before iteration `improver_round + 1` (more than once with refresh).
+    pub(super) improver_round: usize,
+    /// Stage 1 in progress: it owns the model until it finishes.
+    pub(super) improver_run: Option<SftRun>,
+    /// The last improver data, for the improver-SFT term.
+    pub(super) improver_seqs: Vec<TokenSeq>,
+    pub(super) dpo: Option<DpoProgress>,
+    /// The pairs of the last finished iteration, for export.
+    pub last_pairs: Vec<Pair>,
+    /// Optimiser steps of the whole run, stage 1's and DPO's: one monotonic counter, so no two
+    /// logged events of different steps share a number.
+    pub(super) step: usize,
+    pub(super) rng: Rng,
+    pub(super) device: Device,
+}
+
+impl SgpoRun {
+    /// A run that starts from `sft` (its weights are copied; the original stays frozen).
+    pub fn new(config: SgpoConfig, sft: TextModel, sft_config: SftConfig, data: RunData, device: &Device) -> Result<Self> {
+        check_inputs(&config, &data)?;
+        let policy = sft.model.clone().fork(&autodiff(device)).train();
+        let trainer = PreferenceTrainer::new(policy, config.clone(), sft.tokenizer.special.pad, device);
+        let sft = TextModel { model: sft.model.valid(), ..sft };
+        let rng = Rng::new(config.seed);
+        Ok(Self {
+            config,
+            sft_config,
+            sft,
+            trainer,
+            data,
+            stage: Stage::Start,
+            iteration: 0,
+            improver_round: 0,
+            improver_run: None,
+            improver_seqs: Vec::new(),
+            dpo: None,
+            last_pairs: Vec::new(),
+            step: 0,
+            rng,
+            device: device.clone(),
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Optimiser steps so far, stage 1's and DPO's together.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Iterations whose DPO has finished.
+    pub fn finished_iterations(&self) -> usize {
+        if self.stage == Stage::Dpo { self.iteration - 1 } else { self.iteration }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.sft.tokenizer
+    }
+
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.sft.config
+    }
+
+    /// The current policy, for evaluation.
+    pub fn policy(&self) -> Model {
+        match &self.improver_run {
+            Some(run) => run.model.valid(),
+            None => self.trainer.model.valid(),
+        }
+    }
+
+    /// Do the next unit of work: one optimiser step, or building one iteration's pairs.
+    pub async fn advance(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        let sgpo = self.config.method == Method::Sgpo;
+        match self.stage {
+            Stage::Start if sgpo => self.start_improver().await?,
+            Stage::Start => self.stage = Stage::Pairs,
+            Stage::Improver => self.improver_step(on_event).await?,
+            Stage::Pairs if self.iteration >= self.config.iterations => self.stage = Stage::Done,
+            Stage::Pairs if sgpo && self.config.refresh_improver && self.improver_round < self.iteration => {
+                self.improver_round = self.iteration;
+                self.start_improver().await?;
+            }
+            Stage::Pairs => self.start_iteration(on_event).await?,
+            Stage::Dpo => self.dpo_step(on_event).await?,
+            Stage::Done => {}
+        }
+        Ok(())
+    }
+
+    /// True between units that end a stage or an iteration: natural checkpoint points.
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.stage, Stage::Pairs | Stage::Done)
+    }
+
+    /// Stage 1 begins: improver data from the current policy, mixed with as many policy
+    /// examples so neither role is forgotten.
+    async fn start_improver(&mut self) -> Result<()> {
+        let max_len = self.sft.config.max_seq_len;
+        let policy = self.trainer.model.valid();
+        let n = self.config.improver_examples.min(self.data.labeled.len());
+        let mut picked = self.data.labeled.clone();
+        self.rng.shuffle(&mut picked);
+        picked.truncate(n);
+        let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
+        let improver = improver_data(&decoder, &picked, &self.config, max_len, &mut self.rng).await?;
+        let mut seqs = improver.clone();
+        seqs.extend(policy_seqs(&self.sft.tokenizer, &picked, max_len)?);
+        let start = TextModel { model: self.trainer.model.clone(), ..self.sft.clone() };
+        self.improver_run = Some(SftRun::from_model("improver", self.improver_sft_config(), start, seqs, &self.device)?);
+        self.improver_seqs = improver;
+        self.stage = Stage::Improver;
+        Ok(())
+    }
+
+    pub(super) fn improver_sft_config(&self) -> SftConfig {
+        SftConfig {
+            steps: self.config.improver_steps,
+            optim: self.config.improver_optim.clone(),
+            seed: self.config.seed + self.improver_round as u64,
+            ..self.sft_config.clone()
+        }
+    }
+
+    async fn improver_step(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        let run = self.improver_run.as_mut().expect("stage 1 has its run");
+        if !run.is_done() {
+            let mut m = run.step().await?;
+            self.step += 1;
+            m.step = self.step;
+            on_event(Event::Train(m));
+        }
+        if run.is_done() {
+            let run = self.improver_run.take().expect("stage 1 has its run");
+            let dpo_steps = self.trainer.step;
+            self.trainer = PreferenceTrainer::new(run.model, self.config.clone(), self.sft.tokenizer.special.pad, &self.device);
+            self.trainer.step = dpo_steps;
+            self.stage = Stage::Pairs;
+            // Where the policy stands after stage 1, before the next preference step.
+            let summary = self.finish_summary(IterationSummary::empty(self.iteration, self.step)).await?;
+            on_event(Event::Iteration(summary));
+        }
+        Ok(())
+    }
+
+    /// This iteration's prompts: labeled and unlabeled for SGPO, labeled only for SPIN.
+    fn draw_prompts(&mut self) -> Vec<PromptItem> {
+        let unlabeled: &[String] = if self.config.method == Method::Sgpo { &self.data.unlabeled } else { &[] };
+        let mut items: Vec<PromptItem> = self
+            .data
+            .labeled
+            .iter()
+            .map(|e| PromptItem { prompt: e.prompt.clone(), reference: Some(e.response.clone()) })
+            .chain(unlabeled.iter().map(|p| PromptItem { prompt: p.clone(), reference: None }))
+            .collect();
+        self.rng.shuffle(&mut items);
+        items.truncate(self.config.prompts_per_iteration);
+        items
+    }
+
+    /// An iteration begins: pairs from the current model, scored once by the reference (the
+    /// model as it is now; the SFT model for DPO).
+    async fn start_iteration(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        self.iteration += 1;
+        let started = now_seconds();
+        let policy = self.trainer.model.valid();
+        let items = self.draw_prompts();
+        let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
+        let set = build_pairs(&decoder, &items, &self.data.pairs, &self.config, self.iteration, &mut self.rng, on_event).await?;
+        let generation_rate = rate(set.generated_tokens, started);
+        for c in set.samples {
+            on_event(Event::Sample(Sample {
+                iteration: self.iteration,
+                step: self.step,
+                prompt: c.prompt,
+                draft: c.draft,
+                improved: c.improved,
+                draft_score: c.draft_score,
+                improved_score: c.improved_score,
+            }));
+        }
+        let reference = if self.config.method == Method::Dpo { &self.sft.model } else { &policy };
+        let normalize = self.config.loss == DpoLoss::Ipo;
+        let trl: Vec<_> = set.pairs.iter().map(Pair::to_trl).collect();
+        let scored = score_pairs(reference, &self.sft.tokenizer, &trl, normalize, self.sft.config.max_seq_len, &self.device).await?;
+        let mut order: Vec<usize> = (0..scored.len()).collect();
+        self.rng.shuffle(&mut order);
+        let summary = IterationSummary {
+            prompts: items.len(),
+            pairs_built: set.pairs.len(),
+            pairs_unchanged: set.unchanged,
+            improver_win_rate: set.improver_win_rate,
+            tokens_per_s: generation_rate,
+            ..IterationSummary::empty(self.iteration, self.step)
+        };
+        self.dpo = Some(DpoProgress { pairs: set.pairs, scored, order, cursor: 0, epoch: 0, summary });
+        self.stage = Stage::Dpo;
+        Ok(())
+    }
+
+    /// One DPO step on the next batch of this iteration's pairs; the iteration ends after
+    /// `dpo_epochs` passes.
+    async fn dpo_step(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        let dpo = self.dpo.as_mut().expect("the DPO stage has its pairs");
+        if dpo.cursor >= dpo.order.len() {
+            dpo.epoch += 1;
+            dpo.cursor = 0;
+            self.rng.shuffle(&mut dpo.order);
+        }
+        if dpo.epoch < self.config.dpo_epochs && !dpo.order.is_empty() {
+            let end = (dpo.cursor + self.config.batch_size).min(dpo.order.len());
+            let pairs: Vec<&ScoredPair> = dpo.order[dpo.cursor..end].iter().map(|&i| &dpo.scored[i]).collect();
+            dpo.cursor = end;
+            let k = if self.config.improver_sft_weight > 0.0 { self.config.batch_size.min(self.improver_seqs.len()) } else { 0 };
+            let improver: Vec<&TokenSeq> = (0..k).map(|_| &self.improver_seqs[self.rng.below(self.improver_seqs.len())]).collect();
+            let mut m = self.trainer.step(&pairs, &improver, self.iteration).await?;
+            self.step += 1;
+            m.step = self.step;
+            on_event(Event::Dpo(m));
+            return Ok(());
+        }
+        let dpo = self.dpo.take().expect("the DPO stage has its pairs");
+        let summary = self.finish_summary(IterationSummary { step: self.step, ..dpo.summary }).await?;
+        on_event(Event::Iteration(summary));
+        self.last_pairs = dpo.pairs;
+        self.stage = Stage::Pairs;
+        Ok(())
+    }
+
+    /// Add the held-out win rate against the SFT model and the mean score.
+    async fn finish_summary(&self, mut summary: IterationSummary) -> Result<IterationSummary> {
+        if !self.data.eval.is_empty() {
+            let policy = self.policy();
+            let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
+            let sft = Decoder::new(&self.sft.model, &self.sft.tokenizer, &self.device);
+            let (w, s) = win_rate(&mine, &sft, &self.data.eval, self.config.max_new_tokens).await?;
+            summary.policy_win_rate_vs_sft = Some(w);
+            summary.mean_score = Some(s);
+        }
+        Ok(summary)
+    }
+}

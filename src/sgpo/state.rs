@@ -1,0 +1,90 @@
+//! A preference run's checkpoint: the weights and optimiser of whichever stage owns the model,
+//! and the rest of its position as `run_state.json`, so a resumed run continues exactly.
+
+use serde::{Deserialize, Serialize};
+
+use super::run::{DpoProgress, SgpoRun, Stage};
+use crate::checkpoint::{Checkpoint, LoopState, MODEL_FILE, PROGRESS_FILE};
+use crate::data::TokenSeq;
+use crate::error::{Error, Result};
+use crate::model::{TextModel, load_model, model_bytes};
+use crate::rng::Rng;
+use crate::train::{PreferenceTrainer, SftRun, autodiff};
+
+/// Everything of a run's position that is not weights or optimiser state (`run_state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedProgress {
+    stage: Stage,
+    iteration: usize,
+    improver_round: usize,
+    /// The run's optimiser steps, stage 1's and DPO's.
+    step: usize,
+    /// DPO updates so far (the DPO schedule's position).
+    dpo_steps: usize,
+    rng: Rng,
+    improver_seqs: Vec<TokenSeq>,
+    /// Stage 1 underway: its training sequences and loop position.
+    improver_run: Option<(Vec<TokenSeq>, LoopState)>,
+    dpo: Option<DpoProgress>,
+}
+
+impl SgpoRun {
+    /// The whole position. `config` is the run's config JSON (the caller's: it knows where the
+    /// SFT model came from).
+    pub async fn checkpoint(&self, config: String) -> Result<Checkpoint> {
+        let (model, optimizer) = match &self.improver_run {
+            Some(run) => (model_bytes(&run.model).await?, run.optimizer_bytes()?),
+            None => (model_bytes(&self.trainer.model).await?, self.trainer.optimizer_bytes()?),
+        };
+        let progress = SavedProgress {
+            stage: self.stage,
+            iteration: self.iteration,
+            improver_round: self.improver_round,
+            step: self.step,
+            dpo_steps: self.trainer.step,
+            rng: self.rng,
+            improver_seqs: self.improver_seqs.clone(),
+            improver_run: self.improver_run.as_ref().map(|r| (r.seqs().to_vec(), r.state.clone())),
+            dpo: self.dpo.clone(),
+        };
+        Ok(Checkpoint {
+            config,
+            tokenizer: self.sft.tokenizer.to_json()?,
+            model,
+            optimizer,
+            state: LoopState { step: self.step, epoch: 0, cursor: 0, rng: self.rng },
+            progress: Some(serde_json::to_string(&progress).expect("progress serialises")),
+            logged: Default::default(),
+        })
+    }
+
+    /// Continue exactly from a checkpoint written by [`SgpoRun::checkpoint`].
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let text = checkpoint
+            .progress
+            .as_deref()
+            .ok_or_else(|| Error::checkpoint(PROGRESS_FILE, "missing: not a preference run's checkpoint"))?;
+        let saved: SavedProgress = serde_json::from_str(text).map_err(|e| Error::checkpoint(PROGRESS_FILE, e))?;
+        let model = load_model(&self.sft.config, &checkpoint.model, &autodiff(&self.device), MODEL_FILE)?;
+        self.stage = saved.stage;
+        self.iteration = saved.iteration;
+        self.improver_round = saved.improver_round;
+        self.step = saved.step;
+        self.rng = saved.rng;
+        self.improver_seqs = saved.improver_seqs;
+        self.dpo = saved.dpo;
+        let pad = self.sft.tokenizer.special.pad;
+        match saved.improver_run {
+            Some((seqs, state)) => {
+                let start = TextModel { model, ..self.sft.clone() };
+                let run = SftRun::restore("improver", self.improver_sft_config(), start, &checkpoint.optimizer, seqs, state, &self.device)?;
+                self.improver_run = Some(run);
+                self.trainer.step = saved.dpo_steps;
+            }
+            None => {
+                self.trainer = PreferenceTrainer::restore(model, self.config.clone(), pad, &checkpoint.optimizer, saved.dpo_steps, &self.device)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! DPO's half of the preference stage: pairs scored once under the frozen reference, and the
+//! learner that takes one DPO step (any loss of the family, optionally plus an improver-SFT
+//! term) at a time.
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss};
+use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
+use crate::config::{DpoLoss, SgpoConfig};
+use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
+use crate::error::Result;
+use crate::metrics::{DpoStep, now_seconds, rate};
+use crate::model::Model;
+use crate::readback;
+
+/// A pair as token sequences in the policy role, with the frozen reference's log-probs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoredPair {
+    pub chosen: TokenSeq,
+    pub rejected: TokenSeq,
+    pub reference_chosen: f32,
+    pub reference_rejected: f32,
+}
+
+/// Per-sequence log-probs of the response tokens, summed, or averaged when `normalize`.
+fn batch_logps(model: &Model, seqs: &[&TokenSeq], pad: u32, normalize: bool, device: &Device) -> (Tensor<1>, Batch) {
+    let batch = Batch::new(seqs, pad, device);
+    let logits = model.forward_causal(batch.inputs.clone());
+    let mut logps = sequence_logprobs(logits, batch.targets.clone(), batch.mask.clone());
+    if normalize {
+        let lengths: Vec<f32> = batch.row_targets.iter().map(|&n| n.max(1) as f32).collect();
+        let n = lengths.len();
+        logps = logps / Tensor::<1>::from_data(TensorData::new(lengths, [n]), device);
+    }
+    (logps, batch)
+}
+
+/// Tokenise pairs in the policy role and score them once under the frozen `reference` model.
+pub async fn score_pairs(
+    reference: &Model,
+    tok: &Tokenizer,
+    pairs: &[PreferencePair],
+    normalize: bool,
+    max_len: usize,
+    device: &Device,
+) -> Result<Vec<ScoredPair>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(32) {
+        let mut seqs = Vec::with_capacity(chunk.len() * 2);
+        for p in chunk {
+            seqs.push(TokenSeq::policy(tok, &p.prompt, &p.chosen)?.fit(max_len + 1));
+            seqs.push(TokenSeq::policy(tok, &p.prompt, &p.rejected)?.fit(max_len + 1));
+        }
+        let refs: Vec<&TokenSeq> = seqs.iter().collect();
+        let (logps, _) = batch_logps(reference, &refs, tok.special.pad, normalize, device);
+        let logps = readback::floats(logps).await?;
+        let mut it = seqs.into_iter();
+        for pair_logps in logps.chunks(2) {
+            let (chosen, rejected) = (it.next().expect("chosen"), it.next().expect("rejected"));
+            out.push(ScoredPair { chosen, rejected, reference_chosen: pair_logps[0], reference_rejected: pair_logps[1] });
+        }
+    }
+    Ok(out)
+}
+
+/// The DPO learner: the policy being trained and its optimiser.
+pub struct PreferenceTrainer {
+    pub model: Model,
+    optim: ModuleOptimizer,
+    config: SgpoConfig,
+    pad: u32,
+    device: Device,
+    pub step: usize,
+}
+
+impl PreferenceTrainer {
+    /// A fresh optimiser over `model` (which records gradients).
+    pub fn new(model: Model, config: SgpoConfig, pad: u32, device: &Device) -> Self {
+        let optim = config.dpo_optim.init();
+        Self { model, optim, config, pad, device: autodiff(device), step: 0 }
+    }
+
+    /// Continue from a saved optimiser state after `step` updates.
+    pub fn restore(model: Model, config: SgpoConfig, pad: u32, optimizer: &[u8], step: usize, device: &Device) -> Result<Self> {
+        let optim = load_optimizer(&config.dpo_optim, optimizer)?;
+        Ok(Self { model, optim, config, pad, device: autodiff(device), step })
+    }
+
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        optimizer_bytes(&self.optim)
+    }
+
+    /// One DPO update on `pairs`; with `improver` sequences and a positive weight, plus that
+    /// much improver-SFT loss, so the shared weights keep the improver role.
+    pub async fn step(&mut self, pairs: &[&ScoredPair], improver: &[&TokenSeq], iteration: usize) -> Result<DpoStep> {
+        let started = now_seconds();
+        let n = pairs.len();
+        let normalize = self.config.loss == DpoLoss::Ipo;
+        let seqs: Vec<&TokenSeq> = pairs.iter().map(|p| &p.chosen).chain(pairs.iter().map(|p| &p.rejected)).collect();
+        let (logps, batch) = batch_logps(&self.model, &seqs, self.pad, normalize, &self.device);
+        let reference = |f: fn(&ScoredPair) -> f32| {
+            let v: Vec<f32> = pairs.iter().map(|&p| f(p)).collect();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), &self.device)
+        };
+        let logps = PairLogps {
+            policy_chosen: logps.clone().narrow(0, 0, n),
+            policy_rejected: logps.narrow(0, n, n),
+            reference_chosen: reference(|p| p.reference_chosen),
+            reference_rejected: reference(|p| p.reference_rejected),
+        };
+        let (policy_chosen, policy_rejected) = (logps.policy_chosen.clone().detach(), logps.policy_rejected.clone().detach());
+        let (mut loss, rewards_chosen, rewards_rejected) =
+            dpo_loss(logps, self.config.loss, self.config.beta, self.config.label_smoothing);
+        let mut tokens = batch.n_tokens;
+        if self.config.improver_sft_weight > 0.0 && !improver.is_empty() {
+            let b = Batch::new(improver, self.pad, &self.device);
+            tokens += b.n_tokens;
+            let logits = self.model.forward_causal(b.inputs);
+            loss = loss + sft_loss(logits, b.targets, b.mask, b.n_targets).mul_scalar(self.config.improver_sft_weight);
+        }
+        let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.dpo_optim.grad_clip).await?;
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.step += 1;
+
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+        let rc = readback::floats(rewards_chosen).await?;
+        let rr = readback::floats(rewards_rejected).await?;
+        let margins: Vec<f32> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
+        let accuracy: Vec<f32> = margins.iter().map(|m| if *m > 0.0 { 1.0 } else { 0.0 }).collect();
+        Ok(DpoStep {
+            stage: "dpo".into(),
+            iteration,
+            step: self.step,
+            loss: readback::scalar(loss.detach()).await?,
+            rewards_chosen: mean(&rc),
+            rewards_rejected: mean(&rr),
+            rewards_margins: mean(&margins),
+            rewards_accuracies: mean(&accuracy),
+            logps_chosen: mean(&readback::floats(policy_chosen).await?),
+            logps_rejected: mean(&readback::floats(policy_rejected).await?),
+            grad_norm,
+            lr,
+            tokens,
+            tokens_per_s: rate(tokens, started),
+        })
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use burn::tensor::Int;
+
+    /// A pair's reference log-prob is the sum of its response tokens' log-probs under the
+    /// model (recomputed here on the host from the raw logits); IPO's length normalisation
+    /// divides that by the number of response tokens (the answer plus `<|end|>`).
+    #[test]
+    fn scores_are_response_log_probs_summed_or_averaged() {
+        let device = Device::flex();
+        let tok = Tokenizer::train_on(&crate::data::tasks::generate(100, 1), 150).unwrap();
+        let model = ModelConfig::tiny(tok.vocab_size()).init(3, &device);
+        let pairs = vec![PreferencePair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4 5 6 7".into() }];
+        let raw = pollster::block_on(score_pairs(&model, &tok, &pairs, false, 128, &device)).unwrap();
+        let norm = pollster::block_on(score_pairs(&model, &tok, &pairs, true, 128, &device)).unwrap();
+        for (answer, got) in [("3", raw[0].reference_chosen), ("4 5 6 7", raw[0].reference_rejected)] {
+            let seq = TokenSeq::policy(&tok, "add: 1 + 2", answer).unwrap();
+            let n = seq.tokens.len();
+            let ids: Vec<i32> = seq.tokens[..n - 1].iter().map(|&t| t as i32).collect();
+            let inputs = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n - 1]), &device);
+            let logits: Vec<f32> = model.forward_causal(inputs).into_data().iter::<f32>().collect();
+            let vocab = logits.len() / (n - 1);
+            let expected: f32 = (seq.prompt_len - 1..n - 1)
+                .map(|i| {
+                    let row = &logits[i * vocab..(i + 1) * vocab];
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let log_z = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+                    row[seq.tokens[i + 1] as usize] - log_z
+                })
+                .sum();
+            assert!((got - expected).abs() < 1e-4, "{answer}: {got} vs {expected}");
+        }
+        let n_chosen = tok.response("3").unwrap().len() as f32;
+        let n_rejected = tok.response("4 5 6 7").unwrap().len() as f32;
+        assert!(n_rejected > n_chosen);
+        assert!((norm[0].reference_chosen - raw[0].reference_chosen / n_chosen).abs() < 1e-5);
+        assert!((norm[0].reference_rejected - raw[0].reference_rejected / n_rejected).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,11 @@
+//! Training: the objectives, the optimiser with its schedule and clipping, the SFT loop, and
+//! the DPO learner with reference scoring. Knows models and batches, not where pairs come from.
+
+pub mod dpo;
+pub mod objective;
+pub mod optim;
+pub mod sft;
+
+pub use dpo::{PreferenceTrainer, ScoredPair, score_pairs};
+pub use optim::{autodiff, clip_grad_norm};
+pub use sft::SftRun;

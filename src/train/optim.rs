@@ -1,0 +1,123 @@
+//! The optimiser side of every trainer: AdamW from its config, the learning-rate schedule,
+//! global-norm gradient clipping, and the optimiser state in and out of checkpoints.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Tensor};
+
+use crate::checkpoint::OPTIMIZER_FILE;
+use crate::config::OptimConfig;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::readback;
+
+/// The device gradients are recorded on: the one place a trainer turns `device` into burn's
+/// autodiff device (the same device when it already is one).
+pub fn autodiff(device: &Device) -> Device {
+    device.clone().autodiff()
+}
+
+impl OptimConfig {
+    /// Linear warm-up, then cosine decay to `min_lr_ratio * lr` at `total` steps.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1);
+        let progress = ((step - self.warmup_steps) as f64 / span as f64).min(1.0);
+        let min = self.lr * self.min_lr_ratio;
+        min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+
+    pub fn init(&self) -> ModuleOptimizer {
+        AdamWConfig::new()
+            .with_beta_1(self.beta1)
+            .with_beta_2(self.beta2)
+            .with_epsilon(1e-8)
+            .with_weight_decay(self.weight_decay)
+            .init()
+    }
+}
+
+/// Sum of squared gradients over every parameter, on the device.
+struct GradSquares<'a> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for GradSquares<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let s = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    }
+}
+
+struct ScaleGrads<'a> {
+    grads: &'a mut GradientsParams,
+    scale: f32,
+}
+
+impl ModuleVisitor for ScaleGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.scale));
+        }
+    }
+}
+
+/// Clip the gradients to a global L2 norm of `max_norm` (0: no clipping); returns the norm
+/// before clipping.
+pub async fn clip_grad_norm(model: &Model, grads: &mut GradientsParams, max_norm: f32) -> Result<f32> {
+    let mut squares = GradSquares { grads, total: None };
+    model.visit(&mut squares);
+    let Some(total) = squares.total else { return Ok(0.0) };
+    let norm = readback::scalar(total).await?.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        model.visit(&mut ScaleGrads { grads, scale: max_norm / (norm + 1e-6) });
+    }
+    Ok(norm)
+}
+
+/// The optimiser's moments, or nothing in the browser: burn 0.22 flattens them with
+/// synchronous reads, which WebGPU cannot do, so a browser checkpoint resumes with fresh
+/// AdamW moments (weights, schedule position and data order are still restored).
+pub fn optimizer_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
+    if cfg!(target_arch = "wasm32") {
+        return Ok(Vec::new());
+    }
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| Error::Config(format!("cannot serialise the optimiser: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+pub fn load_optimizer(config: &OptimConfig, bytes: &[u8]) -> Result<ModuleOptimizer> {
+    if bytes.is_empty() {
+        return Ok(config.init());
+    }
+    config
+        .init()
+        .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| Error::checkpoint(OPTIMIZER_FILE, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let o = OptimConfig { lr: 1.0, warmup_steps: 10, min_lr_ratio: 0.1, ..Default::default() };
+        assert!((o.lr_at(0, 100) - 0.1).abs() < 1e-12);
+        assert!((o.lr_at(9, 100) - 1.0).abs() < 1e-12);
+        assert!((o.lr_at(10, 100) - 1.0).abs() < 1e-12);
+        assert!((o.lr_at(55, 100) - 0.55).abs() < 1e-9);
+        assert!((o.lr_at(100, 100) - 0.1).abs() < 1e-12);
+        assert!(o.lr_at(30, 100) > o.lr_at(60, 100));
+    }
+}

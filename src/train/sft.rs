@@ -1,0 +1,178 @@
+//! Supervised fine-tuning (SGPO's stage 0, and the loop stage 1 reuses) as one explicit loop,
+//! driven a step at a time so the CLI can draw progress and the browser can yield between
+//! steps: schedule, accumulation, global-norm clipping, AdamW, and checkpoints that resume
+//! exactly.
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+
+use super::objective::sft_loss;
+use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
+use crate::checkpoint::{Checkpoint, LoopState};
+use crate::config::{RunConfig, SftConfig};
+use crate::data::{Batch, Example, TokenSeq, Tokenizer, policy_seqs};
+use crate::error::{Error, Result};
+use crate::metrics::{TrainStep, now_seconds, rate};
+use crate::config::ModelConfig;
+use crate::model::{Model, TextModel, model_bytes};
+use crate::readback;
+use crate::rng::Rng;
+
+pub struct SftRun {
+    /// `sft`, or `improver` when SGPO's stage 1 reuses this loop.
+    pub stage: String,
+    pub config: SftConfig,
+    pub model_config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub model: Model,
+    optim: ModuleOptimizer,
+    seqs: Vec<TokenSeq>,
+    order: Vec<usize>,
+    pub state: LoopState,
+    device: Device,
+}
+
+impl SftRun {
+    /// A fresh run: model initialised from `config.seed` on `device`.
+    pub fn new(config: SftConfig, tokenizer: Tokenizer, train: &[Example], device: &Device) -> Result<Self> {
+        let model_config = ModelConfig::preset(&config.preset, tokenizer.vocab_size())?;
+        model_config.validate()?;
+        let model = model_config.init(config.seed, &autodiff(device));
+        let seqs = policy_seqs(&tokenizer, train, model_config.max_seq_len)?;
+        Self::from_model("sft", config, TextModel { config: model_config, tokenizer, model }, seqs, device)
+    }
+
+    /// Continue training `start` on `seqs` with a fresh optimiser and schedule.
+    pub fn from_model(stage: &str, config: SftConfig, start: TextModel, seqs: Vec<TokenSeq>, device: &Device) -> Result<Self> {
+        let optim = config.optim.init();
+        let state = LoopState { step: 0, epoch: 0, cursor: 0, rng: Rng::new(config.seed) };
+        Self::assemble(stage, config, start, (optim, state), seqs, device)
+    }
+
+    /// Continue an SFT run from its checkpoint exactly where it stopped.
+    pub fn resume(checkpoint: &Checkpoint, train: &[Example], device: &Device) -> Result<Self> {
+        let (run, start) = checkpoint.open("", &autodiff(device))?;
+        let seqs = policy_seqs(&start.tokenizer, train, run.model.max_seq_len)?;
+        Self::restore("sft", run.sft, start, &checkpoint.optimizer, seqs, checkpoint.state.clone(), device)
+    }
+
+    /// Continue a run that trains `start` on `seqs`, from a saved optimiser and position.
+    pub fn restore(
+        stage: &str,
+        config: SftConfig,
+        start: TextModel,
+        optimizer: &[u8],
+        seqs: Vec<TokenSeq>,
+        state: LoopState,
+        device: &Device,
+    ) -> Result<Self> {
+        let optim = load_optimizer(&config.optim, optimizer)?;
+        Self::assemble(stage, config, start, (optim, state), seqs, device)
+    }
+
+    fn assemble(
+        stage: &str,
+        config: SftConfig,
+        start: TextModel,
+        (optim, state): (ModuleOptimizer, LoopState),
+        seqs: Vec<TokenSeq>,
+        device: &Device,
+    ) -> Result<Self> {
+        if seqs.is_empty() {
+            return Err(Error::Config("no training examples".into()));
+        }
+        if config.batch_size == 0 || config.grad_accum == 0 {
+            return Err(Error::Config("batch_size and grad_accum must be at least 1".into()));
+        }
+        let TextModel { config: model_config, tokenizer, model } = start;
+        let device = autodiff(device);
+        let stage = stage.to_string();
+        let mut run = Self { stage, config, model_config, tokenizer, model, optim, seqs, order: Vec::new(), state, device };
+        run.order = run.epoch_order(run.state.epoch);
+        Ok(run)
+    }
+
+    pub fn seqs(&self) -> &[TokenSeq] {
+        &self.seqs
+    }
+
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        optimizer_bytes(&self.optim)
+    }
+
+    /// The model as it stands (no gradients), with its config and tokenizer.
+    pub fn text_model(&self) -> TextModel {
+        TextModel { config: self.model_config.clone(), tokenizer: self.tokenizer.clone(), model: self.model.valid() }
+    }
+
+    fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.seqs.len()).collect();
+        Rng::new(self.config.seed).fork(epoch as u64 + 1).shuffle(&mut order);
+        order
+    }
+
+    fn next_indices(&mut self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.config.batch_size);
+        while out.len() < self.config.batch_size {
+            if self.state.cursor >= self.order.len() {
+                self.state.epoch += 1;
+                self.state.cursor = 0;
+                self.order = self.epoch_order(self.state.epoch);
+            }
+            out.push(self.order[self.state.cursor]);
+            self.state.cursor += 1;
+        }
+        out
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state.step >= self.config.steps
+    }
+
+    /// One optimiser step over `grad_accum` micro-batches.
+    pub async fn step(&mut self) -> Result<TrainStep> {
+        let started = now_seconds();
+        let lr = self.config.optim.lr_at(self.state.step, self.config.steps);
+        let mut accumulated = GradientsAccumulator::<Model>::new();
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for _ in 0..self.config.grad_accum {
+            let indices = self.next_indices();
+            let seqs: Vec<&TokenSeq> = indices.iter().map(|&i| &self.seqs[i]).collect();
+            let batch = Batch::new(&seqs, self.tokenizer.special.pad, &self.device);
+            tokens += batch.n_tokens;
+            let logits = self.model.forward_causal(batch.inputs);
+            let loss = sft_loss(logits, batch.targets, batch.mask, batch.n_targets)
+                .div_scalar(self.config.grad_accum as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            accumulated.accumulate(&self.model, grads);
+            loss_sum += readback::scalar(loss.detach()).await?;
+        }
+        let mut grads = accumulated.grads();
+        let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.optim.grad_clip).await?;
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.state.step += 1;
+        Ok(TrainStep {
+            stage: self.stage.clone(),
+            step: self.state.step,
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: rate(tokens, started),
+        })
+    }
+
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        let config = RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None };
+        Ok(Checkpoint {
+            config: config.to_json(),
+            tokenizer: self.tokenizer.to_json()?,
+            model: model_bytes(&self.model).await?,
+            optimizer: self.optimizer_bytes()?,
+            state: self.state.clone(),
+            progress: None,
+            logged: Default::default(),
+        })
+    }
+}
