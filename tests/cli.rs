@@ -23,11 +23,12 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 fn tiny_sft_then_eval_generate_and_resume() {
     let dir = common::TempDir::new();
     let run = dir.path().join("run").display().to_string();
-    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "6", "--checkpoint-every", "3", "--device", "cpu"]);
+    // 80 steps at a high rate: enough for some answers to score above zero (about a second).
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "80", "--lr", "0.01", "--checkpoint-every", "40", "--device", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.iter().filter(|l| l["event"] == "train").count(), 6);
+    assert_eq!(lines.iter().filter(|l| l["event"] == "train").count(), 80);
     for key in ["loss", "lr", "grad_norm", "tokens/s"] {
         assert!(lines[0][key].is_number(), "{key} in {}", lines[0]);
     }
@@ -45,6 +46,11 @@ fn tiny_sft_then_eval_generate_and_resume() {
         let weighted: f64 = per_task.iter().map(|t| t["n"].as_f64().unwrap() * t[key].as_f64().unwrap()).sum::<f64>() / 18.0;
         assert!((weighted - summary[key].as_f64().unwrap()).abs() < 1e-5, "{key}: {summary}");
     }
+    // Trained beats the same model at its initial weights, which answers nothing right.
+    let o = sgpo(&["eval", "--model", &run, "--untrained", "--json", "--limit", "18", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let untrained: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(summary["mean_score"].as_f64().unwrap() > untrained["mean_score"].as_f64().unwrap() + 0.05, "{summary} vs {untrained}");
 
     let o = sgpo(&["generate", "--model", &run, "--prompt", "add: 1 + 2", "--device", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -59,7 +65,7 @@ fn tiny_sft_then_eval_generate_and_resume() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming"));
     let again = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
-    assert_eq!(again.lines().filter(|l| l.contains("\"train\"")).count(), 6);
+    assert_eq!(again.lines().filter(|l| l.contains("\"train\"")).count(), 80);
 }
 
 #[test]

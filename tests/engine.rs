@@ -7,12 +7,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
-use sgpo::data::Example;
+use sgpo::config::{OptimConfig, SftConfig};
+use sgpo::data::{Example, Tokenizer};
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::metrics::TrainStep;
 use sgpo::rng::Rng;
-use sgpo::data::Tokenizer;
-use sgpo::config::{OptimConfig, SftConfig};
 use sgpo::train::SftRun;
 
 fn tiny_data() -> (Tokenizer, Vec<Example>) {

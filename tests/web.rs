@@ -7,15 +7,12 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use wasm_bindgen_test::*;
 
+use sgpo::config::{SftConfig, SgpoConfig};
+use sgpo::data::{PreferencePair, Tokenizer};
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::readback;
 use sgpo::rng::Rng;
-use sgpo::config::SgpoConfig;
-use sgpo::data::PreferencePair;
-use sgpo::train::{PreferenceTrainer, score_pairs};
-use sgpo::data::Tokenizer;
-use sgpo::config::SftConfig;
-use sgpo::train::SftRun;
+use sgpo::train::{PreferenceTrainer, SftRun, score_pairs};
 
 wasm_bindgen_test_configure!(run_in_browser);
 

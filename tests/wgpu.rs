@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 use pollster::block_on;
 
+use sgpo::config::{OptimConfig, SftConfig};
+use sgpo::data::Tokenizer;
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::rng::Rng;
-use sgpo::data::Tokenizer;
-use sgpo::config::{OptimConfig, SftConfig};
 use sgpo::train::SftRun;
 
 /// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
