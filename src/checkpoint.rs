@@ -99,7 +99,7 @@ impl Checkpoint {
     pub fn open(&self, label: &str, device: &Device) -> Result<(RunConfig, TextModel)> {
         let name = |file: &str| if label.is_empty() { file.to_string() } else { format!("{label}/{file}") };
         let run = RunConfig::from_json(&name(CONFIG_FILE), &self.config)?;
-        let tokenizer = Tokenizer::from_json(&name(TOKENIZER_FILE), &self.tokenizer)?;
+        let tokenizer = Tokenizer::from_json_with(&name(TOKENIZER_FILE), &self.tokenizer, run.chat.as_ref())?;
         let model = load_model(&run.model, &self.model, device, &name(MODEL_FILE))?;
         let config = run.model.clone();
         Ok((run, TextModel { config, tokenizer, model }))

@@ -5,11 +5,36 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Device;
+
 use crate::checkpoint::{Checkpoint, CONFIG_FILE, LATEST_FILE};
-use crate::config::{DataSource, PreferenceSource, SftConfig};
+use crate::config::{DataSource, PreferenceSource, RunConfig, SftConfig};
 use crate::data::{Dataset, RunData, parse_jsonl};
 use crate::error::{Error, Result};
 use crate::metrics::Event;
+use crate::model::{TextModel, hf};
+
+/// A model to start from or to use: a run directory (its latest checkpoint) or a Hugging Face
+/// model directory. Returns its config, the model, and the step it was saved at.
+pub fn open_model(path: &Path, device: &Device) -> Result<(RunConfig, TextModel, usize)> {
+    if Checkpoint::exists(path) {
+        let checkpoint = Checkpoint::load(path)?;
+        let (config, model) = checkpoint.open(&path.display().to_string(), device)?;
+        return Ok((config, model, checkpoint.state.step));
+    }
+    if path.join(hf::CONFIG).exists() {
+        let mut read = |file: &str| -> Result<Option<Vec<u8>>> {
+            let p = path.join(file);
+            p.exists().then(|| fs::read(&p).map_err(|e| Error::file(p.display(), e))).transpose()
+        };
+        let (config, model) = hf::open(&path.display().to_string(), &mut read, device)?;
+        return Ok((config, model, 0));
+    }
+    Err(Error::checkpoint(
+        path.display(),
+        "no checkpoint here (no `latest`) and no Hugging Face model (no config.json): give a run directory written by `sgpo sft`/`sgpo train`, or a model directory",
+    ))
+}
 
 /// Read and parse a JSONL data file.
 pub fn load_jsonl(path: &Path) -> Result<Dataset> {

@@ -200,6 +200,7 @@ impl Pipeline {
             sft: SftConfig { data: self.data_source.clone(), ..run.sft_config.clone() },
             sgpo: Some(run.config.clone()),
             source: Some(PreferenceSource { init: "browser".into(), data: None, prompts: None }),
+            chat: run.tokenizer().chat().cloned(),
         }
     }
 }

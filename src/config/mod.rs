@@ -1,11 +1,13 @@
 //! Every setting a run is made of, in one vocabulary: the configs saved as `config.json`, one
 //! default per knob (the CLI and the page both read these), and the names the CLI parses.
 
+mod chat;
 mod model;
 mod page;
 mod sft;
 mod sgpo;
 
+pub use chat::{ChatConfig, IMPROVER_SYSTEM, improver_request};
 pub use model::{ModelConfig, PRESETS};
 pub use page::PipelineConfig;
 pub use sft::{OptimConfig, SftConfig};
@@ -55,6 +57,7 @@ pub struct PreferenceSource {
 /// Everything saved as `config.json` next to the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
+    #[serde(deserialize_with = "model_config_with_defaults")]
     pub model: ModelConfig,
     pub sft: SftConfig,
     /// Present in preference runs (`sgpo train`, the page's preference stage).
@@ -62,6 +65,19 @@ pub struct RunConfig {
     pub sgpo: Option<SgpoConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<PreferenceSource>,
+    /// The chat format of a pretrained model (absent: our own role tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatConfig>,
+}
+
+/// A saved model config, where fields added since it was written take their defaults (burn's
+/// `Config` derive requires every field).
+fn model_config_with_defaults<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<ModelConfig, D::Error> {
+    let mut value = serde_json::Value::deserialize(deserializer)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("attention_bias").or_insert(serde_json::Value::Bool(false));
+    }
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 impl RunConfig {
@@ -71,5 +87,27 @@ impl RunConfig {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("configs serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run saved before `attention_bias` existed still opens, as a model without biases.
+    #[test]
+    fn runs_saved_by_earlier_versions_read() {
+        let mut saved = serde_json::to_value(RunConfig {
+            model: ModelConfig::tiny(300),
+            sft: SftConfig::default(),
+            sgpo: None,
+            source: None,
+            chat: None,
+        })
+        .unwrap();
+        saved["model"].as_object_mut().unwrap().remove("attention_bias");
+        let run = RunConfig::from_json("config.json", &saved.to_string()).unwrap();
+        assert!(!run.model.attention_bias);
+        assert_eq!(run.model.vocab_size, 300);
     }
 }

@@ -20,6 +20,9 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     #[config(default = true)]
     pub tie_embeddings: bool,
+    /// Biases on the query, key and value projections (Qwen2).
+    #[config(default = false)]
+    pub attention_bias: bool,
 }
 
 pub const PRESETS: &[&str] = &["tiny", "small", "smollm2-135m"];

@@ -2,6 +2,7 @@
 //! SGPO's two role templates, token batches, and one assembly of a run's data.
 
 pub mod batch;
+pub mod chat_template;
 pub mod jsonl;
 pub mod judge;
 mod run_data;

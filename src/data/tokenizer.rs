@@ -1,6 +1,8 @@
-//! Hugging Face `tokenizers` behind the two role templates of SGPO.md:
-//! policy `<|user|> x <|assistant|>` -> `y <|end|>`, improver
-//! `<|user|> x <|draft|> y <|improved|>` -> `y' <|end|>`.
+//! Hugging Face `tokenizers` behind SGPO's two roles. For models we initialise, our own role
+//! tokens (SGPO.md): policy `<|user|> x <|assistant|>` -> `y <|end|>`, improver
+//! `<|user|> x <|draft|> y <|improved|>` -> `y' <|end|>`. For a pretrained chat model, its
+//! own chat template: the user turn for the policy, and for the improver a system message
+//! stating the task with the request and the draft as the user turn.
 
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -10,6 +12,8 @@ use tokenizers::{
     PreTokenizerWrapper, Tokenizer as HfTokenizer, TokenizerBuilder,
 };
 
+use super::chat_template::{ChatTemplate, Message};
+use crate::config::{ChatConfig, improver_request};
 use crate::error::{Error, Result};
 
 pub const USER: &str = "<|user|>";
@@ -20,20 +24,27 @@ pub const END: &str = "<|end|>";
 pub const PAD: &str = "<|pad|>";
 pub const SPECIAL_TOKENS: [&str; 6] = [PAD, END, USER, ASSISTANT, DRAFT, IMPROVED];
 
+/// The ids every format has: padding, and the token a response ends with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
     pub pad: u32,
     pub end: u32,
-    pub user: u32,
-    pub assistant: u32,
-    pub draft: u32,
-    pub improved: u32,
+}
+
+/// How prompts are laid out.
+#[derive(Debug, Clone)]
+enum Format {
+    /// Our role tokens.
+    Roles { user: u32, assistant: u32, draft: u32, improved: u32 },
+    /// A pretrained model's chat template.
+    Chat(ChatTemplate),
 }
 
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: HfTokenizer,
     pub special: SpecialIds,
+    format: Format,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -100,23 +111,47 @@ impl Tokenizer {
             inner.add_special_tokens(&missing);
         }
         let id = |t: &str| inner.token_to_id(t).ok_or_else(|| tk_err(format!("no id for {t}")));
-        let special = SpecialIds {
-            pad: id(PAD)?,
-            end: id(END)?,
-            user: id(USER)?,
-            assistant: id(ASSISTANT)?,
-            draft: id(DRAFT)?,
-            improved: id(IMPROVED)?,
-        };
-        Ok(Self { inner, special })
+        let special = SpecialIds { pad: id(PAD)?, end: id(END)? };
+        let format = Format::Roles { user: id(USER)?, assistant: id(ASSISTANT)?, draft: id(DRAFT)?, improved: id(IMPROVED)? };
+        Ok(Self { inner, special, format })
     }
 
-    /// Parse a `tokenizer.json`; `source` names it in errors.
-    pub fn from_json(source: &str, json: &str) -> Result<Self> {
+    /// A pretrained model's tokenizer as it is (no tokens added), prompted through its chat
+    /// template; `source` names the files in errors.
+    pub fn with_chat(source: &str, inner: HfTokenizer, chat: ChatConfig) -> Result<Self> {
+        let id = |t: &str| inner.token_to_id(t).ok_or_else(|| Error::file(source, format!("the tokenizer has no token {t:?}")));
+        let end = id(&chat.eos_token)?;
+        let pad = match &chat.pad_token {
+            Some(t) => id(t)?,
+            None => end,
+        };
+        let template = ChatTemplate::new(source, chat)?;
+        Ok(Self { inner, special: SpecialIds { pad, end }, format: Format::Chat(template) })
+    }
+
+    /// Parse a `tokenizer.json`: with `chat`, a pretrained model's (see [`Self::with_chat`]);
+    /// without, one with our role tokens. `source` names it in errors.
+    pub fn from_json_with(source: &str, json: &str, chat: Option<&ChatConfig>) -> Result<Self> {
         let inner: HfTokenizer = json
             .parse()
             .map_err(|e| Error::file(source, format!("not a valid tokenizer.json: {e}")))?;
-        Self::from_hf(inner)
+        match chat {
+            Some(chat) => Self::with_chat(source, inner, chat.clone()),
+            None => Self::from_hf(inner),
+        }
+    }
+
+    /// Parse a `tokenizer.json` with our role tokens; `source` names it in errors.
+    pub fn from_json(source: &str, json: &str) -> Result<Self> {
+        Self::from_json_with(source, json, None)
+    }
+
+    /// The chat format, for a pretrained model's tokenizer.
+    pub fn chat(&self) -> Option<&ChatConfig> {
+        match &self.format {
+            Format::Chat(t) => Some(&t.config),
+            Format::Roles { .. } => None,
+        }
     }
 
     pub fn to_json(&self) -> Result<String> {
@@ -136,22 +171,40 @@ impl Tokenizer {
         self.inner.decode(ids, true).map_err(tk_err)
     }
 
-    /// Policy role: `<|user|> prompt <|assistant|>`.
+    /// Policy role: `<|user|> prompt <|assistant|>`, or the chat template's user turn.
     pub fn policy_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        let mut ids = vec![self.special.user];
-        ids.extend(self.encode(prompt)?);
-        ids.push(self.special.assistant);
-        Ok(ids)
+        match &self.format {
+            Format::Roles { user, assistant, .. } => {
+                let mut ids = vec![*user];
+                ids.extend(self.encode(prompt)?);
+                ids.push(*assistant);
+                Ok(ids)
+            }
+            Format::Chat(t) => self.encode(&t.render(&[Message { role: "user", content: prompt }], true)?),
+        }
     }
 
-    /// Improver role: `<|user|> prompt <|draft|> draft <|improved|>`.
+    /// Improver role: `<|user|> prompt <|draft|> draft <|improved|>`, or the chat template
+    /// with the improver's system message and the request and draft as the user turn.
     pub fn improver_prompt(&self, prompt: &str, draft: &str) -> Result<Vec<u32>> {
-        let mut ids = vec![self.special.user];
-        ids.extend(self.encode(prompt)?);
-        ids.push(self.special.draft);
-        ids.extend(self.encode(draft)?);
-        ids.push(self.special.improved);
-        Ok(ids)
+        match &self.format {
+            Format::Roles { user, draft: draft_id, improved, .. } => {
+                let mut ids = vec![*user];
+                ids.extend(self.encode(prompt)?);
+                ids.push(*draft_id);
+                ids.extend(self.encode(draft)?);
+                ids.push(*improved);
+                Ok(ids)
+            }
+            Format::Chat(t) => {
+                let request = improver_request(prompt, draft);
+                let messages = [
+                    Message { role: "system", content: &t.config.improver_system },
+                    Message { role: "user", content: &request },
+                ];
+                self.encode(&t.render(&messages, true)?)
+            }
+        }
     }
 
     /// A response as the model should write it: the text, then `<|end|>`.
@@ -175,9 +228,10 @@ mod tests {
             assert_eq!(tok.decode(&ids).unwrap(), text);
         }
         let p = tok.improver_prompt("q", "d").unwrap();
-        assert_eq!(p[0], tok.special.user);
-        assert_eq!(*p.last().unwrap(), tok.special.improved);
-        assert!(p.contains(&tok.special.draft));
+        let id = |t: &str| tok.inner.token_to_id(t).unwrap();
+        assert_eq!(p[0], id(USER));
+        assert_eq!(*p.last().unwrap(), id(IMPROVED));
+        assert!(p.contains(&id(DRAFT)));
         // Role tokens are single ids and vanish on decode.
         let r = tok.response("1 2").unwrap();
         assert_eq!(*r.last().unwrap(), tok.special.end);

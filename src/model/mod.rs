@@ -2,11 +2,12 @@
 //! (Room here for loaders of real checkpoints and for LoRA adapters.)
 
 mod attention;
+pub mod hf;
 mod text_model;
 mod transformer;
 mod weights;
 
 pub use attention::{KvCache, MASKED, causal_bias, padded_bias};
 pub use text_model::TextModel;
-pub use transformer::{Block, Model};
+pub use transformer::{Block, Model, WeightSource};
 pub use weights::{load_model, model_bytes};

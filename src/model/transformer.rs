@@ -10,7 +10,55 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{KvCache, causal_bias, repeat_kv, rope_tables, rotate};
 use crate::config::ModelConfig;
+use crate::error::{Error, Result};
 use crate::rng::Rng;
+
+/// Where a model's weights come from when they are not drawn: a tensor by its Hugging Face
+/// name (`model.layers.0.self_attn.q_proj.weight`, ...) and shape, in Hugging Face's layout
+/// (a linear layer's weight is `[out, in]`), as f32 values in row-major order.
+pub type WeightSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
+
+trait WithBias {
+    fn with_bias(self, bias: bool, device: &Device) -> Self;
+}
+
+impl WithBias for Linear {
+    /// A zero bias when `bias` (drawn models start without one's effect).
+    fn with_bias(mut self, bias: bool, device: &Device) -> Self {
+        if bias {
+            let d_out = self.weight.dims()[1];
+            self.bias = Some(Param::from_data(TensorData::new(vec![0.0f32; d_out], [d_out]), device));
+        }
+        self
+    }
+}
+
+/// Builds a model from a [`WeightSource`], checking every shape.
+struct Loaded<'a, 'b> {
+    source: &'a mut WeightSource<'b>,
+    device: &'a Device,
+}
+
+impl Loaded<'_, '_> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let values = (self.source)(name, &shape)?;
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(Error::Config(format!("{name}: {} values for shape {shape:?}", values.len())));
+        }
+        Ok(Tensor::from_data(TensorData::new(values, shape), self.device))
+    }
+
+    /// A linear layer stored `[out, in]`, as burn keeps it: `[in, out]`.
+    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in])?.transpose();
+        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out])?)) } else { None };
+        Ok(Linear { weight: Param::from_tensor(weight), bias })
+    }
+
+    fn norm(&mut self, name: &str, d: usize, epsilon: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm { gamma: Param::from_tensor(self.tensor(name, [d])?), epsilon })
+    }
+}
 
 impl ModelConfig {
     /// A model with weights drawn on the host from `seed`: the same numbers on every backend
@@ -24,9 +72,9 @@ impl ModelConfig {
         let blocks = (0..self.n_layers)
             .map(|_| Block {
                 attn_norm: init.norm(d, self.norm_eps),
-                wq: init.linear(d, d, std),
-                wk: init.linear(d, kv, std),
-                wv: init.linear(d, kv, std),
+                wq: init.linear(d, d, std).with_bias(self.attention_bias, init.device),
+                wk: init.linear(d, kv, std).with_bias(self.attention_bias, init.device),
+                wv: init.linear(d, kv, std).with_bias(self.attention_bias, init.device),
                 wo: init.linear(d, d, resid),
                 mlp_norm: init.norm(d, self.norm_eps),
                 w_gate: init.linear(d, self.d_ff, std),
@@ -45,6 +93,45 @@ impl ModelConfig {
             rope_theta: self.rope_theta,
             max_seq_len: self.max_seq_len,
         }
+    }
+}
+
+impl ModelConfig {
+    /// A model whose weights come from `source` (a checkpoint in another format).
+    pub fn load(&self, source: &mut WeightSource<'_>, device: &Device) -> Result<Model> {
+        self.validate()?;
+        let mut w = Loaded { source, device };
+        let (d, kv, ff, eps) = (self.d_model, self.n_kv_heads * self.head_dim(), self.d_ff, self.norm_eps);
+        let mut blocks = Vec::with_capacity(self.n_layers);
+        for i in 0..self.n_layers {
+            let p = format!("model.layers.{i}");
+            let bias = self.attention_bias;
+            blocks.push(Block {
+                attn_norm: w.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
+                wq: w.linear(&format!("{p}.self_attn.q_proj"), d, d, bias)?,
+                wk: w.linear(&format!("{p}.self_attn.k_proj"), d, kv, bias)?,
+                wv: w.linear(&format!("{p}.self_attn.v_proj"), d, kv, bias)?,
+                wo: w.linear(&format!("{p}.self_attn.o_proj"), d, d, false)?,
+                mlp_norm: w.norm(&format!("{p}.post_attention_layernorm.weight"), d, eps)?,
+                w_gate: w.linear(&format!("{p}.mlp.gate_proj"), d, ff, false)?,
+                w_up: w.linear(&format!("{p}.mlp.up_proj"), d, ff, false)?,
+                w_down: w.linear(&format!("{p}.mlp.down_proj"), ff, d, false)?,
+            });
+        }
+        let embed = Embedding { weight: Param::from_tensor(w.tensor("model.embed_tokens.weight", [self.vocab_size, d])?) };
+        let norm = w.norm("model.norm.weight", d, eps)?;
+        let lm_head = if self.tie_embeddings { None } else { Some(w.linear("lm_head", d, self.vocab_size, false)?) };
+        Ok(Model {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim(),
+            rope_theta: self.rope_theta,
+            max_seq_len: self.max_seq_len,
+        })
     }
 }
 

@@ -164,7 +164,7 @@ impl SftRun {
     }
 
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
-        let config = RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None };
+        let config = RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None, chat: self.tokenizer.chat().cloned() };
         Ok(Checkpoint {
             config: config.to_json(),
             tokenizer: self.tokenizer.to_json()?,

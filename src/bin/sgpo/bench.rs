@@ -78,7 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // No id is u32::MAX, so every row generates all its tokens.
     let stop = Stop { end: u32::MAX, pad: s.pad };
     for prompt_len in [16usize, 96] {
-        let prompts: Vec<Vec<u32>> = (0..args.batch_size).map(|i| vec![s.user + (i as u32 % 3); prompt_len]).collect();
+        let prompts: Vec<Vec<u32>> = (0..args.batch_size).map(|i| vec![3 + (i as u32 % 3); prompt_len]).collect();
         for cache in [true, false] {
             let mut rng = Rng::new(0);
             block_on(generate(&model, &prompts, &SamplingConfig::greedy(2), stop, &mut rng, cache, &device))?;

@@ -6,7 +6,6 @@ use burn::tensor::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use sgpo::checkpoint::Checkpoint;
 use sgpo::config::RunConfig;
 use sgpo::device::{self, DeviceChoice};
 use sgpo::model::TextModel;
@@ -48,8 +47,8 @@ pub struct OpenedRun {
     pub step: usize,
 }
 
+/// A run directory or a Hugging Face model directory.
 pub fn open_run(dir: &Path, device: &Device) -> anyhow::Result<OpenedRun> {
-    let checkpoint = Checkpoint::load(dir)?;
-    let (config, model) = checkpoint.open(&dir.display().to_string(), device)?;
-    Ok(OpenedRun { config, model, step: checkpoint.state.step })
+    let (config, model, step) = sgpo::native::open_model(dir, device)?;
+    Ok(OpenedRun { config, model, step })
 }

@@ -10,12 +10,12 @@ use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
 use sgpo::config::{DataSource, RunConfig, SftConfig};
-use sgpo::data::Tokenizer;
+use sgpo::data::{Tokenizer, policy_seqs};
 use sgpo::eval;
 use sgpo::generate::Decoder;
 use sgpo::metrics::Event;
-use sgpo::native::{EventLog, load_run_data, read_json};
-use sgpo::train::SftRun;
+use sgpo::native::{EventLog, load_run_data, open_model, read_json};
+use sgpo::train::{SftRun, autodiff};
 
 use crate::common::{DeviceArg, bar};
 
@@ -27,6 +27,10 @@ pub struct SftArgs {
     /// JSONL examples (Alpaca, chat messages, prompt/completion); a held-out part is kept for eval.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Fine-tune this model instead of a freshly initialised preset: a run directory or a
+    /// Hugging Face model directory (Llama, Qwen2; its own tokenizer and chat template).
+    #[arg(long, conflicts_with_all = ["tokenizer", "preset"])]
+    init: Option<PathBuf>,
     /// A tokenizer.json to use instead of training a BPE on the data.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -97,15 +101,26 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         let data = load_run_data(&config.data, config.seed)?;
         data.require_labeled(&config.data)?;
         eprintln!("data: {} train / {} held-out examples", data.labeled.len(), data.eval.len());
-        let tokenizer = match &args.tokenizer {
-            Some(path) => {
-                let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                Tokenizer::from_json(&path.display().to_string(), &json)?
+        let run = match &args.init {
+            Some(init) => {
+                let (saved, start, _) = open_model(init, &autodiff(&device))?;
+                let config = SftConfig { preset: saved.sft.preset, ..config };
+                let seqs = policy_seqs(&start.tokenizer, &data.labeled, start.config.max_seq_len)?;
+                SftRun::from_model("sft", config, start, seqs, &device)?
             }
-            None => Tokenizer::train_on(&data.labeled, config.vocab_size)?,
+            None => {
+                let tokenizer = match &args.tokenizer {
+                    Some(path) => {
+                        let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                        Tokenizer::from_json(&path.display().to_string(), &json)?
+                    }
+                    None => Tokenizer::train_on(&data.labeled, config.vocab_size)?,
+                };
+                SftRun::new(config, tokenizer, &data.labeled, &device)?
+            }
         };
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        (SftRun::new(config, tokenizer, &data.labeled, &device)?, EventLog::create(&metrics_path)?)
+        (run, EventLog::create(&metrics_path)?)
     };
     eprintln!(
         "model: {} ({} parameters), {} steps of {} x {}",

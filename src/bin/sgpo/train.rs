@@ -21,7 +21,8 @@ use crate::sft::logged_lines;
 pub struct TrainArgs {
     #[arg(long, default_value = "sgpo")]
     method: Method,
-    /// The SFT run to start from (`sgpo sft --out ...`).
+    /// The model to start from: an SFT run (`sgpo sft --out ...`), or a Hugging Face model
+    /// directory (an instruct model: SGPO straight from it, no SFT of ours).
     #[arg(long)]
     init: PathBuf,
     /// Run directory for the preference run.
@@ -139,7 +140,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "{:?} from {}: {} labeled, {} unlabeled prompts, {} fixed pairs, {} held out",
         config.method, source.init, data.labeled.len(), data.unlabeled.len(), data.pairs.len(), data.eval.len()
     );
-    let run_config = RunConfig { model: init.config.model.clone(), sft: init.config.sft.clone(), sgpo: Some(config.clone()), source: Some(source) };
+    let run_config = RunConfig { model: init.config.model.clone(), sft: init.config.sft.clone(), sgpo: Some(config.clone()), source: Some(source), chat: init.config.chat.clone() };
     let mut run = SgpoRun::new(config.clone(), init.model, init.config.sft.clone(), data, &device)?;
     if let Some(checkpoint) = &resumed {
         run.restore(checkpoint)?;

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Tiny random Llama and Qwen2 checkpoints in Hugging Face's format, with what transformers
+computes on them, for the loader's parity tests (tests/hf.rs). Run by scripts/fixtures.sh
+in a venv with torch, transformers, safetensors and tokenizers from PyPI; the output is
+committed under tests/fixtures/ (a few hundred kB)."""
+
+import json
+import os
+import sys
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
+                          Qwen2ForCausalLM)
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# ChatML, as SmolLM2 writes it (a default system turn when none is given).
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# The same with Python string methods, as many Hugging Face templates use them.
+CHATML_PY = CHATML.replace("message['content']", "message['content'].strip()").replace(
+    "message['role'] != 'system'", "not messages[0]['role'].startswith('sys')")
+STRINGS = [
+    "sort the numbers: 4 1 3",
+    "Hello world",
+    "  leading spaces, double  spaces and a tab\there",
+    "digits 12345 and 3.14159",
+    "unicode: café naïve Ünïcödé 日本語 🙂",
+    "<|im_start|>user\nhi<|im_end|>",
+]
+CONVERSATIONS = [
+    [{"role": "user", "content": "sort the numbers: 4 1 3"}],
+    [{"role": "system", "content": "Improve the draft."}, {"role": "user", "content": "  add: 2 + 2\n\nDraft: 5  "}],
+]
+
+
+def corpus():
+    words = "the quick brown fox jumps over lazy dog sort numbers add reverse words hello world".split()
+    lines = []
+    for i in range(400):
+        lines.append(" ".join(words[(i * k) % len(words)] for k in range(1, 9)) + f" {i} {i * 7 % 100}")
+    lines += ["café naïve Ünïcödé 日本語 🙂 ünïcode", "digits 0 1 2 3 4 5 6 7 8 9 3.14159", "Hello, world!\tTabs\n"]
+    return lines
+
+
+def tokenizer(path):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(), trainer)
+    os.makedirs(path, exist_ok=True)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    return tok
+
+
+def write_model(name, cls, config, template, dtype, shard):
+    path = os.path.join(OUT, name)
+    tok = tokenizer(path)
+    config.vocab_size = tok.get_vocab_size()
+    config.eos_token_id = tok.token_to_id("<|im_end|>")
+    config.bos_token_id = tok.token_to_id("<|endoftext|>")
+    torch.manual_seed(0)
+    model = cls(config).to(dtype)
+    # Random init gives tiny norm gains of 1.0; perturb them so a wrong mapping shows.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.add_(0.1 * torch.randn_like(p))
+            if n.endswith(".bias"):
+                p.copy_(0.05 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True, max_shard_size=shard)
+    json.dump({"chat_template": template, "bos_token": None, "eos_token": "<|im_end|>",
+               "pad_token": "<|endoftext|>", "tokenizer_class": "PreTrainedTokenizerFast"},
+              open(os.path.join(path, "tokenizer_config.json"), "w"), indent=1)
+    hf_tok = PreTrainedTokenizerFast.from_pretrained(path)
+    reference = cls.from_pretrained(path, torch_dtype=torch.float32).eval()
+    ids = [hf_tok.encode(s, add_special_tokens=False) for s in STRINGS]
+    batch = torch.tensor([ids[0][:6] + [5, 9], [7, 3, 11, 2, 40, 41, 42, 43]])
+    with torch.no_grad():
+        logits = reference(batch).logits
+    chats = [hf_tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in CONVERSATIONS]
+    chat_ids = [hf_tok.apply_chat_template(c, tokenize=True, add_generation_prompt=True) for c in CONVERSATIONS]
+    chat_ids = [list(c["input_ids"]) if hasattr(c, "keys") else list(c) for c in chat_ids]
+    expected = {
+        "dtype": str(dtype).removeprefix("torch."),
+        "strings": STRINGS,
+        "ids": ids,
+        "decoded": [hf_tok.decode(i, skip_special_tokens=True) for i in ids],
+        "conversations": CONVERSATIONS,
+        "chat": chats,
+        "chat_ids": chat_ids,
+        "input": batch.tolist(),
+        "logits": [round(x, 6) for x in logits.flatten().tolist()],
+        "logits_shape": list(logits.shape),
+    }
+    json.dump(expected, open(os.path.join(path, "expected.json"), "w"))
+    print(f"{path}: vocab {config.vocab_size}, {sum(p.numel() for p in model.parameters())} parameters, {dtype}")
+
+
+small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5)
+write_model("llama-tiny", LlamaForCausalLM, LlamaConfig(**small, rope_theta=10000.0, tie_word_embeddings=True),
+            CHATML, torch.float32, "5GB")
+write_model("qwen2-tiny", Qwen2ForCausalLM, Qwen2Config(**small, rope_theta=1000000.0, tie_word_embeddings=False),
+            CHATML_PY, torch.bfloat16, "40KB")
+write_model("llama-tiny-f16", LlamaForCausalLM, LlamaConfig(**small, rope_theta=500000.0, tie_word_embeddings=False),
+            CHATML, torch.float16, "5GB")

@@ -1,0 +1,161 @@
+//! Hugging Face checkpoints in: tiny random Llama and Qwen2 models made by
+//! `scripts/make-fixtures.py` (F32, BF16 sharded, F16), each with what `transformers`
+//! computed on it. Our logits, token ids and chat prompts must be theirs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde_json::Value;
+
+use sgpo::data::chat_template::{ChatTemplate, Message};
+use sgpo::native::open_model;
+
+const FIXTURES: [&str; 3] = ["llama-tiny", "qwen2-tiny", "llama-tiny-f16"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn expected(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("expected.json")).unwrap()).unwrap()
+}
+
+fn numbers<T: serde::de::DeserializeOwned>(v: &Value) -> T {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn logits_match_transformers() {
+    let device = Device::flex();
+    for name in FIXTURES {
+        let e = expected(name);
+        let (_, model, _) = open_model(&fixture(name), &device).unwrap();
+        let input: Vec<Vec<i32>> = numbers(&e["input"]);
+        let (b, t) = (input.len(), input[0].len());
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(input.concat(), [b, t]), &device);
+        let ours: Vec<f32> = model.model.forward_causal(ids).into_data().iter::<f32>().collect();
+        let theirs: Vec<f32> = numbers(&e["logits"]);
+        let d = common::max_diff(&ours, &theirs);
+        // transformers' logits are rounded to 6 decimals in the fixture.
+        assert!(d < 1e-4, "{name} ({}): logits differ by {d}", e["dtype"]);
+    }
+}
+
+#[test]
+fn token_ids_and_chat_prompts_match_transformers() {
+    let device = Device::flex();
+    for name in FIXTURES {
+        let e = expected(name);
+        let (config, model, _) = open_model(&fixture(name), &device).unwrap();
+        let tok = &model.tokenizer;
+        let strings: Vec<String> = numbers(&e["strings"]);
+        let ids: Vec<Vec<u32>> = numbers(&e["ids"]);
+        // Decoded as transformers does with skip_special_tokens (role and turn tokens vanish).
+        let decoded: Vec<String> = numbers(&e["decoded"]);
+        for ((s, want), text) in strings.iter().zip(&ids).zip(&decoded) {
+            assert_eq!(&tok.encode(s).unwrap(), want, "{name}: {s:?}");
+            assert_eq!(&tok.decode(want).unwrap(), text, "{name}: decoding {s:?}");
+        }
+        // The chat template renders exactly as apply_chat_template does.
+        let template = ChatTemplate::new(name, config.chat.clone().unwrap()).unwrap();
+        let chats: Vec<String> = numbers(&e["chat"]);
+        let chat_ids: Vec<Vec<u32>> = numbers(&e["chat_ids"]);
+        for ((conversation, text), want) in e["conversations"].as_array().unwrap().iter().zip(&chats).zip(&chat_ids) {
+            let turns: Vec<(String, String)> = conversation
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m["role"].as_str().unwrap().to_string(), m["content"].as_str().unwrap().to_string()))
+                .collect();
+            let messages: Vec<Message> = turns.iter().map(|(role, content)| Message { role, content }).collect();
+            let rendered = template.render(&messages, true).unwrap();
+            assert_eq!(&rendered, text, "{name}");
+            assert_eq!(&tok.encode(&rendered).unwrap(), want, "{name}");
+        }
+        // The policy role is the template's user turn.
+        let user = e["conversations"][0][0]["content"].as_str().unwrap();
+        assert_eq!(tok.policy_prompt(user).unwrap(), chat_ids[0], "{name}");
+        // A response ends with the template's end of turn.
+        assert_eq!(*tok.response("3").unwrap().last().unwrap(), tok.special.end);
+        assert_eq!(tok.decode(&[tok.special.end]).unwrap(), "");
+    }
+}
+
+/// A copy of a fixture with one file replaced (or removed), for the bad-input cases.
+fn altered(dir: &common::TempDir, name: &str, file: &str, contents: Option<Vec<u8>>) -> PathBuf {
+    let out = dir.path().join(format!("{name}-{}", file.replace('.', "_")));
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), out.join(entry.file_name())).unwrap();
+    }
+    match contents {
+        Some(bytes) => std::fs::write(out.join(file), bytes).unwrap(),
+        None => std::fs::remove_file(out.join(file)).unwrap(),
+    }
+    out
+}
+
+#[test]
+fn bad_model_directories_are_refused_by_name() {
+    let device = Device::flex();
+    let dir = common::TempDir::new();
+    let config = std::fs::read_to_string(fixture("llama-tiny").join("config.json")).unwrap();
+    let weights = std::fs::read(fixture("llama-tiny").join("model.safetensors")).unwrap();
+    let err = |path: PathBuf| open_model(&path, &device).err().expect("refused").to_string();
+    let gpt2 = altered(&dir, "llama-tiny", "config.json", Some(config.replace("LlamaForCausalLM", "GPT2LMHeadModel").into_bytes()));
+    let e = err(gpt2);
+    assert!(e.contains("config.json") && e.contains("\"GPT2LMHeadModel\" is not supported"), "{e}");
+    let wider = altered(&dir, "llama-tiny", "config.json", Some(config.replace("\"intermediate_size\": 64", "\"intermediate_size\": 96").into_bytes()));
+    let e = err(wider);
+    assert!(e.contains("model.safetensors") && e.contains("has shape") && e.contains("implies"), "{e}");
+    let truncated = altered(&dir, "llama-tiny", "model.safetensors", Some(weights[..weights.len() / 2].to_vec()));
+    let e = err(truncated);
+    assert!(e.contains("model.safetensors") && e.contains("not a readable safetensors file"), "{e}");
+    let small_vocab = altered(&dir, "llama-tiny", "config.json", Some(config.replace("\"vocab_size\": 320", "\"vocab_size\": 100").into_bytes()));
+    let e = err(small_vocab);
+    assert!(e.contains("tokenizer.json") && e.contains("more than the model's vocab_size 100"), "{e}");
+    let scaled = altered(&dir, "llama-tiny", "config.json", Some(config.replace("\"rope_type\": \"default\"", "\"rope_type\": \"llama3\"").into_bytes()));
+    let e = err(scaled);
+    assert!(e.contains("rope scaling \"llama3\" is not supported"), "{e}");
+    let broken = r#"{"chat_template": "{{ raise_exception('no system turns') }}", "eos_token": "<|im_end|>"}"#;
+    let bad_template = altered(&dir, "llama-tiny", "tokenizer_config.json", Some(broken.as_bytes().to_vec()));
+    let e = err(bad_template);
+    assert!(e.contains("tokenizer_config.json") && e.contains("does not render") && e.contains("no system turns"), "{e}");
+    let e = err(altered(&dir, "llama-tiny", "tokenizer.json", None));
+    assert!(e.contains("tokenizer.json: missing"), "{e}");
+}
+
+fn sgpo(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sgpo")).args(args).output().expect("sgpo runs")
+}
+
+/// The commands take a model directory wherever they take a run: SFT from it (resumable, the
+/// chat format kept with the run), SGPO straight from it, and generation in both roles.
+#[test]
+fn commands_take_a_model_directory() {
+    let dir = common::TempDir::new();
+    let model = fixture("qwen2-tiny").display().to_string();
+    let run = dir.path().join("sft").display().to_string();
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    ok(sgpo(&["sft", "--init", &model, "--out", &run, "--steps", "4", "--batch-size", "4", "--checkpoint-every", "2", "--device", "cpu"]));
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("sft/config.json")).unwrap()).unwrap();
+    assert_eq!(saved["chat"]["eos_token"], "<|im_end|>");
+    assert_eq!(saved["model"]["attention_bias"], true);
+    ok(sgpo(&["sft", "--out", &run, "--resume", "--device", "cpu"]));
+    let out = ok(sgpo(&["generate", "--model", &run, "--prompt", "add: 2 + 2", "--draft", "5", "--max-new-tokens", "4", "--device", "cpu"]));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("add: 2 + 2\n=> "));
+    let config = dir.path().join("small.json");
+    std::fs::write(&config, r#"{"iterations": 1, "improver_steps": 2, "improver_examples": 8, "prompts_per_iteration": 8, "batch_size": 4, "eval_examples": 4, "max_new_tokens": 6}"#).unwrap();
+    let sgpo_run = dir.path().join("sgpo").display().to_string();
+    ok(sgpo(&["train", "--init", &model, "--out", &sgpo_run, "--config", config.to_str().unwrap(), "--device", "cpu"]));
+    let pairs = std::fs::read_to_string(dir.path().join("sgpo/pairs-iter1.jsonl")).unwrap();
+    assert!(pairs.lines().count() > 0);
+    let o = sgpo(&["sft", "--init", &model, "--preset", "tiny", "--out", &run, "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&o.stderr));
+}
