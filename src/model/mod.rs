@@ -2,6 +2,7 @@
 //! (Room here for loaders of real checkpoints and for LoRA adapters.)
 
 mod attention;
+pub mod gguf;
 pub mod hf;
 mod text_model;
 mod transformer;
