@@ -241,3 +241,31 @@ fn real_smollm2_matches_transformers() {
     println!("max |logit difference| {d} over {} logits (largest |logit| {scale})", theirs.len());
     assert!(d < 1e-3 * scale.max(1.0), "logits differ by {d}");
 }
+
+/// Load -> export -> load gives the same logits, for a run of ours (role tokens), a Hugging
+/// Face directory and a GGUF file; the exported directory carries the chat format.
+#[test]
+fn export_round_trips() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "2", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gguf = fixture("llama-tiny.Q4_1.gguf").display().to_string();
+    let qwen = fixture("qwen2-tiny").display().to_string();
+    let device = Device::flex();
+    for (i, source) in [run.as_str(), qwen.as_str(), gguf.as_str()].into_iter().enumerate() {
+        let out = dir.path().join(format!("export{i}")).display().to_string();
+        let o = sgpo(&["export", "--model", source, "--out", &out, "--device", "cpu"]);
+        assert!(o.status.success(), "{source}: {}", String::from_utf8_lossy(&o.stderr));
+        let (_, a, _) = open_model(Path::new(source), &device).unwrap();
+        let (_, b, _) = open_model(Path::new(&out), &device).unwrap();
+        let ids = || Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 4, 5, 6, 7, 8], [1, 6]), &device);
+        let (la, lb): (Vec<f32>, Vec<f32>) = (
+            a.model.forward_causal(ids()).into_data().iter::<f32>().collect(),
+            b.model.forward_causal(ids()).into_data().iter::<f32>().collect(),
+        );
+        assert!(common::max_diff(&la, &lb) < 1e-6, "{source}: logits changed on the way out and back");
+        assert_eq!(a.tokenizer.policy_prompt("sort the numbers: 4 1 3").unwrap(), b.tokenizer.policy_prompt("sort the numbers: 4 1 3").unwrap(), "{source}");
+        assert_eq!(a.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), b.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), "{source}");
+    }
+}

@@ -166,6 +166,11 @@ impl Tokenizer {
         Ok(self.inner.encode(text, false).map_err(tk_err)?.get_ids().to_vec())
     }
 
+    /// One token's text as the vocabulary writes it (role and special tokens included).
+    pub fn decode_token(&self, id: u32) -> String {
+        self.inner.id_to_token(id).unwrap_or_default()
+    }
+
     /// Decode without the role tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(tk_err)

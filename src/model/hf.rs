@@ -46,7 +46,9 @@ pub fn open(label: &str, read: &mut Reader<'_>, device: &Device) -> Result<(RunC
     )?;
     // A template that does not render is the template file's fault, named as such.
     ChatTemplate::new(&name(TOKENIZER_CONFIG), chat.clone())?;
-    let tokenizer = Tokenizer::from_json_with(&name(TOKENIZER), &tokenizer_json, Some(&chat))?;
+    // A model of ours exported earlier keeps our role tokens.
+    let chat = (chat.template != super::export::ROLES_TEMPLATE).then_some(chat);
+    let tokenizer = Tokenizer::from_json_with(&name(TOKENIZER), &tokenizer_json, chat.as_ref())?;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(Error::file(
             name(TOKENIZER),
@@ -56,7 +58,7 @@ pub fn open(label: &str, read: &mut Reader<'_>, device: &Device) -> Result<(RunC
     let mut weights = Weights::read(label, read)?;
     let model = config.load(&mut |tensor, shape| weights.tensor(tensor, shape), device)?;
     let sft = SftConfig { preset: architecture, ..SftConfig::default() };
-    let run = RunConfig { model: config.clone(), sft, sgpo: None, source: None, chat: Some(chat) };
+    let run = RunConfig { model: config.clone(), sft, sgpo: None, source: None, chat };
     Ok((run, TextModel { config, tokenizer, model }))
 }
 

@@ -2,6 +2,7 @@
 //! (Room here for loaders of real checkpoints and for LoRA adapters.)
 
 mod attention;
+pub mod export;
 pub mod gguf;
 pub mod hf;
 mod text_model;
@@ -10,5 +11,5 @@ mod weights;
 
 pub use attention::{KvCache, MASKED, causal_bias, padded_bias};
 pub use text_model::TextModel;
-pub use transformer::{Block, Model, WeightSource};
+pub use transformer::{Block, Model, NamedTensor, WeightSource};
 pub use weights::{load_model, model_bytes};

@@ -193,6 +193,62 @@ pub struct Model {
     max_seq_len: usize,
 }
 
+/// A tensor as Hugging Face names and lays it out, flattened.
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Tensor<1>,
+}
+
+impl Model {
+    /// Every weight under its Hugging Face name and in its layout (the inverse of
+    /// [`ModelConfig::load`]): what an exported `model.safetensors` holds.
+    pub fn named_tensors(&self) -> Vec<NamedTensor> {
+        let mut out = Vec::new();
+        let mut push = |name: String, t: Tensor<2>| {
+            let [r, c] = t.dims();
+            out.push(NamedTensor { name, shape: vec![r, c], values: t.reshape([r * c]) });
+        };
+        let linear = |l: &Linear| l.weight.val().transpose();
+        push("model.embed_tokens.weight".into(), self.embed.weight.val());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            for (part, l) in [
+                ("self_attn.q_proj", &b.wq),
+                ("self_attn.k_proj", &b.wk),
+                ("self_attn.v_proj", &b.wv),
+                ("self_attn.o_proj", &b.wo),
+                ("mlp.gate_proj", &b.w_gate),
+                ("mlp.up_proj", &b.w_up),
+                ("mlp.down_proj", &b.w_down),
+            ] {
+                push(format!("{p}.{part}.weight"), linear(l));
+                if let Some(bias) = &l.bias {
+                    let v = bias.val();
+                    let n = v.dims()[0];
+                    push(format!("{p}.{part}.bias"), v.reshape([1, n]));
+                }
+            }
+            for (part, norm) in [("input_layernorm", &b.attn_norm), ("post_attention_layernorm", &b.mlp_norm)] {
+                let g = norm.gamma.val();
+                let n = g.dims()[0];
+                push(format!("{p}.{part}.weight"), g.reshape([1, n]));
+            }
+        }
+        let g = self.norm.gamma.val();
+        let n = g.dims()[0];
+        push("model.norm.weight".into(), g.reshape([1, n]));
+        if let Some(head) = &self.lm_head {
+            push("lm_head.weight".into(), linear(head));
+        }
+        // 1-D tensors went through as [1, n]: give them their own shape back.
+        for t in out.iter_mut().filter(|t| t.name.ends_with("bias") || t.name.ends_with("norm.weight") || t.name.ends_with("layernorm.weight")) {
+            t.shape = vec![t.shape[1]];
+        }
+        out
+    }
+}
+
 impl Block {
     fn forward(
         &self,

@@ -11,6 +11,8 @@ mod common;
 #[cfg(not(target_arch = "wasm32"))]
 mod experiment;
 #[cfg(not(target_arch = "wasm32"))]
+mod export;
+#[cfg(not(target_arch = "wasm32"))]
 mod inspect;
 #[cfg(not(target_arch = "wasm32"))]
 mod sft;
@@ -36,6 +38,8 @@ enum Command {
     Generate(inspect::GenerateArgs),
     /// Score a model on held-out examples (built-in tasks, or --data's reference answers).
     Eval(inspect::EvalArgs),
+    /// Write a model (run, Hugging Face directory or GGUF file) as a Hugging Face directory.
+    Export(export::ExportArgs),
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => inspect::generate(args),
         Command::Eval(args) => inspect::eval(args),
+        Command::Export(args) => export::run(args),
         Command::Tokenizer { command } => inspect::tokenizer(command),
         Command::Bench(args) => bench::run(args),
         Command::Experiment(args) => experiment::run(args),

@@ -1,0 +1,80 @@
+//! Models out, as a Hugging Face directory `transformers` loads: `config.json`,
+//! `model.safetensors` (F32, Hugging Face's names and layout), the tokenizer, its chat template
+//! and `generation_config.json`. Models we initialised get a template that writes our role
+//! tokens, so their prompts stay what they were trained on.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use serde_json::json;
+
+use super::TextModel;
+use crate::error::{Error, Result};
+use crate::readback;
+
+/// Our role format as a chat template: the user turn, then the assistant's answer ending in
+/// `<|end|>` (the generation prompt is `<|assistant|>`). A directory carrying exactly this
+/// template is opened back with our role tokens, the improver's `<|draft|>` included.
+pub const ROLES_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}<|user|>{{ message['content'] }}{% elif message['role'] == 'assistant' %}<|assistant|>{{ message['content'] }}<|end|>{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+/// The files of a Hugging Face model directory, by name.
+pub async fn hf_files(model: &TextModel) -> Result<Vec<(String, Vec<u8>)>> {
+    let c = &model.config;
+    let tok = &model.tokenizer;
+    let architecture = if c.attention_bias { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" };
+    let model_type = if c.attention_bias { "qwen2" } else { "llama" };
+    let chat = tok.chat();
+    let name_of = |id: u32| tok.decode_token(id);
+    let eos = chat.map_or_else(|| name_of(tok.special.end), |c| c.eos_token.clone());
+    let pad = chat.and_then(|c| c.pad_token.clone()).unwrap_or_else(|| name_of(tok.special.pad));
+    let config = json!({
+        "architectures": [architecture],
+        "model_type": model_type,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.d_model,
+        "intermediate_size": c.d_ff,
+        "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads,
+        "num_key_value_heads": c.n_kv_heads,
+        "max_position_embeddings": c.max_seq_len,
+        "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope_theta,
+        "tie_word_embeddings": c.tie_embeddings,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+        "eos_token_id": tok.special.end,
+        "pad_token_id": tok.special.pad,
+    });
+    let tokenizer_config = json!({
+        "chat_template": chat.map_or(ROLES_TEMPLATE, |c| c.template.as_str()),
+        "bos_token": chat.and_then(|c| c.bos_token.clone()),
+        "eos_token": eos,
+        "pad_token": pad,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    let generation = json!({ "eos_token_id": tok.special.end, "pad_token_id": tok.special.pad });
+    let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json serialises");
+    Ok(vec![
+        ("config.json".into(), pretty(config)),
+        ("model.safetensors".into(), safetensors_bytes(model).await?),
+        ("tokenizer.json".into(), tok.to_json()?.into_bytes()),
+        ("tokenizer_config.json".into(), pretty(tokenizer_config)),
+        ("generation_config.json".into(), pretty(generation)),
+    ])
+}
+
+async fn safetensors_bytes(model: &TextModel) -> Result<Vec<u8>> {
+    let mut tensors = Vec::new();
+    for t in model.model.named_tensors() {
+        let values = readback::floats(t.values).await?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((t.name, t.shape, bytes));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let info = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::tensor::serialize(views, Some(info)).map_err(|e| Error::Config(format!("cannot write safetensors: {e}")))
+}
