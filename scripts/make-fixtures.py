@@ -203,3 +203,83 @@ def write_gguf(name, arch, qtype, pre="gpt-2"):
 for q in ["F32", "Q8_0", "Q4_0", "Q4_1"]:
     write_gguf("llama-tiny", "llama", q)
 write_gguf("qwen2-tiny", "qwen2", "F16", pre="gpt-2")
+
+
+# ---- GGUF K-quants: gguf-py cannot quantize them, so the blocks are random (every byte
+# pattern is a valid block; scales kept small) and gguf-py's dequantize is the reference ----
+BLOCK = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+
+
+def random_blocks(rng, rows, cols, qtype):
+    n = rows * cols // 256
+    raw = rng.integers(0, 256, size=(n, BLOCK[qtype]), dtype=np.uint8)
+    f16 = lambda x: np.frombuffer(np.float16(x).tobytes(), dtype=np.uint8)
+    for b in raw:
+        if qtype == "Q6_K":
+            b[208:210] = f16(rng.uniform(1e-5, 3e-5))
+        else:
+            b[0:2] = f16(rng.uniform(1e-4, 3e-4))
+            b[2:4] = f16(rng.uniform(1e-4, 3e-4))
+    return raw.reshape(rows, cols // 256 * BLOCK[qtype])
+
+
+def write_kquants(name="llama-k"):
+    rng = np.random.default_rng(0)
+    src = os.path.join(OUT, "llama-tiny")
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
+                      tie_word_embeddings=True, vocab_size=320, bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    path = os.path.join(OUT, f"{name}.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(128)
+    w.add_embedding_length(256)
+    w.add_feed_forward_length(512)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    tj = json.load(open(os.path.join(src, "tokenizer.json")))
+    vocab = sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])
+    specials = {t["content"] for t in tj["added_tokens"]}
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_types([3 if t in specials else 1 for t, _ in vocab])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    w.add_eos_token_id(2)
+    w.add_chat_template(CHATML)
+    kinds = {"embed_tokens": "Q6_K", "self_attn": "Q4_K", "mlp": "Q5_K"}
+    state = {}
+    for hf, t in model.state_dict().items():
+        if hf == "lm_head.weight":
+            continue
+        if t.ndim == 1:
+            a = (1.0 + 0.1 * torch.randn_like(t)).numpy().astype(np.float32)
+            w.add_tensor(gguf_name(hf), a, raw_dtype=Q.F32)
+            state[hf] = torch.from_numpy(a)
+            continue
+        qtype = next(v for k, v in kinds.items() if k in hf)
+        rows, cols = t.shape
+        data = random_blocks(rng, rows, cols, qtype)
+        w.add_tensor(gguf_name(hf), data, raw_dtype=Q[qtype])
+        back = dequantize(data, Q[qtype]).reshape(rows, cols)
+        heads = 4 if "q_proj" in hf else 2
+        state[hf] = torch.from_numpy(unpermute(back, heads) if ("q_proj" in hf or "k_proj" in hf) else back.copy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    batch = [[5, 9, 17, 40, 2, 7, 80, 81]]
+    with torch.no_grad():
+        logits = model(torch.tensor(batch)).logits
+    json.dump({"input": batch, "logits": [round(x, 6) for x in logits.flatten().tolist()]},
+              open(os.path.join(OUT, f"{name}.expected.json"), "w"))
+    print(f"{path}: {os.path.getsize(path)} bytes (Q6_K embedding, Q4_K attention, Q5_K MLP)")
+
+
+write_kquants()

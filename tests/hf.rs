@@ -1,6 +1,6 @@
 //! Real checkpoints in (Hugging Face directories and GGUF files): tiny random Llama and Qwen2
 //! models made by `scripts/make-fixtures.py` (HF: F32, BF16 sharded, F16; GGUF: F32, Q8_0,
-//! Q4_0, Q4_1, F16), each with what `transformers` computed on it. Our logits, token ids and
+//! Q4_0, Q4_1, F16, and Q4_K/Q5_K/Q6_K), each with what `transformers` computed on it. Our logits, token ids and
 //! chat prompts must be theirs. The real SmolLM2-135M-Instruct GGUF: `real_smollm2_*` (opt-in).
 
 mod common;
@@ -161,12 +161,15 @@ fn commands_take_a_model_directory() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-const GGUF_FIXTURES: [(&str, &str); 5] = [
-    ("llama-tiny", "F32"),
-    ("llama-tiny", "Q8_0"),
-    ("llama-tiny", "Q4_0"),
-    ("llama-tiny", "Q4_1"),
-    ("qwen2-tiny", "F16"),
+/// GGUF fixtures, and the Hugging Face fixture whose tokenizer each carries.
+const GGUF_FIXTURES: [(&str, &str); 6] = [
+    ("llama-tiny.F32", "llama-tiny"),
+    ("llama-tiny.Q8_0", "llama-tiny"),
+    ("llama-tiny.Q4_0", "llama-tiny"),
+    ("llama-tiny.Q4_1", "llama-tiny"),
+    ("qwen2-tiny.F16", "qwen2-tiny"),
+    // 256 wide: Q6_K embedding, Q4_K attention, Q5_K MLP (random blocks; gguf-py dequantises).
+    ("llama-k", "llama-tiny"),
 ];
 
 /// The same tiny models as GGUF files (gguf-py wrote them; llama's Q/K rows permuted as
@@ -176,8 +179,8 @@ const GGUF_FIXTURES: [(&str, &str); 5] = [
 #[test]
 fn gguf_files_match_transformers_on_their_dequantised_weights() {
     let device = Device::flex();
-    for (name, kind) in GGUF_FIXTURES {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.{kind}.gguf"));
+    for (kind, name) in GGUF_FIXTURES {
+        let file = fixture(&format!("{kind}.gguf"));
         let e: Value = serde_json::from_str(&std::fs::read_to_string(file.with_extension("expected.json")).unwrap()).unwrap();
         let (_, model, _) = open_model(&file, &device).unwrap();
         let input: Vec<Vec<i32>> = numbers(&e["input"]);
@@ -185,14 +188,14 @@ fn gguf_files_match_transformers_on_their_dequantised_weights() {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(input.concat(), [b, t]), &device);
         let ours: Vec<f32> = model.model.forward_causal(ids).into_data().iter::<f32>().collect();
         let d = common::max_diff(&ours, &numbers::<Vec<f32>>(&e["logits"]));
-        assert!(d < 1e-4, "{name}.{kind}: logits differ by {d}");
+        assert!(d < 1e-4, "{kind}: logits differ by {d}");
         let hf = expected(name);
         let tok = &model.tokenizer;
         for (s, want) in numbers::<Vec<String>>(&hf["strings"]).iter().zip(numbers::<Vec<Vec<u32>>>(&hf["ids"])) {
-            assert_eq!(tok.encode(s).unwrap(), want, "{name}.{kind}: {s:?}");
+            assert_eq!(tok.encode(s).unwrap(), want, "{kind}: {s:?}");
         }
         let user = hf["conversations"][0][0]["content"].as_str().unwrap();
-        assert_eq!(tok.policy_prompt(user).unwrap(), numbers::<Vec<Vec<u32>>>(&hf["chat_ids"])[0], "{name}.{kind}");
+        assert_eq!(tok.policy_prompt(user).unwrap(), numbers::<Vec<Vec<u32>>>(&hf["chat_ids"])[0], "{kind}");
     }
 }
 

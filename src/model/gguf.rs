@@ -1,5 +1,5 @@
 //! GGUF files (llama.cpp's format; architectures `llama` and `qwen2`): the metadata, every
-//! tensor dequantised to f32 on load (F32, F16, BF16, Q8_0, Q4_0, Q4_1), llama's
+//! tensor dequantised to f32 on load (`quants.rs`), llama's
 //! rotary-interleaved Q/K rows put back in Hugging Face's order, and the tokenizer and chat
 //! template rebuilt from `tokenizer.ggml.*`.
 
@@ -15,6 +15,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use super::TextModel;
+use super::quants::{block, dequantize, type_name};
 use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig, SftConfig};
 use crate::data::Tokenizer;
 use crate::data::chat_template::ChatTemplate;
@@ -125,56 +126,6 @@ impl Cursor<'_> {
     }
 }
 
-const TYPE_NAMES: [(u32, &str); 7] = [(0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (8, "Q8_0"), (30, "BF16"), (12, "Q4_K")];
-
-fn type_name(kind: u32) -> String {
-    TYPE_NAMES.iter().find(|t| t.0 == kind).map_or(format!("type {kind}"), |t| t.1.to_string())
-}
-
-/// (values per block, bytes per block) of a tensor type this loader reads.
-fn block(kind: u32) -> Option<(usize, usize)> {
-    match kind {
-        0 => Some((1, 4)),
-        1 | 30 => Some((1, 2)),
-        2 => Some((32, 18)),
-        3 => Some((32, 20)),
-        8 => Some((32, 34)),
-        _ => None,
-    }
-}
-
-fn f16(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// `n` values of type `kind` from `data`.
-fn dequantize(kind: u32, data: &[u8], out: &mut Vec<f32>) {
-    match kind {
-        0 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        1 => out.extend(data.chunks_exact(2).map(f16)),
-        30 => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-        // 32 values: scale d, then 16 bytes of nibbles (low nibbles first half, high second).
-        2 | 3 => {
-            let (size, qs_at) = if kind == 2 { (18, 2) } else { (20, 4) };
-            for blk in data.chunks_exact(size) {
-                let d = f16(&blk[0..2]);
-                let (m, offset) = if kind == 2 { (0.0, -8.0) } else { (f16(&blk[2..4]), 0.0) };
-                let qs = &blk[qs_at..qs_at + 16];
-                out.extend(qs.iter().map(|q| ((q & 0xF) as f32 + offset) * d + m));
-                out.extend(qs.iter().map(|q| ((q >> 4) as f32 + offset) * d + m));
-            }
-        }
-        // 32 values: scale d, then 32 signed bytes.
-        8 => {
-            for blk in data.chunks_exact(34) {
-                let d = f16(&blk[0..2]);
-                out.extend(blk[2..].iter().map(|&q| q as i8 as f32 * d));
-            }
-        }
-        _ => unreachable!("checked by block()"),
-    }
-}
-
 impl<'a> Gguf<'a> {
     fn parse(label: &str, bytes: &'a [u8]) -> Result<Self> {
         let mut c = Cursor { label, bytes, at: 0 };
@@ -222,7 +173,7 @@ impl<'a> Gguf<'a> {
             return Err(Error::file(&self.label, format!("tensor {name} has shape {hf_shape:?}, the metadata implies {shape:?}")));
         }
         let (per_block, block_bytes) = block(t.kind)
-            .ok_or_else(|| Error::file(&self.label, format!("tensor {name}: {} is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)", type_name(t.kind))))?;
+            .ok_or_else(|| Error::file(&self.label, format!("tensor {name}: {} is not supported ({})", type_name(t.kind), super::quants::SUPPORTED)))?;
         let n: usize = shape.iter().product();
         if n % per_block != 0 {
             return Err(Error::file(&self.label, format!("tensor {name}: {n} values are not whole blocks of {per_block}")));

@@ -5,6 +5,7 @@ mod attention;
 pub mod export;
 pub mod gguf;
 pub mod hf;
+mod quants;
 mod text_model;
 mod transformer;
 mod weights;
