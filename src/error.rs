@@ -23,11 +23,32 @@ pub enum Error {
     Device(String),
     #[error("tensor read-back failed: {0}")]
     Readback(String),
+    /// A training step whose loss or gradient norm is NaN or infinite; it was not applied.
+    #[error(
+        "{stage} step {step}: the loss ({loss}) or the gradient norm ({grad_norm}) is not finite, so the step was not applied and nothing was saved over the last checkpoint; lower the learning rate (or check the data) and resume"
+    )]
+    NonFinite { stage: String, step: usize, loss: f32, grad_norm: f32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A step error renumbered to the run's own step counter.
+    pub fn at_step(self, run_step: usize) -> Self {
+        match self {
+            Error::NonFinite { stage, loss, grad_norm, .. } => Error::NonFinite { stage, step: run_step, loss, grad_norm },
+            other => other,
+        }
+    }
+
+    /// Refuse to apply a step whose loss or gradient norm is not finite.
+    pub fn check_finite(stage: &str, step: usize, loss: f32, grad_norm: f32) -> Result<()> {
+        if loss.is_finite() && grad_norm.is_finite() {
+            return Ok(());
+        }
+        Err(Error::NonFinite { stage: stage.to_string(), step, loss, grad_norm })
+    }
+
     pub fn data(file: &str, line: usize, message: impl fmt::Display) -> Self {
         Error::Data {
             file: file.to_string(),

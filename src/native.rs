@@ -95,8 +95,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 impl Checkpoint {
     /// Write into `run_dir/checkpoint-STEP` under a temporary name, rename it into place, and
     /// point `run_dir/latest` at it by a rename too, so a run killed at any instant leaves the
-    /// previous checkpoint intact; older checkpoints are removed once the new one is in place.
+    /// previous checkpoint intact. The previous checkpoint is kept too (one bad save never
+    /// leaves only bad weights); older ones are removed once the new one is in place.
     pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
+        let previous = fs::read_to_string(run_dir.join(LATEST_FILE)).ok().map(|n| n.trim().to_string());
         fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir.display(), e))?;
         // The same step can be saved twice (a stage's end and the run's end share one): the
         // second gets a new name, so `latest` never names a directory being replaced.
@@ -122,7 +124,7 @@ impl Checkpoint {
         write_atomic(&run_dir.join(CONFIG_FILE), self.config.as_bytes())?;
         for entry in fs::read_dir(run_dir).map_err(|e| Error::file(run_dir.display(), e))?.flatten() {
             let n = entry.file_name().to_string_lossy().to_string();
-            if n.starts_with("checkpoint-") && n != name {
+            if n.starts_with("checkpoint-") && n != name && Some(&n) != previous.as_ref() {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -148,6 +150,53 @@ impl Checkpoint {
     pub fn exists(run_dir: &Path) -> bool {
         run_dir.join(LATEST_FILE).exists()
     }
+}
+
+/// The run directory's lock (`run.lock`, holding the owner's process id), held while a
+/// command writes the run: a second process on the same `--out` is refused instead of
+/// corrupting it. A lock left by a process that no longer runs is taken over, with a notice.
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn acquire(run_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir.display(), e))?;
+        let path = run_dir.join("run.lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id()).map_err(|e| Error::file(path.display(), e))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = owner.trim().parse().ok();
+                    if pid.is_some_and(process_alive) {
+                        return Err(Error::file(
+                            run_dir.display(),
+                            format!("another sgpo process (pid {}) is writing this run; wait for it to finish or stop it", owner.trim()),
+                        ));
+                    }
+                    eprintln!("{}: taking over the lock of a process that no longer runs (pid {})", run_dir.display(), owner.trim());
+                    fs::remove_file(&path).map_err(|e| Error::file(path.display(), e))?;
+                }
+                Err(e) => return Err(Error::file(path.display(), e)),
+            }
+        }
+        Err(Error::file(path.display(), "could not take the lock"))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this id runs (on Linux, by /proc; elsewhere assumed alive).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
 }
 
 /// An append-only JSONL log of events in a run directory (`metrics.jsonl`, `samples.jsonl`).

@@ -256,3 +256,78 @@ fn bench_reports_every_measurement_as_json() {
     assert_eq!(kinds, vec![(16, true), (16, false), (96, true), (96, false)]);
     assert!(generation.iter().all(|g| g["tokens_per_s"].as_f64().unwrap() > 0.0));
 }
+
+/// A step with a non-finite loss or gradient stops the run, names the step, and applies and
+/// saves nothing: the log has no `null`, and the last checkpoint still loads.
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "20", "--lr", "1e9", "--checkpoint-every", "1", "--device", "cpu"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("sft step ") && err.contains("is not finite, so the step was not applied"), "{err}");
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("null") && !metrics.is_empty(), "{metrics}");
+    let o = sgpo(&["eval", "--model", &run, "--json", "--limit", "9", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// What a crash or a full disk leaves in the log (a `null`, a line cut off) after the last
+/// checkpoint does not block a resume: the log is cut back to the checkpoint's lines and
+/// every later step is logged again, once.
+#[test]
+fn resume_survives_a_torn_log_and_logs_each_step_once() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "6", "--checkpoint-every", "3", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let straight = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    // As if killed after step 5: `latest` names step 3's checkpoint (the previous one is
+    // kept), and the log ends in a line with a null and a torn one.
+    std::fs::write(dir.path().join("run/latest"), "checkpoint-00000003").unwrap();
+    let lines: Vec<&str> = straight.lines().collect();
+    let torn = format!("{}\n{}\n{{\"event\":\"train\",\"stage\":\"sft\",\"step\":6,\"loss\":null}}\n{{\"event\":\"train\",\"st", lines[..3].join("\n"), lines[3..5].join("\n"));
+    std::fs::write(dir.path().join("run/metrics.jsonl"), torn).unwrap();
+    let o = sgpo(&["sft", "--out", &run, "--resume", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let steps = |log: &str| -> Vec<u64> { log.lines().map(comparable).filter(|e| e["event"] == "train").map(|e| e["step"].as_u64().unwrap()).collect() };
+    assert_eq!(steps(&resumed), vec![1, 2, 3, 4, 5, 6]);
+    same_lines(&straight, &resumed, "metrics.jsonl");
+}
+
+/// Two processes on one run directory: the second is refused while the first runs; a lock
+/// left by a killed process is taken over.
+#[test]
+fn a_run_directory_has_one_writer() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_sgpo"))
+        .args(["sft", "--out", &run, "--preset", "tiny", "--steps", "100000", "--checkpoint-every", "20", "--device", "cpu"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lock, latest) = (dir.path().join("run/run.lock"), dir.path().join("run/latest"));
+    while !latest.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = sgpo(&["sft", "--out", &run, "--resume", "--device", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&format!("another sgpo process (pid {}) is writing this run", first.id())), "{}", stderr(&o));
+    let dead = first.id();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Killed: its lock stays behind, and its last checkpoint is whole.
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), dead.to_string());
+    let o = sgpo(&["eval", "--model", &run, "--limit", "3", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The next writer of a directory whose lock names a dead process takes it over.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("run.lock"), dead.to_string()).unwrap();
+    let o = sgpo(&["sft", "--out", other.to_str().unwrap(), "--preset", "tiny", "--steps", "1", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("taking over the lock of a process that no longer runs (pid {dead})")), "{}", stderr(&o));
+    assert!(!other.join("run.lock").exists());
+}

@@ -142,18 +142,23 @@ fn checkpoints_replace_each_other_atomically() {
     // A crash mid-save leaves a partial directory behind; the next save must ignore it.
     std::fs::create_dir_all(dir.path().join(".checkpoint-00000004.partial/junk")).unwrap();
     block_on(run.checkpoint()).unwrap().save(dir.path()).unwrap();
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|n| n.starts_with("checkpoint-"))
-        .collect();
-    assert_eq!(names, vec!["checkpoint-00000004".to_string()]);
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("checkpoint-"))
+            .collect();
+        names.sort();
+        names
+    };
+    // The new checkpoint, and the previous one kept in case the new one is bad.
+    assert_eq!(names(), vec!["checkpoint-00000002".to_string(), "checkpoint-00000004".to_string()]);
     assert_eq!(Checkpoint::load(dir.path()).unwrap().state.step, 4);
     // The same step saved again goes to a new name: `latest` never names a directory in flux.
     block_on(run.checkpoint()).unwrap().save(dir.path()).unwrap();
     let latest = std::fs::read_to_string(dir.path().join("latest")).unwrap();
     assert_eq!(latest.trim(), "checkpoint-00000004-1");
-    assert!(!dir.path().join("checkpoint-00000004").exists());
+    assert_eq!(names(), vec!["checkpoint-00000004".to_string(), "checkpoint-00000004-1".to_string()]);
     assert_eq!(Checkpoint::load(dir.path()).unwrap().state.step, 4);
     assert!(dir.path().join("config.json").exists());
     let missing = Checkpoint::load(&dir.path().join("nope")).unwrap_err().to_string();

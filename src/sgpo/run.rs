@@ -207,7 +207,7 @@ impl SgpoRun {
     async fn improver_step(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         let run = self.improver_run.as_mut().expect("stage 1 has its run");
         if !run.is_done() {
-            let mut m = run.step().await?;
+            let mut m = run.step().await.map_err(|e| e.at_step(self.step + 1))?;
             self.step += 1;
             m.step = self.step;
             on_event(Event::Train(m));
@@ -295,7 +295,7 @@ impl SgpoRun {
             dpo.cursor = end;
             let k = if self.config.improver_sft_weight > 0.0 { self.config.batch_size.min(self.improver_seqs.len()) } else { 0 };
             let improver: Vec<&TokenSeq> = (0..k).map(|_| &self.improver_seqs[self.rng.below(self.improver_seqs.len())]).collect();
-            let mut m = self.trainer.step(&pairs, &improver, self.iteration).await?;
+            let mut m = self.trainer.step(&pairs, &improver, self.iteration).await.map_err(|e| e.at_step(self.step + 1))?;
             self.step += 1;
             m.step = self.step;
             on_event(Event::Dpo(m));

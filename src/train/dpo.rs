@@ -10,7 +10,7 @@ use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss};
 use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::{DpoStep, now_seconds, rate};
 use crate::model::Model;
 use crate::readback;
@@ -123,6 +123,8 @@ impl PreferenceTrainer {
         let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.dpo_optim.grad_clip).await?;
+        let loss = readback::scalar(loss.detach()).await?;
+        Error::check_finite("dpo", self.step + 1, loss, grad_norm)?;
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.step += 1;
 
@@ -135,7 +137,7 @@ impl PreferenceTrainer {
             stage: "dpo".into(),
             iteration,
             step: self.step,
-            loss: readback::scalar(loss.detach()).await?,
+            loss,
             rewards_chosen: mean(&rc),
             rewards_rejected: mean(&rr),
             rewards_margins: mean(&margins),

@@ -150,6 +150,7 @@ impl SftRun {
         }
         let mut grads = accumulated.grads();
         let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.optim.grad_clip).await?;
+        Error::check_finite(&self.stage, self.state.step + 1, loss_sum, grad_norm)?;
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.state.step += 1;
         Ok(TrainStep {

@@ -14,7 +14,7 @@ use sgpo::data::{Tokenizer, policy_seqs};
 use sgpo::eval;
 use sgpo::generate::Decoder;
 use sgpo::metrics::Event;
-use sgpo::native::{EventLog, load_run_data, open_model, read_json};
+use sgpo::native::{EventLog, RunLock, load_run_data, open_model, read_json};
 use sgpo::train::{SftRun, autodiff};
 
 use crate::common::{DeviceArg, bar};
@@ -85,6 +85,7 @@ impl SftArgs {
 pub fn run(args: SftArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
     let out = &args.out;
+    let _lock = RunLock::acquire(out)?;
     let metrics_path = out.join("metrics.jsonl");
     let (mut run, mut log) = if Checkpoint::exists(out) {
         if !args.resume {

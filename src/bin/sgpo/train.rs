@@ -11,7 +11,7 @@ use pollster::block_on;
 use sgpo::checkpoint::Checkpoint;
 use sgpo::config::{DpoLoss, ImproverTargets, Method, PreferenceSource, RunConfig, SgpoConfig};
 use sgpo::metrics::Event;
-use sgpo::native::{EventLog, load_preference_data, read_json, write_atomic};
+use sgpo::native::{EventLog, RunLock, load_preference_data, read_json, write_atomic};
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
 
 use crate::common::{DeviceArg, bar, fmt_opt, open_run};
@@ -122,6 +122,7 @@ impl Logs {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
     let out = &args.out;
+    let _lock = RunLock::acquire(out)?;
     let resumed = Checkpoint::exists(out).then(|| Checkpoint::load(out)).transpose()?;
     if resumed.is_some() && !args.resume {
         bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
