@@ -331,3 +331,53 @@ fn a_run_directory_has_one_writer() {
     assert!(stderr(&o).contains(&format!("taking over the lock of a process that no longer runs (pid {dead})")), "{}", stderr(&o));
     assert!(!other.join("run.lock").exists());
 }
+
+/// Settings out of range, and requests that cannot mean what they say, are refused with the
+/// setting and its allowed range named, before any work.
+#[test]
+fn settings_are_checked_before_a_run_starts() {
+    let dir = common::TempDir::new();
+    let init = dir.path().join("sft").display().to_string();
+    let o = sgpo(&["sft", "--out", &init, "--preset", "tiny", "--steps", "2", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let same = write(dir.path(), "same.jsonl", "{\"prompt\": \"p\", \"chosen\": \"a b\", \"rejected\": \"a  b\"}\n");
+    let data = write(dir.path(), "data.jsonl", "{\"instruction\": \"say hi\", \"output\": \"hi\"}\n{\"instruction\": \"say yo\", \"output\": \"yo\"}\n");
+    let fresh = |name: &str| dir.path().join(name).display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["sft".into(), "--steps".into(), "0".into()], "steps = 0 is out of range (allowed: 1 or more)"),
+        (vec!["sft".into(), "--lr=-1".into()], "optim.lr = -1 is out of range (allowed: a finite number above 0)"),
+        (vec!["sft".into(), "--lr".into(), "NaN".into()], "optim.lr = NaN is out of range"),
+        (vec!["sft".into(), "--batch-size".into(), "0".into()], "batch_size = 0 is out of range"),
+        (vec!["sft".into(), "--data".into(), data.clone(), "--eval-fraction".into(), "1.5".into()], "eval_fraction = 1.5 is out of range (allowed: 0 to 1, exclusive)"),
+        (vec!["sft".into(), "--resume".into()], "nothing to resume (no checkpoint there)"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--beta".into(), "0".into()], "beta = 0 is out of range (allowed: a finite number above 0)"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--beta=-2".into()], "beta = -2 is out of range"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--label-smoothing".into(), "5".into()], "label_smoothing = 5 is out of range (allowed: 0 to 0.5, exclusive)"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--prompts-per-iteration".into(), "0".into()], "prompts_per_iteration = 0 is out of range"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--lr".into(), "inf".into()], "dpo_optim.lr = inf is out of range"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--iterations".into(), "0".into()], "iterations = 0 is out of range"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--resume".into()], "nothing to resume (no checkpoint there)"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--method".into(), "dpo".into(), "--data".into(), same], "every pair's chosen answer equals its rejected one"),
+    ];
+    for (i, (args, expected)) in cases.into_iter().enumerate() {
+        let out = fresh(&format!("run{i}"));
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(["--out", &out, "--device", "cpu"]);
+        if all[0] == "sft" && !all.contains(&"--preset") {
+            all.extend(["--preset", "tiny"]);
+        }
+        let o = sgpo(&all);
+        assert!(!o.status.success(), "case {i} ran: {all:?}");
+        assert!(stderr(&o).contains(expected), "case {i} {all:?}: {}", stderr(&o));
+        assert!(!Path::new(&out).join("latest").exists(), "case {i} saved a run");
+    }
+    for bad in ["0", "10", "262"] {
+        let o = sgpo(&["tokenizer", "train", "--out", &fresh("tok.json"), "--vocab-size", bad]);
+        assert!(stderr(&o).contains(&format!("--vocab-size = {bad} is out of range (allowed: 263 or more)")), "{}", stderr(&o));
+    }
+    // A file of one row trains, and says it has nothing to hold out rather than scoring nothing.
+    let one = write(dir.path(), "one.jsonl", "{\"instruction\": \"say hi\", \"output\": \"hi\"}\n");
+    let o = sgpo(&["sft", "--out", &fresh("one"), "--data", &one, "--preset", "tiny", "--steps", "1", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no held-out examples to score"), "{}", stderr(&o));
+}

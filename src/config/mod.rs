@@ -2,12 +2,14 @@
 //! default per knob (the CLI and the page both read these), and the names the CLI parses.
 
 mod chat;
+mod check;
 mod model;
 mod page;
 mod sft;
 mod sgpo;
 
 pub use chat::{ChatConfig, IMPROVER_SYSTEM, improver_request};
+pub use check::{MIN_VOCAB, at_least};
 pub use model::{ModelConfig, PRESETS};
 pub use page::PipelineConfig;
 pub use sft::{OptimConfig, SftConfig};

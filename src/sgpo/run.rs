@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::improver::improver_data;
 use super::pairs::{Pair, PromptItem, build_pairs};
 use crate::config::{DpoLoss, Method, SftConfig, SgpoConfig};
+use crate::data::judge::exact_match;
 use crate::data::{RunData, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
 use crate::eval::win_rate;
@@ -60,10 +61,10 @@ pub fn check_inputs(config: &SgpoConfig, data: &RunData) -> Result<()> {
         }
         _ => {}
     }
-    if config.batch_size == 0 || config.iterations == 0 {
-        return Err(Error::Config("batch_size and iterations must be at least 1".into()));
+    if config.method == Method::Dpo && data.pairs.iter().all(|p| exact_match(&p.chosen, &p.rejected)) {
+        return Err(Error::Config("method dpo: every pair's chosen answer equals its rejected one; there is nothing to prefer".into()));
     }
-    Ok(())
+    config.validate()
 }
 
 /// A whole SGPO / SPIN / DPO run from an SFT model. See the module `sgpo` for the algorithm.

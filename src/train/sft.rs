@@ -82,9 +82,7 @@ impl SftRun {
         if seqs.is_empty() {
             return Err(Error::Config("no training examples".into()));
         }
-        if config.batch_size == 0 || config.grad_accum == 0 {
-            return Err(Error::Config("batch_size and grad_accum must be at least 1".into()));
-        }
+        config.validate()?;
         let TextModel { config: model_config, tokenizer, model } = start;
         let device = autodiff(device);
         let stage = stage.to_string();

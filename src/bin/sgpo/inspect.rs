@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use pollster::block_on;
 
-use sgpo::config::{DEFAULT_EVAL_FRACTION, DataSource};
+use sgpo::config::{DEFAULT_EVAL_FRACTION, DataSource, MIN_VOCAB, at_least};
 use sgpo::data::{Tokenizer, tasks};
 use sgpo::eval;
 use sgpo::generate::{Decoder, SamplingConfig, Stop, generate as decode};
@@ -126,6 +126,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
 
 pub fn tokenizer(command: TokenizerCommand) -> anyhow::Result<()> {
     let TokenizerCommand::Train { data, out, vocab_size } = command;
+    at_least("--vocab-size", vocab_size, MIN_VOCAB)?;
     let examples = match &data {
         Some(path) => load_jsonl(path)?.examples,
         None => tasks::generate(20000, 42),

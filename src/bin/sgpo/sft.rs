@@ -98,7 +98,11 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         let log = EventLog::resume(&metrics_path, logged_lines(&checkpoint, "metrics.jsonl"))?;
         (SftRun::resume(&checkpoint, &data.labeled, &device)?, log)
     } else {
+        if args.resume {
+            bail!("{}: nothing to resume (no checkpoint there); leave out --resume to start a run", out.display());
+        }
         let config = args.config()?;
+        config.validate()?;
         let data = load_run_data(&config.data, config.seed)?;
         data.require_labeled(&config.data)?;
         eprintln!("data: {} train / {} held-out examples", data.labeled.len(), data.eval.len());
@@ -148,6 +152,11 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     // A quick held-out check; `sgpo eval` gives the full table.
     let data = load_run_data(&run.config.data, run.config.seed)?;
     let eval_set = &data.eval[..data.eval.len().min(90)];
+    if eval_set.is_empty() {
+        eprintln!("no held-out examples to score (the data has too few rows to hold any out)");
+        eprintln!("saved {}", out.display());
+        return Ok(());
+    }
     let model = run.text_model();
     let decoder = Decoder::new(&model.model, &model.tokenizer, &device);
     let (summary, _) = block_on(eval::evaluate(&decoder, eval_set, 32, run.state.step))?;

@@ -133,8 +133,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             RunConfig { sgpo: Some(c), source: Some(s), .. } => (c, s),
             _ => bail!("{} is an SFT run, not a preference run; resume it with `sgpo sft --resume`", out.display()),
         },
+        None if args.resume => bail!("{}: nothing to resume (no checkpoint there); leave out --resume to start a run", out.display()),
         None => args.config()?,
     };
+    config.validate()?;
     let init = open_run(Path::new(&source.init), &device)?;
     let data = load_preference_data(&source, &init.config.sft, config.eval_examples)?;
     eprintln!(
