@@ -9,7 +9,7 @@ use burn::tensor::Device;
 
 use crate::checkpoint::{Checkpoint, CONFIG_FILE, LATEST_FILE};
 use crate::config::{DataSource, PreferenceSource, RunConfig, SftConfig};
-use crate::data::{Dataset, RunData, parse_jsonl};
+use crate::data::{Dataset, RunData, parse_jsonl_bytes};
 use crate::error::{Error, Result};
 use crate::metrics::Event;
 use crate::model::{TextModel, gguf, hf};
@@ -44,8 +44,8 @@ pub fn open_model(path: &Path, device: &Device) -> Result<(RunConfig, TextModel,
 /// Read and parse a JSONL data file.
 pub fn load_jsonl(path: &Path) -> Result<Dataset> {
     let name = path.display().to_string();
-    let text = fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
-    parse_jsonl(&name, &text)
+    let bytes = fs::read(path).map_err(|e| Error::file(&name, e))?;
+    parse_jsonl_bytes(&name, &bytes)
 }
 
 /// A run's data from its source, reading the file a file source names.

@@ -381,3 +381,64 @@ fn settings_are_checked_before_a_run_starts() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("no held-out examples to score"), "{}", stderr(&o));
 }
+
+/// `--resume` takes the flags given with it at their word: the same values are fine, a
+/// different one is refused by name, and `--steps` / `--iterations` move the run's end.
+#[test]
+fn resume_checks_the_flags_given_with_it() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("sft").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "4", "--checkpoint-every", "2", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refused = |args: &[&str], flags: &str| {
+        let o = sgpo(args);
+        assert!(!o.status.success(), "{args:?} ran");
+        assert!(stderr(&o).contains(&format!("these flags differ from the saved run's settings: {flags};")), "{args:?}: {}", stderr(&o));
+    };
+    refused(&["sft", "--out", &run, "--resume", "--preset", "small", "--device", "cpu"], "--preset");
+    refused(&["sft", "--out", &run, "--resume", "--lr", "0.5", "--seed", "9", "--device", "cpu"], "--lr (or --config), --seed");
+    let o = sgpo(&["sft", "--out", &run, "--resume", "--preset", "tiny", "--steps", "6", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--steps 6: the run now ends at step 6 (it was to end at 4)"), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(dir.path().join("sft/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"train\"")).count(), 6);
+
+    let config = write(dir.path(), "small.json", r#"{"iterations": 1, "improver_steps": 2, "improver_examples": 8, "prompts_per_iteration": 8, "batch_size": 4, "eval_examples": 4, "max_new_tokens": 6}"#);
+    let out = dir.path().join("sgpo").display().to_string();
+    let o = sgpo(&["train", "--init", &run, "--out", &out, "--config", &config, "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    refused(&["train", "--init", &run, "--out", &out, "--resume", "--beta", "0.5", "--device", "cpu"], "--beta");
+    refused(&["train", "--init", &run, "--out", &out, "--resume", "--method", "spin", "--device", "cpu"], "--method");
+    refused(&["train", "--init", &config, "--out", &out, "--resume", "--device", "cpu"], "--init");
+    let o = sgpo(&["train", "--init", &run, "--out", &out, "--resume", "--iterations", "2", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.path().join("sgpo/pairs-iter2.jsonl").exists(), "{}", stderr(&o));
+}
+
+/// A run records its data file by absolute path (a relative `--data` works from anywhere
+/// later), and `eval --data` on the run's own file scores the run's own held-out part.
+#[test]
+fn data_files_are_found_again_and_split_as_the_run_split_them() {
+    let dir = common::TempDir::new();
+    let mut text = String::new();
+    for e in sgpo::data::tasks::generate(40, 5) {
+        text.push_str(&serde_json::json!({"instruction": e.prompt, "output": e.response}).to_string());
+        text.push('\n');
+    }
+    // A byte-order mark, as some editors write, is fine.
+    std::fs::write(dir.path().join("data.jsonl"), format!("\u{feff}{text}")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sgpo"))
+        .current_dir(dir.path())
+        .args(["sft", "--out", "run", "--data", "data.jsonl", "--eval-fraction", "0.25", "--preset", "tiny", "--steps", "2", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(saved["sft"]["data"]["path"], dir.path().join("data.jsonl").display().to_string());
+    let run = dir.path().join("run").display().to_string();
+    let data = dir.path().join("data.jsonl").display().to_string();
+    let o = sgpo(&["eval", "--model", &run, "--data", &data, "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["n"], 10, "the run held out a quarter of 40 rows");
+}

@@ -194,6 +194,8 @@ impl Line<'_> {
 /// Parse JSONL `text`; `file` names it in errors. Blank lines are skipped.
 pub fn parse_jsonl(file: &str, text: &str) -> Result<Dataset> {
     let mut data = Dataset::default();
+    // A UTF-8 byte-order mark, as some editors write, is not part of the first record.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         if raw.trim().is_empty() {
             continue;
@@ -209,6 +211,17 @@ pub fn parse_jsonl(file: &str, text: &str) -> Result<Dataset> {
         return Err(Error::file(file, "contains no records (expected JSON objects, one per line)"));
     }
     Ok(data)
+}
+
+/// Parse a file's bytes: text that is not UTF-8 is refused by line.
+pub fn parse_jsonl_bytes(file: &str, bytes: &[u8]) -> Result<Dataset> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_jsonl(file, text),
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(Error::data(file, line, "not UTF-8 text (save the file as UTF-8)"))
+        }
+    }
 }
 
 /// Split examples into train and held-out parts, reproducibly. At least one example is held
@@ -279,6 +292,10 @@ mod tests {
         );
         assert!(err(r#"{"text": "x"}"#).starts_with("d.jsonl:1: no known format"));
         assert!(err("\n\n").contains("contains no records"));
+        // A byte-order mark is skipped; bytes that are not UTF-8 are named by line.
+        assert_eq!(parse_jsonl("d.jsonl", "\u{feff}{\"prompt\": \"p\"}").unwrap().prompts, vec!["p".to_string()]);
+        let e = parse_jsonl_bytes("d.jsonl", b"{\"prompt\": \"p\"}\n{\"prompt\": \"\xff\"}\n").unwrap_err().to_string();
+        assert_eq!(e, "d.jsonl:2: not UTF-8 text (save the file as UTF-8)");
     }
 
     #[test]

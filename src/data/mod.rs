@@ -10,6 +10,6 @@ pub mod tasks;
 pub mod tokenizer;
 
 pub use batch::{Batch, TokenSeq, policy_seqs};
-pub use jsonl::{Dataset, Example, PreferencePair, parse_jsonl, split_examples};
+pub use jsonl::{Dataset, Example, PreferencePair, parse_jsonl, parse_jsonl_bytes, split_examples};
 pub use run_data::RunData;
 pub use tokenizer::Tokenizer;

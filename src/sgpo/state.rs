@@ -68,6 +68,10 @@ impl SgpoRun {
         let model = load_model(&self.sft.config, &checkpoint.model, &autodiff(&self.device), MODEL_FILE)?;
         self.stage = saved.stage;
         self.iteration = saved.iteration;
+        // A finished run resumed with more iterations goes on to the next one.
+        if self.stage == Stage::Done && self.iteration < self.config.iterations {
+            self.stage = Stage::Pairs;
+        }
         self.improver_round = saved.improver_round;
         self.step = saved.step;
         self.rng = saved.rng;

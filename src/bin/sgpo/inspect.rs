@@ -1,6 +1,6 @@
 //! Looking at a model: `sgpo generate`, `sgpo eval`, and `sgpo tokenizer train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use pollster::block_on;
@@ -13,6 +13,7 @@ use sgpo::native::{load_jsonl, load_run_data, write_atomic};
 use sgpo::rng::Rng;
 
 use crate::common::{DeviceArg, bar, open_run};
+use crate::sft::absolute;
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -104,9 +105,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         run.model.model = run.config.model.init(run.config.sft.seed, &device);
         run.step = 0;
     }
-    let source = match &args.data {
-        Some(path) => DataSource::File { path: path.display().to_string(), eval_fraction: DEFAULT_EVAL_FRACTION },
-        None => run.config.sft.data.clone(),
+    // The run's own data file is split as the run split it; another file at the default.
+    let source = match (&args.data, &run.config.sft.data) {
+        (Some(path), DataSource::File { path: own, .. }) if absolute(path)? == absolute(Path::new(own))? => run.config.sft.data.clone(),
+        (Some(path), _) => DataSource::File { path: absolute(path)?, eval_fraction: DEFAULT_EVAL_FRACTION },
+        (None, own) => own.clone(),
     };
     let mut examples = load_run_data(&source, run.config.sft.seed)?.eval;
     if let Some(n) = args.limit {

@@ -9,7 +9,7 @@ use clap::Args;
 use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
-use sgpo::config::{DataSource, RunConfig, SftConfig};
+use sgpo::config::{DEFAULT_EVAL_FRACTION, DataSource, RunConfig, SftConfig};
 use sgpo::data::{Tokenizer, policy_seqs};
 use sgpo::eval;
 use sgpo::generate::Decoder;
@@ -54,9 +54,9 @@ pub struct SftArgs {
     seed: Option<u64>,
     #[arg(long)]
     checkpoint_every: Option<usize>,
-    /// Fraction of --data held out for evaluation.
-    #[arg(long, default_value_t = sgpo::config::DEFAULT_EVAL_FRACTION)]
-    eval_fraction: f32,
+    /// Fraction of --data held out for evaluation [default: 0.1].
+    #[arg(long)]
+    eval_fraction: Option<f32>,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -64,10 +64,15 @@ pub struct SftArgs {
 impl SftArgs {
     /// The settings of a new run: defaults, then --config, then the flags.
     fn config(&self) -> anyhow::Result<SftConfig> {
-        let mut config: SftConfig = match &self.config {
+        let base: SftConfig = match &self.config {
             Some(path) => read_json(path)?,
             None => SftConfig::default(),
         };
+        self.apply(base)
+    }
+
+    /// `config` with the flags given applied.
+    fn apply(&self, mut config: SftConfig) -> anyhow::Result<SftConfig> {
         if let Some(p) = &self.preset { config.preset = p.clone(); }
         if let Some(s) = self.steps { config.steps = s; }
         if let Some(b) = self.batch_size { config.batch_size = b; }
@@ -76,10 +81,54 @@ impl SftArgs {
         if let Some(s) = self.seed { config.seed = s; }
         if let Some(c) = self.checkpoint_every { config.checkpoint_every = c; }
         if let Some(path) = &self.data {
-            config.data = DataSource::File { path: path.display().to_string(), eval_fraction: self.eval_fraction };
+            let eval_fraction = self.eval_fraction.unwrap_or(DEFAULT_EVAL_FRACTION);
+            config.data = DataSource::File { path: absolute(path)?, eval_fraction };
+        } else if let (Some(f), DataSource::File { eval_fraction, .. }) = (self.eval_fraction, &mut config.data) {
+            *eval_fraction = f;
         }
         Ok(config)
     }
+
+    /// On `--resume`, the flags must agree with the saved settings; `--steps` may extend or
+    /// shorten the run. Returns the new step count, if any.
+    fn check_resume(&self, saved: &SftConfig) -> anyhow::Result<Option<usize>> {
+        for (given, flag) in [(self.tokenizer.is_some(), "--tokenizer"), (self.init.is_some(), "--init")] {
+            if given {
+                bail!("{flag} cannot be given with --resume: a resumed run keeps what it started from (choose another --out for a new run)");
+            }
+        }
+        let base = match &self.config {
+            Some(path) => read_json(path)?,
+            None => saved.clone(),
+        };
+        let mut requested = self.apply(base)?;
+        let new_steps = Some(requested.steps).filter(|&s| s != saved.steps);
+        requested.steps = saved.steps;
+        let differ = differing_settings(saved, &requested, &[("optim", "--lr (or --config)"), ("data", "--data/--eval-fraction")]);
+        if !differ.is_empty() {
+            bail!("these flags differ from the saved run's settings: {}; a resumed run keeps its settings (choose another --out for a new run)", differ.join(", "));
+        }
+        Ok(new_steps)
+    }
+}
+
+/// A path as the run records it: absolute, so `--resume` and `eval` work from anywhere.
+pub fn absolute(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::path::absolute(path).with_context(|| format!("{}", path.display()))?.display().to_string())
+}
+
+/// The flags whose settings differ between `saved` and `requested` (top-level fields; `names`
+/// maps a field to its flag where the two differ, else `--field-name`).
+pub fn differing_settings<T: serde::Serialize>(saved: &T, requested: &T, names: &[(&str, &str)]) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(saved).expect("configs serialise"), serde_json::to_value(requested).expect("configs serialise"));
+    let mut out = Vec::new();
+    for (key, value) in a.as_object().into_iter().flatten() {
+        if b.get(key) != Some(value) {
+            let flag = names.iter().find(|(k, _)| k == key).map_or(format!("--{}", key.replace('_', "-")), |(_, f)| f.to_string());
+            out.push(flag);
+        }
+    }
+    out
 }
 
 pub fn run(args: SftArgs) -> anyhow::Result<()> {
@@ -93,10 +142,17 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         }
         let checkpoint = Checkpoint::load(out)?;
         let config = RunConfig::from_json("config.json", &checkpoint.config)?;
+        let new_steps = args.check_resume(&config.sft)?;
         let data = load_run_data(&config.sft.data, config.sft.seed)?;
         eprintln!("resuming {} at step {}", out.display(), checkpoint.state.step);
         let log = EventLog::resume(&metrics_path, logged_lines(&checkpoint, "metrics.jsonl"))?;
-        (SftRun::resume(&checkpoint, &data.labeled, &device)?, log)
+        let mut run = SftRun::resume(&checkpoint, &data.labeled, &device)?;
+        if let Some(steps) = new_steps {
+            eprintln!("--steps {steps}: the run now ends at step {steps} (it was to end at {})", run.config.steps);
+            run.config.steps = steps;
+            run.config.validate()?;
+        }
+        (run, log)
     } else {
         if args.resume {
             bail!("{}: nothing to resume (no checkpoint there); leave out --resume to start a run", out.display());

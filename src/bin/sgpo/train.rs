@@ -15,12 +15,13 @@ use sgpo::native::{EventLog, RunLock, load_preference_data, read_json, write_ato
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
 
 use crate::common::{DeviceArg, bar, fmt_opt, open_run};
-use crate::sft::logged_lines;
+use crate::sft::{absolute, differing_settings, logged_lines};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    #[arg(long, default_value = "sgpo")]
-    method: Method,
+    /// sgpo, spin or dpo [default: sgpo].
+    #[arg(long)]
+    method: Option<Method>,
     /// The model to start from: an SFT run (`sgpo sft --out ...`), or a Hugging Face model
     /// directory (an instruct model: SGPO straight from it, no SFT of ours).
     #[arg(long)]
@@ -71,11 +72,22 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The settings of a new run: defaults, then --config, then the flags.
     fn config(&self) -> anyhow::Result<(SgpoConfig, PreferenceSource)> {
-        let mut c: SgpoConfig = match &self.config {
+        let mut base: SgpoConfig = match &self.config {
             Some(path) => read_json(path)?,
             None => SgpoConfig::default(),
         };
-        c.method = self.method;
+        base.method = self.method.unwrap_or(Method::Sgpo);
+        Ok((self.apply(base), self.source()?))
+    }
+
+    fn source(&self) -> anyhow::Result<PreferenceSource> {
+        let path = |p: &Option<PathBuf>| p.as_deref().map(absolute).transpose();
+        Ok(PreferenceSource { init: absolute(&self.init)?, data: path(&self.data)?, prompts: path(&self.prompts)? })
+    }
+
+    /// `c` with the flags given applied.
+    fn apply(&self, mut c: SgpoConfig) -> SgpoConfig {
+        if let Some(v) = self.method { c.method = v; }
         if let Some(v) = self.iterations { c.iterations = v; }
         if let Some(v) = self.loss { c.loss = v; }
         if let Some(v) = self.beta { c.beta = v; }
@@ -85,9 +97,26 @@ impl TrainArgs {
         if let Some(v) = self.prompts_per_iteration { c.prompts_per_iteration = v; }
         if let Some(v) = self.lr { c.dpo_optim.lr = v; }
         if let Some(v) = self.seed { c.seed = v; }
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let source = PreferenceSource { init: self.init.display().to_string(), data: path(&self.data), prompts: path(&self.prompts) };
-        Ok((c, source))
+        c
+    }
+
+    /// On `--resume`, the flags must agree with the saved settings; `--iterations` may change.
+    fn check_resume(&self, saved: &SgpoConfig, source: &PreferenceSource) -> anyhow::Result<Option<usize>> {
+        let base = match &self.config {
+            Some(path) => SgpoConfig { method: saved.method, ..read_json(path)? },
+            None => saved.clone(),
+        };
+        let mut requested = self.apply(base);
+        let new_iterations = Some(requested.iterations).filter(|&n| n != saved.iterations);
+        requested.iterations = saved.iterations;
+        let mut differ = differing_settings(saved, &requested, &[("dpo_optim", "--lr")]);
+        let given = PreferenceSource { init: absolute(&self.init)?, data: self.data.as_deref().map(absolute).transpose()?.or(source.data.clone()), prompts: self.prompts.as_deref().map(absolute).transpose()?.or(source.prompts.clone()) };
+        let saved_source = PreferenceSource { init: absolute(Path::new(&source.init))?, ..source.clone() };
+        differ.extend(differing_settings(&saved_source, &given, &[]));
+        if !differ.is_empty() {
+            bail!("these flags differ from the saved run's settings: {}; a resumed run keeps its settings (choose another --out for a new run)", differ.join(", "));
+        }
+        Ok(new_iterations)
     }
 }
 
@@ -130,7 +159,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // The run's settings: the saved ones when resuming.
     let (config, source) = match &resumed {
         Some(checkpoint) => match RunConfig::from_json("config.json", &checkpoint.config)? {
-            RunConfig { sgpo: Some(c), source: Some(s), .. } => (c, s),
+            RunConfig { sgpo: Some(mut c), source: Some(s), .. } => {
+                if let Some(n) = args.check_resume(&c, &s)? {
+                    eprintln!("--iterations {n}: the run now ends after iteration {n} (it was to end after {})", c.iterations);
+                    c.iterations = n;
+                }
+                (c, s)
+            }
             _ => bail!("{} is an SFT run, not a preference run; resume it with `sgpo sft --resume`", out.display()),
         },
         None if args.resume => bail!("{}: nothing to resume (no checkpoint there); leave out --resume to start a run", out.display()),
