@@ -45,6 +45,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const STATE_FILE: &str = "state.json";
 pub const PROGRESS_FILE: &str = "run_state.json";
 pub const LOGGED_FILE: &str = "logs.json";
+/// Each other file's CRC-32, checked when the checkpoint is read back.
+pub const CHECKSUMS_FILE: &str = "checksums.json";
 pub const LATEST_FILE: &str = "latest";
 
 impl Checkpoint {
@@ -65,12 +67,32 @@ impl Checkpoint {
         if !self.logged.is_empty() {
             files.push((LOGGED_FILE, serde_json::to_vec_pretty(&self.logged).expect("counts serialise")));
         }
+        let sums: BTreeMap<&str, String> = files.iter().map(|(name, bytes)| (*name, crc(bytes))).collect();
+        files.push((CHECKSUMS_FILE, serde_json::to_vec_pretty(&sums).expect("checksums serialise")));
         files
     }
 
     /// Reassemble from named files; `read` gives a file's bytes, or `None` when it is absent.
     /// `dir` names the checkpoint in errors.
-    pub fn from_files(dir: &str, mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+    pub fn from_files(dir: &str, mut raw: impl FnMut(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+        // Checkpoints written before checksums existed have none to check.
+        let sums: BTreeMap<String, String> = match raw(CHECKSUMS_FILE)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::checkpoint(format!("{dir}/{CHECKSUMS_FILE}"), e))?,
+            None => BTreeMap::new(),
+        };
+        let mut read = |file: &str| -> Result<Option<Vec<u8>>> {
+            let bytes = raw(file)?;
+            if let (Some(b), Some(expected)) = (&bytes, sums.get(file)) {
+                let found = crc(b);
+                if &found != expected {
+                    return Err(Error::checkpoint(
+                        format!("{dir}/{file}"),
+                        format!("damaged: its CRC-32 is {found} but the checkpoint recorded {expected} (the run's previous checkpoint-N may still be whole)"),
+                    ));
+                }
+            }
+            Ok(bytes)
+        };
         let mut need = |file: &str| -> Result<Vec<u8>> {
             read(file)?.ok_or_else(|| Error::checkpoint(format!("{dir}/{file}"), "missing from the checkpoint"))
         };
@@ -91,6 +113,10 @@ impl Checkpoint {
         };
         Ok(Self { config, tokenizer, model, optimizer, state, progress, logged })
     }
+}
+
+fn crc(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
 }
 
 impl Checkpoint {

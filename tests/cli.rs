@@ -442,3 +442,18 @@ fn data_files_are_found_again_and_split_as_the_run_split_them() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["n"], 10, "the run held out a quarter of 40 rows");
 }
+
+/// A damaged checkpoint file is refused by name, not loaded as garbage.
+#[test]
+fn a_damaged_checkpoint_is_refused() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "2", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let latest = std::fs::read_to_string(dir.path().join("run/latest")).unwrap();
+    let model = dir.path().join("run").join(latest.trim()).join("model.bpk");
+    std::fs::write(&model, vec![0xFFu8; 4000]).unwrap();
+    let o = sgpo(&["eval", "--model", &run, "--device", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.bpk: damaged: its CRC-32 is"), "{}", stderr(&o));
+}
