@@ -61,7 +61,7 @@ pub fn load_run_data(source: &DataSource, seed: u64) -> Result<RunData> {
 /// plus every prompt in `--prompts` as unlabeled; at most `eval_examples` held out.
 pub fn load_preference_data(source: &PreferenceSource, sft: &SftConfig, eval_examples: usize) -> Result<RunData> {
     let own = match &source.data {
-        Some(path) => DataSource::File { path: path.clone(), eval_fraction: crate::config::DEFAULT_EVAL_FRACTION },
+        Some(path) => DataSource::file(path.clone(), crate::config::DEFAULT_EVAL_FRACTION),
         None => sft.data.clone(),
     };
     let mut data = load_run_data(&own, sft.seed)?;
@@ -70,6 +70,20 @@ pub fn load_preference_data(source: &PreferenceSource, sft: &SftConfig, eval_exa
     }
     data.eval.truncate(eval_examples);
     Ok(data)
+}
+
+/// A file's CRC-32, as a run records its data file.
+pub fn file_crc(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|e| Error::file(path.display(), e))?;
+    Ok(format!("{:08x}", crc32fast::hash(&bytes)))
+}
+
+/// For a data file recorded with its checksum: a notice when the file is not what the run
+/// trained on (its held-out part may now hold training rows, and a resume is not exact).
+pub fn data_changed(source: &DataSource) -> Result<Option<String>> {
+    let DataSource::File { path, crc32: Some(recorded), .. } = source else { return Ok(None) };
+    let now = file_crc(Path::new(path))?;
+    Ok((&now != recorded).then(|| format!("{path} changed since the run recorded it (CRC-32 {recorded}, now {now}): its held-out part may now hold rows the run trained on")))
 }
 
 /// A JSON settings file, every error naming it.

@@ -441,6 +441,12 @@ fn data_files_are_found_again_and_split_as_the_run_split_them() {
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["n"], 10, "the run held out a quarter of 40 rows");
+    assert!(!stderr(&o).contains("changed since"), "{}", stderr(&o));
+    // Edited after training: scored, with a warning that names the file.
+    std::fs::write(dir.path().join("data.jsonl"), text.replace("sort", "order")).unwrap();
+    let o = sgpo(&["eval", "--model", &run, "--data", &data, "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("warning: {data} changed since the run recorded it")), "{}", stderr(&o));
 }
 
 /// A damaged checkpoint file is refused by name, not loaded as garbage.

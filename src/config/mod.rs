@@ -33,13 +33,24 @@ pub enum DataSource {
     },
     /// A JSONL file: rows with answers split into train and held-out parts, bare prompts and
     /// preference rows kept beside them.
-    File { path: String, eval_fraction: f32 },
+    File {
+        path: String,
+        eval_fraction: f32,
+        /// The file's CRC-32 when the run started, to notice a file edited since.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crc32: Option<String>,
+    },
 }
 
 impl DataSource {
     /// The built-in tasks, every family.
     pub fn builtin(n_train: usize, n_eval: usize) -> Self {
         Self::Builtin { n_train, n_eval, family: None }
+    }
+
+    /// A data file, its contents not recorded.
+    pub fn file(path: impl Into<String>, eval_fraction: f32) -> Self {
+        Self::File { path: path.into(), eval_fraction, crc32: None }
     }
 }
 

@@ -72,7 +72,7 @@ impl PipelineConfig {
     /// family, or `all`).
     pub fn data_source(&self, file: Option<&str>) -> DataSource {
         match file {
-            Some(path) => DataSource::File { path: path.to_string(), eval_fraction: DEFAULT_EVAL_FRACTION },
+            Some(path) => DataSource::file(path, DEFAULT_EVAL_FRACTION),
             None => DataSource::Builtin {
                 n_train: PAGE_TRAIN_EXAMPLES,
                 n_eval: self.eval_examples,
@@ -163,6 +163,6 @@ mod tests {
         let page = PipelineConfig { task: "sort".into(), ..PipelineConfig::default() };
         assert_eq!(page.data_source(None), DataSource::Builtin { n_train: 4000, n_eval: 45, family: Some("sort".into()) });
         assert_eq!(PipelineConfig::default().data_source(None), DataSource::builtin(4000, 45));
-        assert_eq!(page.data_source(Some("d.jsonl")), DataSource::File { path: "d.jsonl".into(), eval_fraction: 0.1 });
+        assert_eq!(page.data_source(Some("d.jsonl")), DataSource::file("d.jsonl", 0.1));
     }
 }

@@ -39,7 +39,7 @@ impl RunData {
                 only(&mut eval);
                 Ok(Self { labeled, eval, ..Self::default() })
             }
-            DataSource::File { path, eval_fraction } => {
+            DataSource::File { path, eval_fraction, .. } => {
                 let file = file.ok_or_else(|| Error::file(path, "not read: a file source needs its contents"))?;
                 let (labeled, eval) = split_examples(file.examples, *eval_fraction, seed);
                 Ok(Self { labeled, eval, unlabeled: file.prompts, pairs: file.preferences })
@@ -79,7 +79,7 @@ mod tests {
             text.push_str(&format!("{{\"prompt\": \"p{i}\", \"completion\": \"c{i}\"}}\n"));
         }
         text.push_str("{\"prompt\": \"bare\"}\n{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\"}\n");
-        let source = DataSource::File { path: "d.jsonl".into(), eval_fraction: 0.25 };
+        let source = DataSource::file("d.jsonl", 0.25);
         let data = RunData::assemble(&source, Some(parse_jsonl("d.jsonl", &text).unwrap()), 3).unwrap();
         assert_eq!((data.labeled.len(), data.eval.len(), data.unlabeled.len(), data.pairs.len()), (15, 5, 1, 1));
         assert!(data.eval.iter().all(|e| !data.labeled.contains(e)));

@@ -9,7 +9,7 @@ use sgpo::config::{DEFAULT_EVAL_FRACTION, DataSource, MIN_VOCAB, at_least};
 use sgpo::data::{Tokenizer, tasks};
 use sgpo::eval;
 use sgpo::generate::{Decoder, SamplingConfig, Stop, generate as decode};
-use sgpo::native::{load_jsonl, load_run_data, write_atomic};
+use sgpo::native::{data_changed, load_jsonl, load_run_data, write_atomic};
 use sgpo::rng::Rng;
 
 use crate::common::{DeviceArg, bar, open_run};
@@ -108,9 +108,12 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     // The run's own data file is split as the run split it; another file at the default.
     let source = match (&args.data, &run.config.sft.data) {
         (Some(path), DataSource::File { path: own, .. }) if absolute(path)? == absolute(Path::new(own))? => run.config.sft.data.clone(),
-        (Some(path), _) => DataSource::File { path: absolute(path)?, eval_fraction: DEFAULT_EVAL_FRACTION },
+        (Some(path), _) => DataSource::file(absolute(path)?, DEFAULT_EVAL_FRACTION),
         (None, own) => own.clone(),
     };
+    if let Some(notice) = data_changed(&source)? {
+        eprintln!("warning: {notice}");
+    }
     let mut examples = load_run_data(&source, run.config.sft.seed)?.eval;
     if let Some(n) = args.limit {
         examples.truncate(n);

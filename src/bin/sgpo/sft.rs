@@ -14,7 +14,7 @@ use sgpo::data::{Tokenizer, policy_seqs};
 use sgpo::eval;
 use sgpo::generate::Decoder;
 use sgpo::metrics::Event;
-use sgpo::native::{EventLog, RunLock, load_run_data, open_model, read_json};
+use sgpo::native::{EventLog, RunLock, data_changed, file_crc, load_run_data, open_model, read_json};
 use sgpo::train::{SftRun, autodiff};
 
 use crate::common::{DeviceArg, bar};
@@ -82,7 +82,7 @@ impl SftArgs {
         if let Some(c) = self.checkpoint_every { config.checkpoint_every = c; }
         if let Some(path) = &self.data {
             let eval_fraction = self.eval_fraction.unwrap_or(DEFAULT_EVAL_FRACTION);
-            config.data = DataSource::File { path: absolute(path)?, eval_fraction };
+            config.data = DataSource::File { path: absolute(path)?, eval_fraction, crc32: Some(file_crc(path)?) };
         } else if let (Some(f), DataSource::File { eval_fraction, .. }) = (self.eval_fraction, &mut config.data) {
             *eval_fraction = f;
         }
@@ -143,6 +143,9 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         let checkpoint = Checkpoint::load(out)?;
         let config = RunConfig::from_json("config.json", &checkpoint.config)?;
         let new_steps = args.check_resume(&config.sft)?;
+        if let Some(notice) = data_changed(&config.sft.data)? {
+            eprintln!("warning: {notice}");
+        }
         let data = load_run_data(&config.sft.data, config.sft.seed)?;
         eprintln!("resuming {} at step {}", out.display(), checkpoint.state.step);
         let log = EventLog::resume(&metrics_path, logged_lines(&checkpoint, "metrics.jsonl"))?;

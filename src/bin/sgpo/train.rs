@@ -11,7 +11,7 @@ use pollster::block_on;
 use sgpo::checkpoint::Checkpoint;
 use sgpo::config::{DpoLoss, ImproverTargets, Method, PreferenceSource, RunConfig, SgpoConfig};
 use sgpo::metrics::Event;
-use sgpo::native::{EventLog, RunLock, load_preference_data, read_json, write_atomic};
+use sgpo::native::{EventLog, RunLock, data_changed, load_preference_data, read_json, write_atomic};
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
 
 use crate::common::{DeviceArg, bar, fmt_opt, open_run};
@@ -173,6 +173,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let init = open_run(Path::new(&source.init), &device)?;
+    if source.data.is_none()
+        && let Some(notice) = data_changed(&init.config.sft.data)?
+    {
+        eprintln!("warning: {notice}");
+    }
     let data = load_preference_data(&source, &init.config.sft, config.eval_examples)?;
     eprintln!(
         "{:?} from {}: {} labeled, {} unlabeled prompts, {} fixed pairs, {} held out",
