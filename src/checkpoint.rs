@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::Tokenizer;
+use crate::data::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::model::{TextModel, load_model};
 use crate::rng::Rng;
@@ -67,7 +68,7 @@ impl Checkpoint {
         if !self.logged.is_empty() {
             files.push((LOGGED_FILE, serde_json::to_vec_pretty(&self.logged).expect("counts serialise")));
         }
-        let sums: BTreeMap<&str, String> = files.iter().map(|(name, bytes)| (*name, crc(bytes))).collect();
+        let sums: BTreeMap<&str, String> = files.iter().map(|(name, bytes)| (*name, crc32_hex(bytes))).collect();
         files.push((CHECKSUMS_FILE, serde_json::to_vec_pretty(&sums).expect("checksums serialise")));
         files
     }
@@ -83,7 +84,7 @@ impl Checkpoint {
         let mut read = |file: &str| -> Result<Option<Vec<u8>>> {
             let bytes = raw(file)?;
             if let (Some(b), Some(expected)) = (&bytes, sums.get(file)) {
-                let found = crc(b);
+                let found = crc32_hex(b);
                 if &found != expected {
                     return Err(Error::checkpoint(
                         format!("{dir}/{file}"),
@@ -115,7 +116,8 @@ impl Checkpoint {
     }
 }
 
-fn crc(bytes: &[u8]) -> String {
+/// A CRC-32 as the checkpoint and run configs record it: eight hex digits.
+pub fn crc32_hex(bytes: &[u8]) -> String {
     format!("{:08x}", crc32fast::hash(bytes))
 }
 
@@ -125,7 +127,9 @@ impl Checkpoint {
     pub fn open(&self, label: &str, device: &Device) -> Result<(RunConfig, TextModel)> {
         let name = |file: &str| if label.is_empty() { file.to_string() } else { format!("{label}/{file}") };
         let run = RunConfig::from_json(&name(CONFIG_FILE), &self.config)?;
-        let tokenizer = Tokenizer::from_json_with(&name(TOKENIZER_FILE), &self.tokenizer, run.chat.as_ref())?;
+        // A run's chat template is saved in its config.json, so that file is named if it fails.
+        let template = run.chat.clone().map(|chat| ChatTemplate::new(&name(CONFIG_FILE), chat)).transpose()?;
+        let tokenizer = Tokenizer::from_json_with(&name(TOKENIZER_FILE), &self.tokenizer, template)?;
         let model = load_model(&run.model, &self.model, device, &name(MODEL_FILE))?;
         let config = run.model.clone();
         Ok((run, TextModel { config, tokenizer, model }))

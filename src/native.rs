@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::checkpoint::{Checkpoint, CONFIG_FILE, LATEST_FILE};
+use crate::checkpoint::{CONFIG_FILE, Checkpoint, LATEST_FILE, crc32_hex};
 use crate::config::{DataSource, PreferenceSource, RunConfig, SftConfig};
 use crate::data::{Dataset, RunData, parse_jsonl_bytes};
 use crate::error::{Error, Result};
@@ -28,17 +28,21 @@ pub fn open_model(path: &Path, device: &Device) -> Result<(RunConfig, TextModel,
         return Ok((config, model, 0));
     }
     if path.join(hf::CONFIG).exists() {
-        let mut read = |file: &str| -> Result<Option<Vec<u8>>> {
-            let p = path.join(file);
-            p.exists().then(|| fs::read(&p).map_err(|e| Error::file(p.display(), e))).transpose()
-        };
-        let (config, model) = hf::open(&path.display().to_string(), &mut read, device)?;
+        let (config, model) = hf::open(&path.display().to_string(), &mut files_in(path), device)?;
         return Ok((config, model, 0));
     }
     Err(Error::checkpoint(
         path.display(),
         "no checkpoint here (no `latest`) and no Hugging Face model (no config.json): give a run directory written by `sgpo sft`/`sgpo train`, a model directory, or a .gguf file",
     ))
+}
+
+/// A reader of the files in `dir` by name: `None` for one that is not there.
+fn files_in(dir: &Path) -> impl FnMut(&str) -> Result<Option<Vec<u8>>> + '_ {
+    move |file| {
+        let p = dir.join(file);
+        p.exists().then(|| fs::read(&p).map_err(|e| Error::file(p.display(), e))).transpose()
+    }
 }
 
 /// Read and parse a JSONL data file.
@@ -75,7 +79,7 @@ pub fn load_preference_data(source: &PreferenceSource, sft: &SftConfig, eval_exa
 /// A file's CRC-32, as a run records its data file.
 pub fn file_crc(path: &Path) -> Result<String> {
     let bytes = fs::read(path).map_err(|e| Error::file(path.display(), e))?;
-    Ok(format!("{:08x}", crc32fast::hash(&bytes)))
+    Ok(crc32_hex(&bytes))
 }
 
 /// For a data file recorded with its checksum: a notice when the file is not what the run
@@ -155,10 +159,7 @@ impl Checkpoint {
             )
         })?;
         let dir = run_dir.join(name.trim());
-        Self::from_files(&dir.display().to_string(), |file| {
-            let p = dir.join(file);
-            p.exists().then(|| fs::read(&p).map_err(|e| Error::checkpoint(p.display(), e))).transpose()
-        })
+        Self::from_files(&dir.display().to_string(), files_in(&dir))
     }
 
     pub fn exists(run_dir: &Path) -> bool {
@@ -257,15 +258,4 @@ impl EventLog {
         self.lines += 1;
         Ok(())
     }
-}
-
-/// Every event in a JSONL log; errors name the file and line.
-pub fn read_events(path: &Path) -> Result<Vec<Event>> {
-    let name = path.display().to_string();
-    let text = fs::read_to_string(path).map_err(|e| Error::file(&name, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::data(&name, i + 1, e)))
-        .collect()
 }

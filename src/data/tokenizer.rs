@@ -117,28 +117,31 @@ impl Tokenizer {
     }
 
     /// A pretrained model's tokenizer as it is (no tokens added), prompted through its chat
-    /// template; `source` names the files in errors.
-    pub fn with_chat(source: &str, inner: HfTokenizer, chat: ChatConfig) -> Result<Self> {
+    /// template (compiled by the caller, which knows which file it came from); `source`
+    /// names the tokenizer in errors.
+    pub fn with_chat(source: &str, inner: HfTokenizer, template: ChatTemplate) -> Result<Self> {
         let id = |t: &str| inner.token_to_id(t).ok_or_else(|| Error::file(source, format!("the tokenizer has no token {t:?}")));
-        let end = id(&chat.eos_token)?;
-        let pad = match &chat.pad_token {
+        let end = id(&template.config.eos_token)?;
+        let pad = match &template.config.pad_token {
             Some(t) => id(t)?,
             None => end,
         };
-        let template = ChatTemplate::new(source, chat)?;
         Ok(Self { inner, special: SpecialIds { pad, end }, format: Format::Chat(template) })
     }
 
-    /// Parse a `tokenizer.json`: with `chat`, a pretrained model's (see [`Self::with_chat`]);
-    /// without, one with our role tokens. `source` names it in errors.
-    pub fn from_json_with(source: &str, json: &str, chat: Option<&ChatConfig>) -> Result<Self> {
-        let inner: HfTokenizer = json
-            .parse()
-            .map_err(|e| Error::file(source, format!("not a valid tokenizer.json: {e}")))?;
+    /// Parse a `tokenizer.json`: with a chat template, a pretrained model's (see
+    /// [`Self::with_chat`]); without, one with our role tokens. `source` names it in errors.
+    pub fn from_json_with(source: &str, json: &str, chat: Option<ChatTemplate>) -> Result<Self> {
+        let inner = Self::parse_json(source, json)?;
         match chat {
-            Some(chat) => Self::with_chat(source, inner, chat.clone()),
+            Some(template) => Self::with_chat(source, inner, template),
             None => Self::from_hf(inner),
         }
+    }
+
+    /// A `tokenizer.json` as Hugging Face's tokenizer, nothing added; `source` names it in errors.
+    pub fn parse_json(source: &str, json: &str) -> Result<HfTokenizer> {
+        json.parse().map_err(|e| Error::file(source, format!("not a valid tokenizer.json: {e}")))
     }
 
     /// Parse a `tokenizer.json` with our role tokens; `source` names it in errors.

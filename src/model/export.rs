@@ -9,7 +9,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::json;
 
-use super::TextModel;
+use super::{TextModel, hf};
 use crate::error::{Error, Result};
 use crate::readback;
 
@@ -56,11 +56,11 @@ pub async fn hf_files(model: &TextModel) -> Result<Vec<(String, Vec<u8>)>> {
     let generation = json!({ "eos_token_id": tok.special.end, "pad_token_id": tok.special.pad });
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json serialises");
     Ok(vec![
-        ("config.json".into(), pretty(config)),
-        ("model.safetensors".into(), safetensors_bytes(model).await?),
-        ("tokenizer.json".into(), tok.to_json()?.into_bytes()),
-        ("tokenizer_config.json".into(), pretty(tokenizer_config)),
-        ("generation_config.json".into(), pretty(generation)),
+        (hf::CONFIG.into(), pretty(config)),
+        (hf::WEIGHTS.into(), safetensors_bytes(model).await?),
+        (hf::TOKENIZER.into(), tok.to_json()?.into_bytes()),
+        (hf::TOKENIZER_CONFIG.into(), pretty(tokenizer_config)),
+        (hf::GENERATION_CONFIG.into(), pretty(generation)),
     ])
 }
 

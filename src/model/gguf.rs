@@ -15,6 +15,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use super::TextModel;
+use super::text_model::check_vocab;
 use super::quants::{block, dequantize, type_name};
 use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig, SftConfig};
 use crate::data::Tokenizer;
@@ -248,12 +249,13 @@ pub fn open(label: &str, bytes: &[u8], device: &Device) -> Result<(RunConfig, Te
     let tokenizer = tokenizer(&g)?;
     let embed = g.tensors.get("token_embd.weight").ok_or_else(|| Error::file(label, "tensor token_embd.weight is missing"))?;
     let vocab_size = embed.dims.get(1).copied().unwrap_or(0);
+    let heads = g.count(&key("attention.head_count"))?;
     let config = ModelConfig::new(
         vocab_size,
         g.count(&key("embedding_length"))?,
         g.count(&key("block_count"))?,
-        g.count(&key("attention.head_count"))?,
-        g.meta.get(&key("attention.head_count_kv")).and_then(Meta::int).map_or(g.count(&key("attention.head_count"))?, |v| v as usize),
+        heads,
+        g.meta.get(&key("attention.head_count_kv")).and_then(Meta::int).map_or(heads, |v| v as usize),
         g.count(&key("feed_forward_length"))?,
     )
     .with_max_seq_len(g.count(&key("context_length")).unwrap_or(2048))
@@ -262,9 +264,7 @@ pub fn open(label: &str, bytes: &[u8], device: &Device) -> Result<(RunConfig, Te
     .with_tie_embeddings(!g.tensors.contains_key("output.weight"))
     .with_attention_bias(arch == "qwen2");
     config.validate().map_err(|e| Error::file(label, e))?;
-    if tokenizer.vocab_size() > config.vocab_size {
-        return Err(Error::file(label, format!("{} tokens, more than the {} embedding rows", tokenizer.vocab_size(), config.vocab_size)));
-    }
+    check_vocab(label, &tokenizer, &config)?;
     let (heads, kv_heads, d) = (config.n_heads, config.n_kv_heads, config.d_model);
     let model = config.load(
         &mut |name, shape| {
@@ -342,6 +342,6 @@ fn tokenizer(g: &Gguf<'_>) -> Result<Tokenizer> {
         pad_token: token("tokenizer.ggml.padding_token_id"),
         improver_system: IMPROVER_SYSTEM.to_string(),
     };
-    ChatTemplate::new(&format!("{label}: tokenizer.chat_template"), chat.clone())?;
-    Tokenizer::with_chat(label, inner, chat)
+    let template = ChatTemplate::new(&format!("{label}: tokenizer.chat_template"), chat)?;
+    Tokenizer::with_chat(label, inner, template)
 }

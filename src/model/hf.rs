@@ -11,6 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 use super::TextModel;
+use super::text_model::check_vocab;
 use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig, SftConfig};
 use crate::data::Tokenizer;
 use crate::data::chat_template::ChatTemplate;
@@ -19,10 +20,10 @@ use crate::error::{Error, Result};
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "model.safetensors";
 pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
-const TOKENIZER: &str = "tokenizer.json";
-const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 const CHAT_TEMPLATE: &str = "chat_template.jinja";
-const GENERATION_CONFIG: &str = "generation_config.json";
+pub const GENERATION_CONFIG: &str = "generation_config.json";
 const ARCHITECTURES: [&str; 2] = ["LlamaForCausalLM", "Qwen2ForCausalLM"];
 
 /// A file of the model by name, or `None` when it is absent.
@@ -37,24 +38,23 @@ pub fn open(label: &str, read: &mut Reader<'_>, device: &Device) -> Result<(RunC
     let config_json = text(read, CONFIG)?.ok_or_else(|| Error::file(name(CONFIG), "missing: not a Hugging Face model directory"))?;
     let (architecture, config) = model_config(&name(CONFIG), &config_json)?;
     let tokenizer_json = text(read, TOKENIZER)?.ok_or_else(|| Error::file(name(TOKENIZER), "missing"))?;
+    let inner = Tokenizer::parse_json(&name(TOKENIZER), &tokenizer_json)?;
     let chat = chat_config(
         &name(TOKENIZER_CONFIG),
         text(read, TOKENIZER_CONFIG)?.as_deref(),
         text(read, CHAT_TEMPLATE)?,
         text(read, GENERATION_CONFIG)?.as_deref(),
-        &tokenizer_json,
+        &|id| inner.id_to_token(id),
     )?;
     // A template that does not render is the template file's fault, named as such.
-    ChatTemplate::new(&name(TOKENIZER_CONFIG), chat.clone())?;
+    let template = ChatTemplate::new(&name(TOKENIZER_CONFIG), chat.clone())?;
     // A model of ours exported earlier keeps our role tokens.
-    let chat = (chat.template != super::export::ROLES_TEMPLATE).then_some(chat);
-    let tokenizer = Tokenizer::from_json_with(&name(TOKENIZER), &tokenizer_json, chat.as_ref())?;
-    if tokenizer.vocab_size() > config.vocab_size {
-        return Err(Error::file(
-            name(TOKENIZER),
-            format!("{} tokens, more than the model's vocab_size {} in config.json", tokenizer.vocab_size(), config.vocab_size),
-        ));
-    }
+    let (chat, template) = if chat.template == super::export::ROLES_TEMPLATE { (None, None) } else { (Some(chat), Some(template)) };
+    let tokenizer = match template {
+        Some(template) => Tokenizer::with_chat(&name(TOKENIZER), inner, template)?,
+        None => Tokenizer::from_hf(inner)?,
+    };
+    check_vocab(&name(TOKENIZER), &tokenizer, &config)?;
     let mut weights = Weights::read(label, read)?;
     let model = config.load(&mut |tensor, shape| weights.tensor(tensor, shape), device)?;
     let sft = SftConfig { preset: architecture, ..SftConfig::default() };
@@ -135,7 +135,7 @@ pub fn chat_config(
     tokenizer_config: Option<&str>,
     template_file: Option<String>,
     generation_config: Option<&str>,
-    tokenizer_json: &str,
+    token_of: &dyn Fn(u32) -> Option<String>,
 ) -> Result<ChatConfig> {
     let parse = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| Error::file(source, format!("not valid JSON: {e}")));
     let tc = tokenizer_config.map(parse).transpose()?.unwrap_or(Value::Null);
@@ -152,19 +152,13 @@ pub fn chat_config(
     .ok_or_else(|| Error::file(source, "no chat_template (nor chat_template.jinja): only chat models are supported"))?;
     let eos_token = token(tc.get("eos_token")).ok_or_else(|| Error::file(source, "no eos_token"))?;
     // generation_config.json's end ids besides the eos token, by their text.
-    let vocab: Value = serde_json::from_str(tokenizer_json).unwrap_or(Value::Null);
-    let by_id: HashMap<u64, String> = vocab
-        .get("added_tokens")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|t| Some((t.get("id")?.as_u64()?, t.get("content")?.as_str()?.to_string()))).collect())
-        .unwrap_or_default();
     let generation = generation_config.map(parse).transpose()?.unwrap_or(Value::Null);
     let stop_ids: Vec<u64> = match generation.get("eos_token_id") {
         Some(Value::Array(ids)) => ids.iter().filter_map(Value::as_u64).collect(),
         Some(id) => id.as_u64().into_iter().collect(),
         None => Vec::new(),
     };
-    let stop_tokens = stop_ids.iter().filter_map(|id| by_id.get(id)).filter(|t| **t != eos_token).cloned().collect();
+    let stop_tokens = stop_ids.iter().filter_map(|&id| u32::try_from(id).ok().and_then(token_of)).filter(|t| *t != eos_token).collect();
     Ok(ChatConfig {
         template,
         bos_token: token(tc.get("bos_token")),

@@ -205,12 +205,13 @@ impl Model {
     /// [`ModelConfig::load`]): what an exported `model.safetensors` holds.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut out = Vec::new();
-        let mut push = |name: String, t: Tensor<2>| {
+        let mut matrix = |name: String, t: Tensor<2>| {
             let [r, c] = t.dims();
             out.push(NamedTensor { name, shape: vec![r, c], values: t.reshape([r * c]) });
         };
         let linear = |l: &Linear| l.weight.val().transpose();
-        push("model.embed_tokens.weight".into(), self.embed.weight.val());
+        let mut vectors: Vec<(String, Tensor<1>)> = Vec::new();
+        matrix("model.embed_tokens.weight".into(), self.embed.weight.val());
         for (i, b) in self.blocks.iter().enumerate() {
             let p = format!("model.layers.{i}");
             for (part, l) in [
@@ -222,29 +223,19 @@ impl Model {
                 ("mlp.up_proj", &b.w_up),
                 ("mlp.down_proj", &b.w_down),
             ] {
-                push(format!("{p}.{part}.weight"), linear(l));
+                matrix(format!("{p}.{part}.weight"), linear(l));
                 if let Some(bias) = &l.bias {
-                    let v = bias.val();
-                    let n = v.dims()[0];
-                    push(format!("{p}.{part}.bias"), v.reshape([1, n]));
+                    vectors.push((format!("{p}.{part}.bias"), bias.val()));
                 }
             }
-            for (part, norm) in [("input_layernorm", &b.attn_norm), ("post_attention_layernorm", &b.mlp_norm)] {
-                let g = norm.gamma.val();
-                let n = g.dims()[0];
-                push(format!("{p}.{part}.weight"), g.reshape([1, n]));
-            }
+            vectors.push((format!("{p}.input_layernorm.weight"), b.attn_norm.gamma.val()));
+            vectors.push((format!("{p}.post_attention_layernorm.weight"), b.mlp_norm.gamma.val()));
         }
-        let g = self.norm.gamma.val();
-        let n = g.dims()[0];
-        push("model.norm.weight".into(), g.reshape([1, n]));
+        vectors.push(("model.norm.weight".into(), self.norm.gamma.val()));
         if let Some(head) = &self.lm_head {
-            push("lm_head.weight".into(), linear(head));
+            matrix("lm_head.weight".into(), linear(head));
         }
-        // 1-D tensors went through as [1, n]: give them their own shape back.
-        for t in out.iter_mut().filter(|t| t.name.ends_with("bias") || t.name.ends_with("norm.weight") || t.name.ends_with("layernorm.weight")) {
-            t.shape = vec![t.shape[1]];
-        }
+        out.extend(vectors.into_iter().map(|(name, values)| NamedTensor { shape: values.dims().to_vec(), name, values }));
         out
     }
 }

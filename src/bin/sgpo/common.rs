@@ -1,4 +1,5 @@
-//! What every command shares: the device flag, progress bars, and opening a run directory.
+//! What every command shares: the device flag, progress bars, opening a run directory, and
+//! how a run records paths and checks the flags given with `--resume`.
 
 use std::path::Path;
 
@@ -6,6 +7,9 @@ use burn::tensor::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use anyhow::Context;
+
+use sgpo::checkpoint::Checkpoint;
 use sgpo::config::RunConfig;
 use sgpo::device::{self, DeviceChoice};
 use sgpo::model::TextModel;
@@ -51,4 +55,29 @@ pub struct OpenedRun {
 pub fn open_run(dir: &Path, device: &Device) -> anyhow::Result<OpenedRun> {
     let (config, model, step) = sgpo::native::open_model(dir, device)?;
     Ok(OpenedRun { config, model, step })
+}
+
+/// A path as the run records it: absolute, so `--resume` and `eval` work from anywhere.
+pub fn absolute(path: &Path) -> anyhow::Result<String> {
+    Ok(std::path::absolute(path).with_context(|| format!("{}", path.display()))?.display().to_string())
+}
+
+/// The flags whose settings differ between `saved` and `requested` (top-level fields; `names`
+/// maps a field to its flag where the two differ, else `--field-name`).
+pub fn differing_settings<T: serde::Serialize>(saved: &T, requested: &T, names: &[(&str, &str)]) -> Vec<String> {
+    let (a, b) = (serde_json::to_value(saved).expect("configs serialise"), serde_json::to_value(requested).expect("configs serialise"));
+    let mut out = Vec::new();
+    for (key, value) in a.as_object().into_iter().flatten() {
+        if b.get(key) != Some(value) {
+            let flag = names.iter().find(|(k, _)| k == key).map_or(format!("--{}", key.replace('_', "-")), |(_, f)| f.to_string());
+            out.push(flag);
+        }
+    }
+    out
+}
+
+/// The lines `file` held when `checkpoint` was written; everything, for runs saved before
+/// checkpoints recorded it.
+pub fn logged_lines(checkpoint: &Checkpoint, file: &str) -> usize {
+    checkpoint.logged.get(file).copied().unwrap_or(usize::MAX)
 }

@@ -12,8 +12,7 @@ use sgpo::generate::{Decoder, SamplingConfig, Stop, generate as decode};
 use sgpo::native::{data_changed, load_jsonl, load_run_data, write_atomic};
 use sgpo::rng::Rng;
 
-use crate::common::{DeviceArg, bar, open_run};
-use crate::sft::absolute;
+use crate::common::{DeviceArg, absolute, bar, open_run};
 
 #[derive(Args)]
 pub struct GenerateArgs {

@@ -17,7 +17,7 @@ use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, file_crc, load_run_data, open_model, read_json};
 use sgpo::train::{SftRun, autodiff};
 
-use crate::common::{DeviceArg, bar};
+use crate::common::{DeviceArg, absolute, bar, differing_settings, logged_lines};
 
 #[derive(Args)]
 pub struct SftArgs {
@@ -112,31 +112,12 @@ impl SftArgs {
     }
 }
 
-/// A path as the run records it: absolute, so `--resume` and `eval` work from anywhere.
-pub fn absolute(path: &std::path::Path) -> anyhow::Result<String> {
-    Ok(std::path::absolute(path).with_context(|| format!("{}", path.display()))?.display().to_string())
-}
-
-/// The flags whose settings differ between `saved` and `requested` (top-level fields; `names`
-/// maps a field to its flag where the two differ, else `--field-name`).
-pub fn differing_settings<T: serde::Serialize>(saved: &T, requested: &T, names: &[(&str, &str)]) -> Vec<String> {
-    let (a, b) = (serde_json::to_value(saved).expect("configs serialise"), serde_json::to_value(requested).expect("configs serialise"));
-    let mut out = Vec::new();
-    for (key, value) in a.as_object().into_iter().flatten() {
-        if b.get(key) != Some(value) {
-            let flag = names.iter().find(|(k, _)| k == key).map_or(format!("--{}", key.replace('_', "-")), |(_, f)| f.to_string());
-            out.push(flag);
-        }
-    }
-    out
-}
-
 pub fn run(args: SftArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
     let out = &args.out;
     let _lock = RunLock::acquire(out)?;
     let metrics_path = out.join("metrics.jsonl");
-    let (mut run, mut log) = if Checkpoint::exists(out) {
+    let (mut run, mut log, data) = if Checkpoint::exists(out) {
         if !args.resume {
             bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
         }
@@ -155,7 +136,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
             run.config.steps = steps;
             run.config.validate()?;
         }
-        (run, log)
+        (run, log, data)
     } else {
         if args.resume {
             bail!("{}: nothing to resume (no checkpoint there); leave out --resume to start a run", out.display());
@@ -184,7 +165,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
             }
         };
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        (run, EventLog::create(&metrics_path)?)
+        (run, EventLog::create(&metrics_path)?, data)
     };
     eprintln!(
         "model: {} ({} parameters), {} steps of {} x {}",
@@ -209,7 +190,6 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     }
     pb.finish();
     // A quick held-out check; `sgpo eval` gives the full table.
-    let data = load_run_data(&run.config.data, run.config.seed)?;
     let eval_set = &data.eval[..data.eval.len().min(90)];
     if eval_set.is_empty() {
         eprintln!("no held-out examples to score (the data has too few rows to hold any out)");
@@ -223,10 +203,4 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     eprintln!("held-out (first {}): mean_score {:.3}, exact_match {:.3}", summary.n, summary.mean_score, summary.exact_match);
     eprintln!("saved {}", out.display());
     Ok(())
-}
-
-/// The lines `file` held when `checkpoint` was written; everything, for runs saved before
-/// checkpoints recorded it.
-pub fn logged_lines(checkpoint: &Checkpoint, file: &str) -> usize {
-    checkpoint.logged.get(file).copied().unwrap_or(usize::MAX)
 }

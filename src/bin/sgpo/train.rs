@@ -14,8 +14,7 @@ use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, load_preference_data, read_json, write_atomic};
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
 
-use crate::common::{DeviceArg, bar, fmt_opt, open_run};
-use crate::sft::{absolute, differing_settings, logged_lines};
+use crate::common::{DeviceArg, absolute, bar, differing_settings, fmt_opt, logged_lines, open_run};
 
 #[derive(Args)]
 pub struct TrainArgs {
