@@ -11,6 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use sgpo::data::chat_template::{ChatTemplate, Message};
+use sgpo::model::Model;
 use sgpo::native::open_model;
 
 const FIXTURES: [&str; 3] = ["llama-tiny", "qwen2-tiny", "llama-tiny-f16"];
@@ -27,16 +28,19 @@ fn numbers<T: serde::de::DeserializeOwned>(v: &Value) -> T {
     serde_json::from_value(v.clone()).unwrap()
 }
 
+/// The model's logits for rows of token ids (all of one length), flattened.
+fn logits(model: &Model, rows: &[Vec<i32>], device: &Device) -> Vec<f32> {
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(rows.concat(), [rows.len(), rows[0].len()]), device);
+    model.forward_causal(ids).into_data().iter::<f32>().collect()
+}
+
 #[test]
 fn logits_match_transformers() {
     let device = Device::flex();
     for name in FIXTURES {
         let e = expected(name);
         let (_, model, _) = open_model(&fixture(name), &device).unwrap();
-        let input: Vec<Vec<i32>> = numbers(&e["input"]);
-        let (b, t) = (input.len(), input[0].len());
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(input.concat(), [b, t]), &device);
-        let ours: Vec<f32> = model.model.forward_causal(ids).into_data().iter::<f32>().collect();
+        let ours = logits(&model.model, &numbers(&e["input"]), &device);
         let theirs: Vec<f32> = numbers(&e["logits"]);
         let d = common::max_diff(&ours, &theirs);
         // transformers' logits are rounded to 6 decimals in the fixture.
@@ -183,10 +187,7 @@ fn gguf_files_match_transformers_on_their_dequantised_weights() {
         let file = fixture(&format!("{kind}.gguf"));
         let e: Value = serde_json::from_str(&std::fs::read_to_string(file.with_extension("expected.json")).unwrap()).unwrap();
         let (_, model, _) = open_model(&file, &device).unwrap();
-        let input: Vec<Vec<i32>> = numbers(&e["input"]);
-        let (b, t) = (input.len(), input[0].len());
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(input.concat(), [b, t]), &device);
-        let ours: Vec<f32> = model.model.forward_causal(ids).into_data().iter::<f32>().collect();
+        let ours = logits(&model.model, &numbers(&e["input"]), &device);
         let d = common::max_diff(&ours, &numbers::<Vec<f32>>(&e["logits"]));
         assert!(d < 1e-4, "{kind}: logits differ by {d}");
         let hf = expected(name);
@@ -236,8 +237,7 @@ fn real_smollm2_matches_transformers() {
     let (_, model, _) = open_model(Path::new(&file), &device).unwrap();
     let ids: Vec<u32> = numbers(&e["ids"]);
     assert_eq!(model.tokenizer.policy_prompt(e["prompt"].as_str().unwrap()).unwrap(), ids, "the chat prompt's token ids");
-    let input = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect(), [1, ids.len()]), &device);
-    let ours: Vec<f32> = model.model.forward_causal(input).into_data().iter::<f32>().collect();
+    let ours = logits(&model.model, &[ids.iter().map(|&i| i as i32).collect()], &device);
     let theirs: Vec<f32> = numbers(&e["logits"]);
     let d = common::max_diff(&ours, &theirs);
     let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
@@ -262,11 +262,8 @@ fn export_round_trips() {
         assert!(o.status.success(), "{source}: {}", String::from_utf8_lossy(&o.stderr));
         let (_, a, _) = open_model(Path::new(source), &device).unwrap();
         let (_, b, _) = open_model(Path::new(&out), &device).unwrap();
-        let ids = || Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 4, 5, 6, 7, 8], [1, 6]), &device);
-        let (la, lb): (Vec<f32>, Vec<f32>) = (
-            a.model.forward_causal(ids()).into_data().iter::<f32>().collect(),
-            b.model.forward_causal(ids()).into_data().iter::<f32>().collect(),
-        );
+        let ids = [vec![3i32, 4, 5, 6, 7, 8]];
+        let (la, lb) = (logits(&a.model, &ids, &device), logits(&b.model, &ids, &device));
         assert!(common::max_diff(&la, &lb) < 1e-6, "{source}: logits changed on the way out and back");
         assert_eq!(a.tokenizer.policy_prompt("sort the numbers: 4 1 3").unwrap(), b.tokenizer.policy_prompt("sort the numbers: 4 1 3").unwrap(), "{source}");
         assert_eq!(a.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), b.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), "{source}");
