@@ -40,7 +40,7 @@ fn logits_match_transformers() {
     for name in FIXTURES {
         let e = expected(name);
         let (_, model, _) = open_model(&fixture(name), &device).unwrap();
-        let ours = logits(&model.model, &numbers(&e["input"]), &device);
+        let ours = logits(&model.model, &numbers::<Vec<Vec<i32>>>(&e["input"]), &device);
         let theirs: Vec<f32> = numbers(&e["logits"]);
         let d = common::max_diff(&ours, &theirs);
         // transformers' logits are rounded to 6 decimals in the fixture.
@@ -187,7 +187,7 @@ fn gguf_files_match_transformers_on_their_dequantised_weights() {
         let file = fixture(&format!("{kind}.gguf"));
         let e: Value = serde_json::from_str(&std::fs::read_to_string(file.with_extension("expected.json")).unwrap()).unwrap();
         let (_, model, _) = open_model(&file, &device).unwrap();
-        let ours = logits(&model.model, &numbers(&e["input"]), &device);
+        let ours = logits(&model.model, &numbers::<Vec<Vec<i32>>>(&e["input"]), &device);
         let d = common::max_diff(&ours, &numbers::<Vec<f32>>(&e["logits"]));
         assert!(d < 1e-4, "{kind}: logits differ by {d}");
         let hf = expected(name);
