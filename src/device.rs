@@ -104,13 +104,13 @@ pub struct BufferLimits {
 
 /// Refuse a preset whose largest tensor cannot be bound on this device, before anything is
 /// allocated: the alternative is a validation error deep inside a kernel launch.
-pub fn check_buffer_limits(preset: &str, config: &crate::config::ModelConfig, batch_size: usize, limits: BufferLimits) -> Result<()> {
-    let (what, bytes) = config.largest_buffer(batch_size);
+pub fn check_buffer_limits(model: &str, config: &crate::config::ModelConfig, batch_size: usize, seq_len: usize, limits: BufferLimits) -> Result<()> {
+    let (what, bytes) = config.largest_buffer(batch_size, seq_len);
     let limit = limits.max_buffer_size.min(limits.max_storage_binding);
     if bytes > limit {
         let mb = |b: u64| b as f64 / (1 << 20) as f64;
         return Err(Error::Device(format!(
-            "preset {preset:?} with batch {batch_size} needs a {:.0} MiB buffer ({what}) but this GPU allows {:.0} MiB per buffer: choose a smaller preset or batch",
+            "{model} with batch {batch_size} x {seq_len} tokens needs a {:.0} MiB buffer ({what}) but this GPU allows {:.0} MiB per buffer: choose a smaller model or batch",
             mb(bytes),
             mb(limit)
         )));
@@ -138,10 +138,12 @@ mod tests {
     fn presets_that_outgrow_the_device_are_refused_by_name() {
         let webgpu_default = BufferLimits { max_buffer_size: 256 << 20, max_storage_binding: 128 << 20 };
         let tiny = ModelConfig::preset("tiny", 256).unwrap();
-        assert!(check_buffer_limits("tiny", &tiny, 8, webgpu_default).is_ok());
+        assert!(check_buffer_limits("tiny", &tiny, 8, tiny.max_seq_len, webgpu_default).is_ok());
         let big = ModelConfig::preset("smollm2-135m", 49152).unwrap();
-        let e = check_buffer_limits("smollm2-135m", &big, 8, webgpu_default).unwrap_err().to_string();
-        assert!(e.contains("smollm2-135m") && e.contains("logits") && e.contains("128 MiB"), "{e}");
-        assert!(check_buffer_limits("smollm2-135m", &big, 1, BufferLimits { max_buffer_size: 4 << 30, max_storage_binding: 4 << 30 }).is_ok());
+        let e = check_buffer_limits("smollm2-135m", &big, 8, big.max_seq_len, webgpu_default).unwrap_err().to_string();
+        assert!(e.contains("smollm2-135m with batch 8 x 2048 tokens") && e.contains("logits") && e.contains("128 MiB"), "{e}");
+        assert!(check_buffer_limits("smollm2-135m", &big, 1, 2048, BufferLimits { max_buffer_size: 4 << 30, max_storage_binding: 4 << 30 }).is_ok());
+        // Rows as long as a run builds them, not the whole context: 8 x 64 x 49152 logits fit.
+        assert!(check_buffer_limits("smollm2-135m", &big, 8, 64, webgpu_default).is_ok());
     }
 }

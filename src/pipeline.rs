@@ -2,17 +2,19 @@
 //! one unit of work at a time, with a snapshot that restores it after a reload. Backend-generic
 //! and free of JS so native tests cover it; `src/web/` only converts values at the edge.
 
+use std::collections::HashMap;
+
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{DataSource, Method, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
-use crate::data::{RunData, Tokenizer, parse_jsonl};
+use crate::config::{DataSource, LoraConfig, Method, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
+use crate::data::{RunData, TokenSeq, Tokenizer, parse_jsonl};
 use crate::device::{BufferLimits, check_buffer_limits};
 use crate::error::Result;
 use crate::metrics::Event;
 use crate::config::ModelConfig;
-use crate::model::{Model, TextModel, load_model, model_bytes};
+use crate::model::{Model, TextModel, gguf, hf, load_model, model_bytes};
 use crate::sgpo::{Pair, SgpoRun, Stage, check_inputs};
 use crate::train::SftRun;
 
@@ -23,9 +25,30 @@ pub struct NamedText {
     pub text: String,
 }
 
+/// A model with weights picked in the page: one GGUF file, or a Hugging Face directory's files,
+/// by file name. `name` labels errors and is what a run records as its base.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub name: String,
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+impl ModelFiles {
+    pub fn open(&self, device: &Device) -> Result<TextModel> {
+        let (_, model) = match self.files.iter().find(|(name, _)| name.ends_with(".gguf")) {
+            Some((name, bytes)) => gguf::open(name, bytes, device)?,
+            None => hf::open(&self.name, &mut |file| Ok(self.files.get(file).cloned()), device)?,
+        };
+        Ok(model)
+    }
+}
+
 /// What a run starts from besides its config.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
+    /// A model with weights: the preference stage starts from it (no SFT), with LoRA when
+    /// `lora_rank` > 0, and checkpoints hold only the adapters (the files are reopened).
+    pub model: Option<ModelFiles>,
     /// JSONL dataset; the built-in tasks without one.
     pub data: Option<NamedText>,
     /// `tokenizer.json`; trained on the data without one.
@@ -67,6 +90,8 @@ pub struct Pipeline {
     phase: Phase,
     /// The frozen SFT model's weights, kept once for every later snapshot.
     sft_model: Option<Vec<u8>>,
+    /// The model file a run started from (`browser: NAME`), whose weights its snapshots leave out.
+    base: Option<String>,
 }
 
 impl Pipeline {
@@ -77,13 +102,19 @@ impl Pipeline {
         let (data, data_source) = load_data(&config, inputs)?;
         // A method that cannot start is refused now, not after SFT.
         check_inputs(&config.sgpo(data.eval.len()), &data)?;
+        if let Some(files) = &inputs.model {
+            let sgpo = preference_from_model(&config, files, &data_source, &data, device, limits)?;
+            let tokenizer = sgpo.tokenizer().clone();
+            let phase = Phase::Preference(Box::new(sgpo));
+            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: None, base: inputs.model.as_ref().map(|m| format!("browser: {}", m.name)) });
+        }
         if let Some((name, checkpoint)) = &inputs.init {
             let (run, sft) = checkpoint.open(name, device)?;
             let sft_config = SftConfig { data: data_source.clone(), ..run.sft };
             let tokenizer = sft.tokenizer.clone();
             let sgpo = SgpoRun::new(config.sgpo(data.eval.len()), sft, sft_config, data.clone(), device)?;
             let phase = Phase::Preference(Box::new(sgpo));
-            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: Some(checkpoint.model.clone()) });
+            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: Some(checkpoint.model.clone()), base: None });
         }
         let tokenizer = match &inputs.tokenizer {
             Some(t) => Tokenizer::from_json(&t.name, &t.text)?,
@@ -91,16 +122,23 @@ impl Pipeline {
         };
         if let Some(limits) = limits {
             let model = ModelConfig::preset(&config.preset, tokenizer.vocab_size())?;
-            check_buffer_limits(&config.preset, &model, config.batch_size, limits)?;
+            check_buffer_limits(&config.preset, &model, config.batch_size, model.max_seq_len, limits)?;
         }
         let run = SftRun::new(config.sft(data_source.clone()), tokenizer.clone(), &data.labeled, device)?;
-        Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase: Phase::Sft(Box::new(run)), sft_model: None })
+        Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase: Phase::Sft(Box::new(run)), sft_model: None, base: None })
     }
 
     /// Continue from a [`Snapshot`] of a run made with the same config and inputs.
     pub fn resume(config: PipelineConfig, inputs: &Inputs, snapshot: &Snapshot, device: &Device) -> Result<Self> {
         let (data, data_source) = load_data(&config, inputs)?;
         let checkpoint = &snapshot.checkpoint;
+        if let Some(files) = &inputs.model {
+            let mut sgpo = preference_from_model(&config, files, &data_source, &data, device, None)?;
+            sgpo.restore(checkpoint)?;
+            let tokenizer = sgpo.tokenizer().clone();
+            let phase = Phase::Preference(Box::new(sgpo));
+            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: None, base: inputs.model.as_ref().map(|m| format!("browser: {}", m.name)) });
+        }
         let (phase, tokenizer) = match &snapshot.sft_model {
             None => {
                 let run = SftRun::resume(checkpoint, &data.labeled, device)?;
@@ -117,7 +155,7 @@ impl Pipeline {
                 (Phase::Preference(Box::new(sgpo)), tokenizer)
             }
         };
-        Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: snapshot.sft_model.clone() })
+        Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: snapshot.sft_model.clone(), base: None })
     }
 
     pub fn is_done(&self) -> bool {
@@ -199,10 +237,43 @@ impl Pipeline {
             model: run.model_config().clone(),
             sft: SftConfig { data: self.data_source.clone(), ..run.sft_config.clone() },
             sgpo: Some(run.config.clone()),
-            source: Some(PreferenceSource { init: "browser".into(), data: None, prompts: None }),
+            source: Some(PreferenceSource { init: self.base.clone().unwrap_or_else(|| "browser".into()), data: None, prompts: None }),
             chat: run.tokenizer().chat().cloned(),
         }
     }
+}
+
+/// The preference stage straight from a model with weights (an instruct model: no SFT of
+/// ours), with LoRA adapters of `config.lora_rank` (0: every weight trains). The longest row
+/// the run will build must fit the GPU's buffers (`limits`), checked before anything trains.
+fn preference_from_model(
+    config: &PipelineConfig,
+    files: &ModelFiles,
+    data_source: &DataSource,
+    data: &RunData,
+    device: &Device,
+    limits: Option<BufferLimits>,
+) -> Result<SgpoRun> {
+    let model = files.open(device)?;
+    let lora = (config.lora_rank > 0).then(|| LoraConfig::new(config.lora_rank));
+    let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };
+    if let Some(limits) = limits {
+        let longest = data
+            .labeled
+            .iter()
+            .map(|e| TokenSeq::improver(&model.tokenizer, &e.prompt, &e.response, &e.response).map(|s| s.tokens.len()))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let rows = (longest + config.max_new_tokens).min(model.config.max_seq_len);
+        check_buffer_limits(&files.name, &model.config, config.batch_size, rows, limits)?;
+    }
+    let sft_config = SftConfig { preset: files.name.clone(), ..config.sft(data_source.clone()) };
+    let adapters_only = model.config.lora.is_some();
+    let mut run = SgpoRun::new(config.sgpo(data.eval.len()), model, sft_config, data.clone(), device)?;
+    run.adapters_only = adapters_only;
+    Ok(run)
 }
 
 /// The built-in tasks, or the user's JSONL: rows with answers are split into train and

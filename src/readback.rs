@@ -19,27 +19,59 @@ pub async fn scalar(t: Tensor<1>) -> Result<f32> {
 /// asynchronously. burn's record serialisation reads tensors synchronously, which WebGPU
 /// cannot do; on the copy it is a plain memory read, so checkpoints work in the browser too.
 pub async fn host_copy<M: Module>(module: &M) -> Result<M> {
-    struct Collect(Vec<Tensor<1>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.val().flatten(0, D - 1));
+    host_copy_where(module, "").await
+}
+
+/// As [`host_copy`], for the parameters whose path (`blocks.0.adapters.q.a`) contains
+/// `part` only; the others stay where they are (and must not be serialised).
+pub async fn host_copy_where<M: Module>(module: &M, part: &str) -> Result<M> {
+    struct Path<'a> {
+        names: Vec<String>,
+        part: &'a str,
+    }
+    impl Path<'_> {
+        fn selected(&self) -> bool {
+            self.part.is_empty() || self.names.join(".").contains(self.part)
         }
     }
-    struct Replace(std::vec::IntoIter<Vec<f32>>);
-    impl ModuleMapper for Replace {
+    struct Collect<'a>(Path<'a>, Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.names.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.names.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0.selected() {
+                self.1.push(param.val().flatten(0, D - 1));
+            }
+        }
+    }
+    struct Replace<'a>(Path<'a>, std::vec::IntoIter<Vec<f32>>);
+    impl ModuleMapper for Replace<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.names.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.names.pop();
+        }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let values = self.0.next().expect("the mapper visits the parameters the visitor saw");
+            if !self.0.selected() {
+                return param;
+            }
+            let values = self.1.next().expect("the mapper visits the parameters the visitor saw");
             param.map(|t| {
                 let shape = t.shape();
                 Tensor::from_data(TensorData::new(values, shape), &Device::flex())
             })
         }
     }
-    let mut collect = Collect(Vec::new());
+    let mut collect = Collect(Path { names: Vec::new(), part }, Vec::new());
     module.visit(&mut collect);
-    let mut values = Vec::with_capacity(collect.0.len());
-    for t in collect.0 {
+    let mut values = Vec::with_capacity(collect.1.len());
+    for t in collect.1 {
         values.push(floats(t).await?);
     }
-    Ok(module.clone().map(&mut Replace(values.into_iter())))
+    Ok(module.clone().map(&mut Replace(Path { names: Vec::new(), part }, values.into_iter())))
 }

@@ -245,16 +245,27 @@ fn train_resume_after_kills_logs_every_event_once() {
 
 #[test]
 fn bench_reports_every_measurement_as_json() {
-    let o = sgpo(&["bench", "--preset", "tiny", "--batch-size", "2", "--steps", "1", "--new-tokens", "4", "--json", "--device", "cpu"]);
+    let o = sgpo(&["bench", "--preset", "tiny", "--batch-size", "2", "--seq-len", "64", "--steps", "1", "--new-tokens", "4", "--decode-batch", "1,3", "--json", "--device", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((report["preset"].as_str(), report["batch_size"].as_u64()), (Some("tiny"), Some(2)));
+    assert_eq!((report["preset"].as_str(), report["batch_size"].as_u64(), report["seq_len"].as_u64()), (Some("tiny"), Some(2), Some(64)));
     assert!(report["parameters"].as_u64().unwrap() > 10_000);
-    assert!(report["sft_step_s"].as_f64().unwrap() > 0.0);
+    assert_eq!((report["lora"].as_str(), report["trainable_parameters"].as_u64()), (Some("none"), report["parameters"].as_u64()));
+    for step in ["sft", "dpo"] {
+        assert!(report[step]["step_s"].as_f64().unwrap() > 0.0, "{step}");
+        // 2 rows of 64 tokens per SFT step, 2 pairs (4 rows) per DPO step.
+        let tokens = report[step]["tokens_per_s"].as_f64().unwrap() * report[step]["step_s"].as_f64().unwrap();
+        let expected = if step == "sft" { 2.0 * 64.0 } else { 4.0 * 64.0 };
+        assert!((tokens / expected - 1.0).abs() < 0.05, "{step}: {tokens} tokens per step");
+    }
+    assert!(report["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
     let generation = report["generation"].as_array().unwrap();
-    let kinds: Vec<(u64, bool)> = generation.iter().map(|g| (g["prompt_len"].as_u64().unwrap(), g["cache"].as_bool().unwrap())).collect();
-    assert_eq!(kinds, vec![(16, true), (16, false), (96, true), (96, false)]);
+    let kinds: Vec<(u64, bool)> = generation.iter().map(|g| (g["batch_size"].as_u64().unwrap(), g["cache"].as_bool().unwrap())).collect();
+    assert_eq!(kinds, vec![(1, true), (1, false), (3, true), (3, false)]);
     assert!(generation.iter().all(|g| g["tokens_per_s"].as_f64().unwrap() > 0.0));
+    let o = sgpo(&["bench", "--preset", "tiny", "--batch-size", "2", "--seq-len", "32", "--steps", "1", "--no-generation", "--json", "--device", "cpu", "--lora-rank", "2"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("--lora-rank needs --model"), "{e}");
 }
 
 /// A step with a non-finite loss or gradient stops the run, names the step, and applies and

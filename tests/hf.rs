@@ -269,3 +269,68 @@ fn export_round_trips() {
         assert_eq!(a.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), b.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), "{source}");
     }
 }
+
+/// LoRA on a model with weights: only the adapters train (the optimiser holds state for them
+/// alone, and the base comes out unchanged), a halted run resumes to the same losses, the
+/// merged export computes what the run computes, the PEFT export's base is the untouched
+/// model, and SGPO trains fresh adapters on top of a LoRA SFT run.
+#[test]
+fn lora_trains_adapters_only() {
+    let dir = common::TempDir::new();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let model = fixture("llama-tiny").display().to_string();
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let sft = |out: &str, steps: &str, resume: bool| {
+        let mut args = vec!["sft", "--out", out, "--steps", steps, "--batch-size", "4", "--lr", "0.01", "--checkpoint-every", "3", "--device", "cpu"];
+        if resume {
+            args.push("--resume");
+        } else {
+            args.extend(["--init", &model, "--lora-rank", "4"]);
+        }
+        ok(sgpo(&args))
+    };
+    let (whole, halted) = (path("whole"), path("halted"));
+    let o = sft(&whole, "6", false);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("32928 parameters, 4096 of them trained"), "{}", String::from_utf8_lossy(&o.stderr));
+    sft(&halted, "3", false);
+    sft(&halted, "6", true);
+    let losses = |run: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(Path::new(run).join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["event"] == "train").map(|e| e["loss"].to_string()).collect()
+    };
+    assert_eq!(losses(&whole).len(), 6);
+    assert_eq!(losses(&whole), losses(&halted), "a resumed LoRA run continues exactly");
+    let checkpoint = Path::new(&whole).join("checkpoint-00000006");
+    let size = |f: &str| std::fs::metadata(checkpoint.join(f)).unwrap().len();
+    // Full AdamW state would be twice the model (two moments per weight).
+    assert!(size("optimizer.bpk") * 2 < size("model.bpk"), "AdamW holds moments for the adapters only: {} vs {}", size("optimizer.bpk"), size("model.bpk"));
+
+    let device = Device::flex();
+    let ids = [vec![3i32, 4, 5, 6, 7, 8]];
+    let logits_of = |p: &str| logits(&open_model(Path::new(p), &device).unwrap().1.model, &ids, &device);
+    let (trained, original) = (logits_of(&whole), logits_of(&model));
+    assert!(common::max_diff(&trained, &original) > 1e-3, "the adapters learned something");
+    let merged = path("merged");
+    ok(sgpo(&["export", "--model", &whole, "--out", &merged, "--device", "cpu"]));
+    assert!(common::max_diff(&logits_of(&merged), &trained) < 1e-5, "the merged export computes what the run does");
+    let adapter = path("adapter");
+    ok(sgpo(&["export", "--model", &whole, "--out", &adapter, "--adapter", "--device", "cpu"]));
+    assert_eq!(common::max_diff(&logits_of(&format!("{adapter}/base")), &original), 0.0, "the base is frozen");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(&adapter).join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["r"].as_u64(), config["lora_alpha"].as_f64()), (Some(4), Some(8.0)));
+    assert_eq!(config["target_modules"].as_array().unwrap().len(), 7);
+    let e = String::from_utf8_lossy(&sgpo(&["export", "--model", &model, "--out", &path("x"), "--adapter", "--device", "cpu"]).stderr).to_string();
+    assert!(e.contains("no LoRA adapters"), "{e}");
+
+    let small = dir.path().join("small.json");
+    std::fs::write(&small, r#"{"iterations": 1, "improver_steps": 2, "improver_examples": 8, "prompts_per_iteration": 8, "batch_size": 4, "eval_examples": 4, "max_new_tokens": 6}"#).unwrap();
+    let o = ok(sgpo(&["train", "--init", &whole, "--out", &path("sgpo"), "--config", small.to_str().unwrap(), "--lora-rank", "2", "--lora-targets", "q,v", "--device", "cpu"]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("29280 parameters, 448 of them trained"), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&sgpo(&["train", "--init", &whole, "--out", &path("sgpo"), "--resume", "--lora-rank", "8", "--device", "cpu"]).stderr).to_string();
+    assert!(e.contains("differ from the saved run's adapters"), "{e}");
+    let e = String::from_utf8_lossy(&sgpo(&["sft", "--out", &path("bad"), "--init", &model, "--lora-rank", "99", "--device", "cpu"]).stderr).to_string();
+    assert!(e.contains("lora.rank = 99 is out of range (allowed: 1 to 16)"), "{e}");
+}

@@ -10,7 +10,7 @@ use pollster::block_on;
 use sgpo::checkpoint::Checkpoint;
 use sgpo::metrics::Event;
 use sgpo::config::{Method, PipelineConfig};
-use sgpo::pipeline::{Inputs, NamedText, Pipeline, Snapshot};
+use sgpo::pipeline::{Inputs, ModelFiles, NamedText, Pipeline, Snapshot};
 use sgpo::sgpo::Stage;
 
 fn config() -> PipelineConfig {
@@ -142,4 +142,43 @@ fn user_data_errors_name_the_file_and_line() {
     let tok = Inputs { tokenizer: Some(NamedText { name: "tokenizer.json".into(), text: "{}".into() }), ..Inputs::default() };
     let e = Pipeline::new(config(), &tok, &device, None).err().expect("not a tokenizer").to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
+}
+
+/// A GGUF model picked in the page: the preference stage starts from it with LoRA, its
+/// snapshots hold the adapters alone (a fraction of the model), and a run restored from them
+/// and the same file (the page's cached copy) ends with the losses of an uninterrupted run.
+#[test]
+fn a_model_file_runs_sgpo_with_lora_and_resumes_from_adapter_snapshots() {
+    let device = Device::flex();
+    let name = "llama-tiny.Q8_0.gguf";
+    let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap();
+    let inputs = Inputs { model: Some(ModelFiles { name: name.into(), files: [(name.to_string(), bytes)].into() }), ..Inputs::default() };
+    let config = PipelineConfig { lora_rank: 4, ..config() };
+    let mut straight = Vec::new();
+    let p = run_to_end(Pipeline::new(config.clone(), &inputs, &device, None).unwrap(), &mut straight);
+    let expected = losses(&straight);
+    assert!(!expected.iter().any(|(s, _, _)| s == "sft"), "a model with weights skips SFT");
+    assert!(expected.iter().any(|(s, _, _)| s == "improver") && expected.iter().any(|(s, _, _)| s == "dpo"), "{expected:?}");
+    let snapshot = block_on(p.snapshot()).unwrap();
+    let full = block_on(sgpo::model::model_bytes(&p.policy())).unwrap();
+    assert!(snapshot.checkpoint.model.len() * 4 < full.len(), "adapters {} bytes vs the model {}", snapshot.checkpoint.model.len(), full.len());
+    assert!(snapshot.sft_model.is_none());
+    let e = snapshot.checkpoint.open("stored", &device).unwrap_err().to_string();
+    assert!(e.contains("stored/model.bpk: holds only LoRA adapters"), "{e}");
+
+    let mut events = Vec::new();
+    let mut p = Pipeline::new(config.clone(), &inputs, &device, None).unwrap();
+    let mut reloaded = 0;
+    while !p.is_done() {
+        block_on(p.step(&mut |e| events.push(e))).unwrap();
+        let pos = p.position();
+        if (reloaded == 0 && pos.stage == Stage::Improver && pos.step == 2) || (reloaded == 1 && pos.stage == Stage::Dpo) {
+            let snapshot = reload(block_on(p.snapshot()).unwrap());
+            p = Pipeline::resume(config.clone(), &inputs, &snapshot, &device).unwrap();
+            assert_eq!(p.position(), pos);
+            reloaded += 1;
+        }
+    }
+    assert_eq!(reloaded, 2);
+    assert_eq!(losses(&events), expected);
 }

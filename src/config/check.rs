@@ -1,7 +1,7 @@
 //! Range checks: every setting is checked before a run starts, by the CLI and the page alike,
 //! and a refusal names the setting, the value and the allowed range.
 
-use super::{DataSource, OptimConfig, SftConfig, SgpoConfig};
+use super::{DataSource, LoraConfig, OptimConfig, SftConfig, SgpoConfig};
 use crate::error::{Error, Result};
 
 /// The smallest BPE vocabulary that learns anything: 256 byte tokens, our 6 role tokens, and
@@ -40,6 +40,20 @@ impl OptimConfig {
         non_negative(&name("grad_clip"), self.grad_clip as f64)?;
         between(&name("beta1"), self.beta1 as f64, 0.0, 1.0, false)?;
         between(&name("beta2"), self.beta2 as f64, 0.0, 1.0, false)
+    }
+}
+
+impl LoraConfig {
+    /// `max_rank`: the narrowest adapted projection's width.
+    pub fn validate(&self, max_rank: usize) -> Result<()> {
+        if self.rank == 0 || self.rank > max_rank {
+            return refuse("lora.rank", self.rank, &format!("1 to {max_rank}"));
+        }
+        positive("lora.alpha", self.alpha)?;
+        if self.targets.is_empty() {
+            return Err(Error::Config("lora.targets is empty (allowed: any of q, k, v, o, gate, up, down)".into()));
+        }
+        Ok(())
     }
 }
 

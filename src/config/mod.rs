@@ -3,6 +3,7 @@
 
 mod chat;
 mod check;
+mod lora;
 mod model;
 mod page;
 mod sft;
@@ -10,6 +11,7 @@ mod sgpo;
 
 pub use chat::{ChatConfig, IMPROVER_SYSTEM, improver_request};
 pub use check::{MIN_VOCAB, at_least};
+pub use lora::{LoraConfig, LoraTarget};
 pub use model::{ModelConfig, PRESETS};
 pub use page::PipelineConfig;
 pub use sft::{OptimConfig, SftConfig};

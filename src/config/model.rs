@@ -2,6 +2,7 @@
 
 use burn::config::Config;
 
+use super::LoraConfig;
 use crate::error::{self, Error};
 
 #[derive(Config, Debug)]
@@ -23,6 +24,8 @@ pub struct ModelConfig {
     /// Biases on the query, key and value projections (Qwen2).
     #[config(default = false)]
     pub attention_bias: bool,
+    /// LoRA adapters beside the projections, trained while the rest stays frozen.
+    pub lora: Option<LoraConfig>,
 }
 
 pub const PRESETS: &[&str] = &["tiny", "small", "smollm2-135m"];
@@ -61,10 +64,10 @@ impl ModelConfig {
         self.d_model / self.n_heads
     }
 
-    /// The largest single f32 tensor a training step on `batch` full-length rows holds, and
-    /// what it is: the one that must fit a GPU's per-buffer limit.
-    pub fn largest_buffer(&self, batch: usize) -> (&'static str, u64) {
-        let (b, t) = (batch as u64, self.max_seq_len as u64);
+    /// The largest single f32 tensor a training step on `batch` rows of `seq_len` tokens
+    /// holds, and what it is: the one that must fit a GPU's per-buffer limit.
+    pub fn largest_buffer(&self, batch: usize, seq_len: usize) -> (&'static str, u64) {
+        let (b, t) = (batch as u64, seq_len as u64);
         let candidates = [
             ("logits", b * t * self.vocab_size as u64),
             ("embedding", (self.vocab_size * self.d_model) as u64),
@@ -90,7 +93,11 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.n_layers == 0 {
             return fail("vocab_size and n_layers must be positive".into());
         }
-        Ok(())
+        match &self.lora {
+            // A rank above the narrowest projection's width is no longer low-rank.
+            Some(lora) => lora.validate(self.d_model.min(self.n_kv_heads * self.head_dim())),
+            None => Ok(()),
+        }
     }
 }
 

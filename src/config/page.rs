@@ -38,6 +38,8 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// Run on burn's CPU backend (in a browser: compiled to wasm, for browsers without WebGPU).
     pub cpu: bool,
+    /// LoRA rank for a model with weights (0: every weight trains); presets ignore it.
+    pub lora_rank: usize,
 }
 
 impl Default for PipelineConfig {
@@ -63,6 +65,9 @@ impl Default for PipelineConfig {
             temperature: sgpo.draft_temperature,
             seed: sft.seed,
             cpu: false,
+            // LoRA by default for real models: a tab holds the frozen weights once and trains a
+            // few megabytes, and its checkpoints hold only those.
+            lora_rank: 8,
         }
     }
 }

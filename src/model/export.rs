@@ -9,7 +9,8 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::json;
 
-use super::{TextModel, hf};
+use super::{NamedTensor, TextModel, hf};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::readback;
 
@@ -57,16 +58,48 @@ pub async fn hf_files(model: &TextModel) -> Result<Vec<(String, Vec<u8>)>> {
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json serialises");
     Ok(vec![
         (hf::CONFIG.into(), pretty(config)),
-        (hf::WEIGHTS.into(), safetensors_bytes(model).await?),
+        (hf::WEIGHTS.into(), safetensors_bytes(model.model.named_tensors()).await?),
         (hf::TOKENIZER.into(), tok.to_json()?.into_bytes()),
         (hf::TOKENIZER_CONFIG.into(), pretty(tokenizer_config)),
         (hf::GENERATION_CONFIG.into(), pretty(generation)),
     ])
 }
 
-async fn safetensors_bytes(model: &TextModel) -> Result<Vec<u8>> {
+/// The base model's directory name inside an adapter export.
+pub const ADAPTER_BASE: &str = "base";
+
+/// A LoRA model as PEFT saves it: `adapter_config.json` and `adapter_model.safetensors`, with
+/// the frozen base as a Hugging Face directory in `base/` (`base_model_name_or_path` is
+/// `base_path`, where that directory will be). `None` for a model without adapters.
+pub async fn peft_files(model: &TextModel, base_path: &str) -> Result<Option<Vec<(String, Vec<u8>)>>> {
+    let Some(lora) = &model.config.lora else { return Ok(None) };
+    let adapter_config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_path,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": lora.targets.iter().map(|t| t.module()).collect::<Vec<_>>(),
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "use_rslora": false,
+    });
+    let base = TextModel { config: ModelConfig { lora: None, ..model.config.clone() }, model: model.model.without_adapters(), tokenizer: model.tokenizer.clone() };
+    let mut files = vec![
+        ("adapter_config.json".to_string(), serde_json::to_vec_pretty(&adapter_config).expect("json serialises")),
+        ("adapter_model.safetensors".to_string(), safetensors_bytes(model.model.adapter_tensors()).await?),
+    ];
+    for (name, bytes) in hf_files(&base).await? {
+        files.push((format!("{ADAPTER_BASE}/{name}"), bytes));
+    }
+    Ok(Some(files))
+}
+
+async fn safetensors_bytes(named: Vec<NamedTensor>) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
-    for t in model.model.named_tensors() {
+    for t in named {
         let values = readback::floats(t.values).await?;
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         tensors.push((t.name, t.shape, bytes));

@@ -1,10 +1,10 @@
 //! The model: a Llama-family transformer, its config and presets, and its weights in and out.
-//! (Room here for loaders of real checkpoints and for LoRA adapters.)
 
 mod attention;
 pub mod export;
 pub mod gguf;
 pub mod hf;
+mod lora;
 mod quants;
 mod text_model;
 mod transformer;
@@ -13,4 +13,4 @@ mod weights;
 pub use attention::{KvCache, MASKED, causal_bias, padded_bias};
 pub use text_model::TextModel;
 pub use transformer::{Block, Model, NamedTensor, WeightSource};
-pub use weights::{load_model, model_bytes};
+pub use weights::{adapter_bytes, load_adapters, load_model, model_bytes};

@@ -1,7 +1,7 @@
 //! A model as a run hands it on: its shape, its tokenizer and its weights, travelling together.
 
 use super::Model;
-use crate::config::ModelConfig;
+use crate::config::{LoraConfig, ModelConfig};
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 
@@ -10,6 +10,21 @@ pub struct TextModel {
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub model: Model,
+}
+
+impl TextModel {
+    /// This model as a run starts training it: adapters it already has merged into its weights,
+    /// then fresh ones when `lora` is given (only they train; B = 0, so the model computes what
+    /// it did), recorded in its config so its checkpoints reopen with them.
+    pub fn for_training(self, lora: Option<LoraConfig>, seed: u64) -> Result<Self> {
+        let config = ModelConfig { lora, ..self.config };
+        config.validate()?;
+        let model = match &config.lora {
+            Some(lora) => self.model.with_lora(lora, seed),
+            None => self.model.merged(),
+        };
+        Ok(Self { config, model, ..self })
+    }
 }
 
 /// Refuse a tokenizer with more tokens than the model has embedding rows; `source` names the

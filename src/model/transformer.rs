@@ -9,7 +9,8 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{KvCache, causal_bias, repeat_kv, rope_tables, rotate};
-use crate::config::ModelConfig;
+use super::lora::{Adapter, BlockAdapters};
+use crate::config::{LoraTarget, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -80,9 +81,10 @@ impl ModelConfig {
                 w_gate: init.linear(d, self.d_ff, std),
                 w_up: init.linear(d, self.d_ff, std),
                 w_down: init.linear(self.d_ff, d, resid),
+                adapters: None,
             })
             .collect();
-        Model {
+        let model = Model {
             embed: Embedding { weight: init.normal([self.vocab_size, d], std) },
             blocks,
             norm: init.norm(d, self.norm_eps),
@@ -92,6 +94,10 @@ impl ModelConfig {
             head_dim: self.head_dim(),
             rope_theta: self.rope_theta,
             max_seq_len: self.max_seq_len,
+        };
+        match &self.lora {
+            Some(lora) => model.with_lora(lora, seed),
+            None => model,
         }
     }
 }
@@ -116,6 +122,7 @@ impl ModelConfig {
                 w_gate: w.linear(&format!("{p}.mlp.gate_proj"), d, ff, false)?,
                 w_up: w.linear(&format!("{p}.mlp.up_proj"), d, ff, false)?,
                 w_down: w.linear(&format!("{p}.mlp.down_proj"), ff, d, false)?,
+                adapters: None,
             });
         }
         let embed = Embedding { weight: Param::from_tensor(w.tensor("model.embed_tokens.weight", [self.vocab_size, d])?) };
@@ -169,21 +176,24 @@ impl Init<'_> {
 
 #[derive(Module, Debug)]
 pub struct Block {
-    attn_norm: RmsNorm,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
-    wo: Linear,
-    mlp_norm: RmsNorm,
-    w_gate: Linear,
-    w_up: Linear,
-    w_down: Linear,
+    pub(super) attn_norm: RmsNorm,
+    pub(super) wq: Linear,
+    pub(super) wk: Linear,
+    pub(super) wv: Linear,
+    pub(super) wo: Linear,
+    pub(super) mlp_norm: RmsNorm,
+    pub(super) w_gate: Linear,
+    pub(super) w_up: Linear,
+    pub(super) w_down: Linear,
+    /// LoRA adapters beside the projections (none: a plain model, as every checkpoint saved
+    /// before LoRA existed).
+    pub(super) adapters: Option<BlockAdapters>,
 }
 
 #[derive(Module, Debug)]
 pub struct Model {
-    embed: Embedding,
-    blocks: Vec<Block>,
+    pub(super) embed: Embedding,
+    pub(super) blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Option<Linear>,
     n_heads: usize,
@@ -202,7 +212,7 @@ pub struct NamedTensor {
 
 impl Model {
     /// Every weight under its Hugging Face name and in its layout (the inverse of
-    /// [`ModelConfig::load`]): what an exported `model.safetensors` holds.
+    /// [`ModelConfig::load`]), adapters merged: what an exported `model.safetensors` holds.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut out = Vec::new();
         let mut matrix = |name: String, t: Tensor<2>| {
@@ -210,9 +220,10 @@ impl Model {
             out.push(NamedTensor { name, shape: vec![r, c], values: t.reshape([r * c]) });
         };
         let linear = |l: &Linear| l.weight.val().transpose();
+        let merged = self.clone().merged();
         let mut vectors: Vec<(String, Tensor<1>)> = Vec::new();
-        matrix("model.embed_tokens.weight".into(), self.embed.weight.val());
-        for (i, b) in self.blocks.iter().enumerate() {
+        matrix("model.embed_tokens.weight".into(), merged.embed.weight.val());
+        for (i, b) in merged.blocks.iter().enumerate() {
             let p = format!("model.layers.{i}");
             for (part, l) in [
                 ("self_attn.q_proj", &b.wq),
@@ -231,8 +242,8 @@ impl Model {
             vectors.push((format!("{p}.input_layernorm.weight"), b.attn_norm.gamma.val()));
             vectors.push((format!("{p}.post_attention_layernorm.weight"), b.mlp_norm.gamma.val()));
         }
-        vectors.push(("model.norm.weight".into(), self.norm.gamma.val()));
-        if let Some(head) = &self.lm_head {
+        vectors.push(("model.norm.weight".into(), merged.norm.gamma.val()));
+        if let Some(head) = &merged.lm_head {
             matrix("lm_head.weight".into(), linear(head));
         }
         out.extend(vectors.into_iter().map(|(name, values)| NamedTensor { shape: values.dims().to_vec(), name, values }));
@@ -253,9 +264,9 @@ impl Block {
         let [b, t, d] = x.dims();
         let h = self.attn_norm.forward(x.clone());
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = rotate(heads(self.wq.forward(h.clone()), n_heads), &rope.0, &rope.1);
-        let mut k = rotate(heads(self.wk.forward(h.clone()), n_kv), &rope.0, &rope.1);
-        let mut v = heads(self.wv.forward(h), n_kv);
+        let q = rotate(heads(self.project(LoraTarget::Q, h.clone()), n_heads), &rope.0, &rope.1);
+        let mut k = rotate(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
+        let mut v = heads(self.project(LoraTarget::V, h), n_kv);
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.take() {
                 k = Tensor::cat(vec![pk, k], 2);
@@ -268,10 +279,35 @@ impl Block {
         let v = repeat_kv(v, rep);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()) + bias.clone();
         let attn = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        let x = x + self.wo.forward(attn);
+        let x = x + self.project(LoraTarget::O, attn);
         let h = self.mlp_norm.forward(x.clone());
-        let mlp = self.w_down.forward(silu(self.w_gate.forward(h.clone())) * self.w_up.forward(h));
-        x + mlp
+        let gated = silu(self.project(LoraTarget::Gate, h.clone())) * self.project(LoraTarget::Up, h);
+        x + self.project(LoraTarget::Down, gated)
+    }
+
+    pub(super) fn projection(&self, target: LoraTarget) -> &Linear {
+        match target {
+            LoraTarget::Q => &self.wq,
+            LoraTarget::K => &self.wk,
+            LoraTarget::V => &self.wv,
+            LoraTarget::O => &self.wo,
+            LoraTarget::Gate => &self.w_gate,
+            LoraTarget::Up => &self.w_up,
+            LoraTarget::Down => &self.w_down,
+        }
+    }
+
+    pub(super) fn adapter(&self, target: LoraTarget) -> Option<&Adapter> {
+        self.adapters.as_ref().and_then(|a| a.get(target))
+    }
+
+    /// A projection, plus its adapter's low-rank path when it has one.
+    fn project(&self, target: LoraTarget, x: Tensor<3>) -> Tensor<3> {
+        let y = self.projection(target).forward(x.clone());
+        match self.adapter(target) {
+            Some(adapter) => y + adapter.forward(x),
+            None => y,
+        }
     }
 }
 

@@ -72,7 +72,8 @@ pub struct SgpoRun {
     pub config: SgpoConfig,
     /// The settings the SFT model was trained with (stage 1 reuses them).
     pub sft_config: SftConfig,
-    /// The SFT model, frozen: DPO's reference and the win-rate baseline.
+    /// The SFT model, frozen: DPO's reference and the win-rate baseline. Its config is the
+    /// policy's (with LoRA, the adapters' shape), which checkpoints are reopened with.
     pub(super) sft: TextModel,
     pub(super) trainer: PreferenceTrainer,
     pub(super) data: RunData,
@@ -93,15 +94,29 @@ pub struct SgpoRun {
     pub(super) step: usize,
     pub(super) rng: Rng,
     pub(super) device: Device,
+    /// Checkpoints hold the LoRA adapters only: the driver rebuilds the run from the model file
+    /// it started from before restoring (the page, where a whole model at every save would
+    /// fill the browser's storage).
+    pub adapters_only: bool,
 }
 
 impl SgpoRun {
-    /// A run that starts from `sft` (its weights are copied; the original stays frozen).
+    /// A run that starts from `sft` (its weights are copied; the original stays frozen). With
+    /// `sft.config.lora`, only adapters of that shape train, beside the SFT weights frozen.
     pub fn new(config: SgpoConfig, sft: TextModel, sft_config: SftConfig, data: RunData, device: &Device) -> Result<Self> {
         check_inputs(&config, &data)?;
+        sft.config.validate()?;
+        let lora = sft.config.lora.clone();
+        let sft = sft.for_training(None, config.seed)?;
+        // Only the adapters train when `lora` is set: the frozen weights are the SFT model's own
+        // tensors, so the reference and the win-rate baseline cost no second copy.
         let policy = sft.model.clone().fork(&autodiff(device)).train();
+        let policy = match &lora {
+            Some(lora) => policy.with_lora(lora, config.seed),
+            None => policy,
+        };
         let trainer = PreferenceTrainer::new(policy, config.clone(), sft.tokenizer.special.pad, device);
-        let sft = TextModel { model: sft.model.valid(), ..sft };
+        let sft = TextModel { model: sft.model.valid(), config: ModelConfig { lora, ..sft.config }, ..sft };
         let rng = Rng::new(config.seed);
         Ok(Self {
             config,
@@ -119,6 +134,7 @@ impl SgpoRun {
             step: 0,
             rng,
             device: device.clone(),
+            adapters_only: false,
         })
     }
 

@@ -7,7 +7,7 @@ use super::run::{DpoProgress, SgpoRun, Stage};
 use crate::checkpoint::{Checkpoint, LoopState, MODEL_FILE, PROGRESS_FILE};
 use crate::data::TokenSeq;
 use crate::error::{Error, Result};
-use crate::model::{TextModel, load_model, model_bytes};
+use crate::model::{TextModel, adapter_bytes, load_adapters, load_model, model_bytes};
 use crate::rng::Rng;
 use crate::train::{PreferenceTrainer, SftRun, autodiff};
 
@@ -33,9 +33,10 @@ impl SgpoRun {
     /// SFT model came from).
     pub async fn checkpoint(&self, config: String) -> Result<Checkpoint> {
         let (model, optimizer) = match &self.improver_run {
-            Some(run) => (model_bytes(&run.model).await?, run.optimizer_bytes()?),
-            None => (model_bytes(&self.trainer.model).await?, self.trainer.optimizer_bytes()?),
+            Some(run) => (&run.model, run.optimizer_bytes()?),
+            None => (&self.trainer.model, self.trainer.optimizer_bytes()?),
         };
+        let model = if self.adapters_only { adapter_bytes(model).await? } else { model_bytes(model).await? };
         let progress = SavedProgress {
             stage: self.stage,
             iteration: self.iteration,
@@ -65,7 +66,11 @@ impl SgpoRun {
             .as_deref()
             .ok_or_else(|| Error::checkpoint(PROGRESS_FILE, "missing: not a preference run's checkpoint"))?;
         let saved: SavedProgress = serde_json::from_str(text).map_err(|e| Error::checkpoint(PROGRESS_FILE, e))?;
-        let model = load_model(&self.sft.config, &checkpoint.model, &autodiff(&self.device), MODEL_FILE)?;
+        let model = if self.adapters_only {
+            load_adapters(self.trainer.model.clone(), &checkpoint.model, MODEL_FILE)?
+        } else {
+            load_model(&self.sft.config, &checkpoint.model, &autodiff(&self.device), MODEL_FILE)?
+        };
         self.stage = saved.stage;
         self.iteration = saved.iteration;
         // A finished run resumed with more iterations goes on to the next one.

@@ -16,7 +16,7 @@ use crate::config::PipelineConfig;
 use crate::device::{BufferLimits, is_software_adapter};
 use crate::generate::{Decoder, SamplingConfig};
 use crate::metrics::Event;
-use crate::pipeline::{Inputs, NamedText, Pipeline, Position, Snapshot};
+use crate::pipeline::{Inputs, ModelFiles, NamedText, Pipeline, Position, Snapshot};
 use crate::rng::Rng;
 use crate::sgpo::trl_jsonl;
 
@@ -53,6 +53,14 @@ struct JsInputs {
     tokenizer: Option<NamedText>,
     /// A checkpoint to start the preference stage from.
     init: Option<JsCheckpoint>,
+    /// A model with weights (a GGUF file, or a Hugging Face directory's files).
+    model: Option<JsModel>,
+}
+
+#[derive(Deserialize)]
+struct JsModel {
+    name: String,
+    files: JsFiles,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +93,8 @@ impl JsInputs {
             }
             None => None,
         };
-        Ok(Inputs { data: self.data, tokenizer: self.tokenizer, init })
+        let model = self.model.map(|m| ModelFiles { name: m.name, files: m.files.into_iter().map(|(n, b)| (n, b.into_vec())).collect() });
+        Ok(Inputs { data: self.data, tokenizer: self.tokenizer, init, model })
     }
 }
 

@@ -1,41 +1,80 @@
-//! `sgpo bench`: SFT step time and generation tokens/s with and without the KV cache.
+//! `sgpo bench`: the cost of an SFT step and a DPO step (time, peak memory) on full-length
+//! rows, with LoRA (ours or burn's built-in) or without; prefill tokens/s; decode tokens/s at
+//! batch 1 and 16, with and without the KV cache.
 
+use std::path::PathBuf;
+
+use burn::module::{Lora, Module, ParamGroup};
+use burn::tensor::Device;
 use clap::Args;
 use pollster::block_on;
 use serde::Serialize;
 
-use sgpo::config::SftConfig;
-use sgpo::data::{Tokenizer, tasks};
+use sgpo::config::{LoraConfig, ModelConfig, SftConfig, SgpoConfig};
+use sgpo::data::{TokenSeq, Tokenizer, tasks};
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::metrics::now_seconds;
+use sgpo::model::TextModel;
 use sgpo::rng::Rng;
-use sgpo::train::SftRun;
+use sgpo::train::{PreferenceTrainer, ScoredPair, SftRun, autodiff};
 
-use crate::common::DeviceArg;
+use crate::common::{DeviceArg, LoraArgs, open_run};
 
 #[derive(Args)]
 pub struct BenchArgs {
     #[arg(long, default_value = "small")]
     preset: String,
+    /// A model with weights (run, Hugging Face directory, GGUF) instead of a preset.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Rows per SFT step, pairs per DPO step, rows per generation batch.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Timed SFT steps (after two warm-up steps that compile kernels).
-    #[arg(long, default_value_t = 5)]
+    /// Tokens per training row (capped at the model's context).
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Timed steps of each kind (after one warm-up step that compiles kernels).
+    #[arg(long, default_value_t = 3)]
     steps: usize,
-    /// Tokens generated per row in each generation measurement.
+    /// Tokens generated per row in each decode measurement.
     #[arg(long, default_value_t = 32)]
     new_tokens: usize,
+    /// Rows per decode measurement.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    decode_batch: Vec<usize>,
+    /// Skip the generation measurements.
+    #[arg(long)]
+    no_generation: bool,
+    /// With --lora-rank: burn's built-in LoRA (a reparameterised weight, rebuilt at every
+    /// use) instead of ours (adapters beside the frozen weight), to compare the two.
+    #[arg(long, requires = "lora_rank")]
+    burn_lora: bool,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    lora: LoraArgs,
+    #[command(flatten)]
     device: DeviceArg,
+}
+
+/// One kind of training step: its time and the memory it peaked at.
+#[derive(Serialize)]
+struct StepCost {
+    step_s: f64,
+    tokens_per_s: f64,
+    /// The process's peak resident memory during the timed steps (Linux; weights included).
+    host_peak_bytes: Option<u64>,
+    /// What the device's allocator held after them (wgpu; its pools keep their peak).
+    device_reserved_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
 struct Generation {
+    batch_size: usize,
     prompt_len: usize,
     cache: bool,
+    /// New tokens per second, all rows together.
     tokens_per_s: f64,
 }
 
@@ -43,62 +82,181 @@ struct Generation {
 struct Report {
     preset: String,
     parameters: usize,
+    trainable_parameters: usize,
+    /// `none`, `ours` or `burn`.
+    lora: &'static str,
     batch_size: usize,
+    seq_len: usize,
     sft_step_s: f64,
-    sft_tokens_per_s: f64,
+    sft: StepCost,
+    dpo: StepCost,
+    /// One forward pass over `batch_size` x `seq_len` prompt tokens, logits included.
+    prefill_tokens_per_s: Option<f64>,
     generation: Vec<Generation>,
+}
+
+/// The process's peak resident set since the last reset, from /proc (None elsewhere).
+fn host_peak() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Start a new peak-resident measurement (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_host_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Time `steps` calls of `step` after one warm-up; returns the cost per step.
+fn measure(device: &Device, steps: usize, mut step: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<StepCost> {
+    step()?;
+    reset_host_peak();
+    let t0 = now_seconds();
+    let mut tokens = 0;
+    for _ in 0..steps.max(1) {
+        tokens += step()?;
+    }
+    let dt = now_seconds() - t0;
+    Ok(StepCost {
+        step_s: dt / steps.max(1) as f64,
+        tokens_per_s: tokens as f64 / dt,
+        host_peak_bytes: host_peak(),
+        device_reserved_bytes: device.memory_pool_usage().map(|u| u.bytes_reserved),
+    })
+}
+
+/// Burn's own LoRA on the same projections: `Module::apply_lora` on their weight paths.
+fn burn_lora(model: sgpo::model::Model, lora: &LoraConfig, n_layers: usize) -> sgpo::model::Model {
+    let field = |t: sgpo::config::LoraTarget| match t.module() {
+        "q_proj" => "wq",
+        "k_proj" => "wk",
+        "v_proj" => "wv",
+        "o_proj" => "wo",
+        "gate_proj" => "w_gate",
+        "up_proj" => "w_up",
+        _ => "w_down",
+    };
+    let paths: Vec<String> = (0..n_layers).flat_map(|i| lora.targets.iter().map(move |&t| format!("blocks.{i}.{}.weight", field(t)))).collect();
+    model.apply_lora(Lora::new(lora.rank, lora.alpha).set_param_group(ParamGroup::from_paths(paths)))
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
-    let examples = tasks::generate(2000, 1);
-    let tok = Tokenizer::train_on(&examples, 512)?;
+    let train_device = autodiff(&device);
+    let start = match &args.model {
+        Some(path) => open_run(path, &train_device)?.model,
+        None => {
+            let tokenizer = Tokenizer::train_on(&tasks::generate(2000, 1), 512)?;
+            let config = ModelConfig::preset(&args.preset, tokenizer.vocab_size())?;
+            TextModel { model: config.init(1, &train_device), config, tokenizer }
+        }
+    };
+    let lora = args.lora.config()?;
+    if lora.is_some() && args.model.is_none() {
+        anyhow::bail!("--lora-rank needs --model: adapters train beside the weights of a model that has them");
+    }
+    let (start, lora_kind) = match (&lora, args.burn_lora) {
+        (Some(l), true) => {
+            let model = burn_lora(start.model.merged(), l, start.config.n_layers);
+            (TextModel { model, ..start }, "burn")
+        }
+        (Some(_), false) => (start.for_training(lora.clone(), 1)?, "ours"),
+        (None, _) => (start.for_training(None, 1)?, "none"),
+    };
+    let parameters = start.model.num_params();
+    // Burn's adapters live inside its reparameterised weights; they have our adapters' shapes.
+    let trainable_parameters = match (&lora, args.burn_lora) {
+        (Some(l), true) => start.model.clone().with_lora(l, 1).trainable_params(),
+        _ => start.model.trainable_params(),
+    };
+    let seq_len = args.seq_len.min(start.config.max_seq_len);
+    let vocab = start.tokenizer.vocab_size().min(start.config.vocab_size) as u64;
+    let mut rng = Rng::new(7);
+    let mut row = || {
+        let tokens: Vec<u32> = (0..seq_len).map(|_| (rng.next_u64() % vocab) as u32).collect();
+        TokenSeq { tokens, prompt_len: seq_len / 8 }
+    };
+    let rows: Vec<TokenSeq> = (0..args.batch_size * 4).map(|_| row()).collect();
+    let pairs: Vec<ScoredPair> = (0..args.batch_size)
+        .map(|_| ScoredPair { chosen: row(), rejected: row(), reference_chosen: 0.0, reference_rejected: 0.0 })
+        .collect();
+    let pad = start.tokenizer.special.pad;
+    let generation_model = start.model.valid();
+
     let config = SftConfig { preset: args.preset.clone(), batch_size: args.batch_size, steps: 1000, ..SftConfig::default() };
-    let mut run = SftRun::new(config, tok.clone(), &examples, &device)?;
-    // Warm-up steps compile kernels; time the rest.
-    for _ in 0..2 {
-        block_on(run.step())?;
-    }
-    let t0 = now_seconds();
-    let mut tokens = 0;
-    for _ in 0..args.steps {
-        tokens += block_on(run.step())?.tokens;
-    }
-    let dt = now_seconds() - t0;
+    let mut sft_run = SftRun::from_model("sft", config, start.clone(), rows, &device)?;
+    let sft = measure(&device, args.steps, || Ok(block_on(sft_run.step())?.tokens))?;
+    drop(sft_run);
+    let mut trainer = PreferenceTrainer::new(start.model, SgpoConfig::default(), pad, &device);
+    let batch: Vec<&ScoredPair> = pairs.iter().collect();
+    let dpo = measure(&device, args.steps, || Ok(block_on(trainer.step(&batch, &[], 1))?.tokens))?;
+    drop(trainer);
+
     let mut report = Report {
-        preset: args.preset.clone(),
-        parameters: burn::module::Module::num_params(&run.model),
+        preset: args.model.as_ref().map_or(args.preset.clone(), |p| p.display().to_string()),
+        parameters,
+        trainable_parameters,
+        lora: lora_kind,
         batch_size: args.batch_size,
-        sft_step_s: dt / args.steps.max(1) as f64,
-        sft_tokens_per_s: tokens as f64 / dt,
+        seq_len,
+        sft_step_s: sft.step_s,
+        sft,
+        dpo,
+        prefill_tokens_per_s: None,
         generation: Vec::new(),
     };
-    let model = run.text_model().model;
-    let s = tok.special;
+    if !args.no_generation {
+        let prompts: Vec<Vec<u32>> = (0..args.batch_size).map(|_| row().tokens).collect();
+        let tokens = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(prompts.concat().iter().map(|&t| t as i32).collect::<Vec<_>>(), [args.batch_size, seq_len]),
+            &device,
+        );
+        let prefill = || block_on(sgpo::readback::floats(generation_model.forward_causal(tokens.clone()).narrow(1, seq_len - 1, 1).reshape([-1])));
+        prefill()?;
+        let t0 = now_seconds();
+        prefill()?;
+        report.prefill_tokens_per_s = Some((args.batch_size * seq_len) as f64 / (now_seconds() - t0));
+    }
     // No id is u32::MAX, so every row generates all its tokens.
-    let stop = Stop { end: u32::MAX, pad: s.pad };
-    for prompt_len in [16usize, 96] {
-        let prompts: Vec<Vec<u32>> = (0..args.batch_size).map(|i| vec![3 + (i as u32 % 3); prompt_len]).collect();
+    let stop = Stop { end: u32::MAX, pad };
+    let prompt_len = 16;
+    for &batch_size in args.decode_batch.iter().filter(|_| !args.no_generation) {
+        let prompts: Vec<Vec<u32>> = (0..batch_size).map(|i| vec![3 + (i as u32 % 3); prompt_len]).collect();
         for cache in [true, false] {
             let mut rng = Rng::new(0);
-            block_on(generate(&model, &prompts, &SamplingConfig::greedy(2), stop, &mut rng, cache, &device))?;
+            block_on(generate(&generation_model, &prompts, &SamplingConfig::greedy(2), stop, &mut rng, cache, &device))?;
             let t0 = now_seconds();
-            let out = block_on(generate(&model, &prompts, &SamplingConfig::greedy(args.new_tokens), stop, &mut rng, cache, &device))?;
+            let out = block_on(generate(&generation_model, &prompts, &SamplingConfig::greedy(args.new_tokens), stop, &mut rng, cache, &device))?;
             let generated: usize = out.iter().map(|o| o.len()).sum();
-            report.generation.push(Generation { prompt_len, cache, tokens_per_s: generated as f64 / (now_seconds() - t0) });
+            report.generation.push(Generation { batch_size, prompt_len, cache, tokens_per_s: generated as f64 / (now_seconds() - t0) });
         }
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    println!("device: {device:?}, preset {} ({} parameters), batch {}", report.preset, report.parameters, report.batch_size);
-    println!("sft step: {:.3} s ({:.0} tokens/s)", report.sft_step_s, report.sft_tokens_per_s);
+    let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64));
+    println!(
+        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}), batch {} x {} tokens",
+        report.preset, report.parameters, report.trainable_parameters, report.lora, report.batch_size, report.seq_len
+    );
+    for (name, cost) in [("sft step", &report.sft), ("dpo step", &report.dpo)] {
+        println!(
+            "{name}: {:.3} s ({:.0} tokens/s), peak resident {}, device pool {}",
+            cost.step_s,
+            cost.tokens_per_s,
+            mib(cost.host_peak_bytes),
+            mib(cost.device_reserved_bytes)
+        );
+    }
+    if let Some(rate) = report.prefill_tokens_per_s {
+        println!("prefill {} x {}: {rate:.0} tokens/s", report.batch_size, report.seq_len);
+    }
     for g in &report.generation {
         println!(
-            "generate prompt {:>3} x batch {}: {:>8.1} tokens/s ({} cache)",
+            "decode batch {:>2} after a {}-token prompt: {:>8.1} tokens/s ({} cache)",
+            g.batch_size,
             g.prompt_len,
-            report.batch_size,
             g.tokens_per_s,
             if g.cache { "with" } else { "no" }
         );

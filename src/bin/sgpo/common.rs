@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::tensor::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use anyhow::Context;
 
 use sgpo::checkpoint::Checkpoint;
-use sgpo::config::RunConfig;
+use sgpo::config::{LoraConfig, RunConfig};
 use sgpo::device::{self, DeviceChoice};
 use sgpo::model::TextModel;
 
@@ -28,6 +29,54 @@ impl DeviceArg {
         eprintln!("device: {}", selected.description);
         Ok(selected.device)
     }
+}
+
+/// LoRA instead of full fine-tuning, for the commands that train a model with weights.
+#[derive(Args)]
+pub struct LoraArgs {
+    /// Train low-rank adapters of this rank beside the frozen weights (only they train and hold
+    /// optimiser state) instead of every weight.
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// The adapters' output is scaled by alpha / rank [default: 2 x rank].
+    #[arg(long, requires = "lora_rank")]
+    lora_alpha: Option<f64>,
+    /// Comma-separated projections to adapt [default: q,k,v,o,gate,up,down].
+    #[arg(long, requires = "lora_rank")]
+    lora_targets: Option<String>,
+}
+
+impl LoraArgs {
+    /// The adapters asked for, if any (ranges are checked against the model's shape later).
+    pub fn config(&self) -> anyhow::Result<Option<LoraConfig>> {
+        let Some(rank) = self.lora_rank else { return Ok(None) };
+        let mut lora = LoraConfig::new(rank);
+        if let Some(alpha) = self.lora_alpha {
+            lora.alpha = alpha;
+        }
+        if let Some(list) = &self.lora_targets {
+            lora.targets = LoraConfig::parse_targets(list)?;
+        }
+        Ok(Some(lora))
+    }
+
+    /// On `--resume`: LoRA flags, when given, must describe the saved run's adapters.
+    pub fn check_resume(&self, saved: Option<&LoraConfig>) -> anyhow::Result<()> {
+        let requested = self.config()?;
+        if requested.is_some() && requested.as_ref() != saved {
+            anyhow::bail!(
+                "--lora-rank/--lora-alpha/--lora-targets differ from the saved run's adapters ({}); a resumed run keeps its settings",
+                saved.map_or("none: it trains every weight".into(), |l| format!("rank {}, alpha {}, targets {}", l.rank, l.alpha, l.targets.iter().map(|t| t.module()).collect::<Vec<_>>().join(",")))
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How many of the parameters train, when not all do (LoRA).
+pub fn trainable_note(model: &sgpo::model::Model) -> String {
+    let trainable = model.trainable_params();
+    if trainable == model.num_params() { String::new() } else { format!(", {trainable} of them trained") }
 }
 
 pub fn bar(len: u64, what: &str) -> ProgressBar {

@@ -17,7 +17,7 @@ use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, file_crc, load_run_data, open_model, read_json};
 use sgpo::train::{SftRun, autodiff};
 
-use crate::common::{DeviceArg, absolute, bar, differing_settings, logged_lines};
+use crate::common::{DeviceArg, LoraArgs, absolute, bar, differing_settings, logged_lines, trainable_note};
 
 #[derive(Args)]
 pub struct SftArgs {
@@ -57,6 +57,8 @@ pub struct SftArgs {
     /// Fraction of --data held out for evaluation [default: 0.1].
     #[arg(long)]
     eval_fraction: Option<f32>,
+    #[command(flatten)]
+    lora: LoraArgs,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -124,6 +126,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         let checkpoint = Checkpoint::load(out)?;
         let config = RunConfig::from_json("config.json", &checkpoint.config)?;
         let new_steps = args.check_resume(&config.sft)?;
+        args.lora.check_resume(config.model.lora.as_ref())?;
         if let Some(notice) = data_changed(&config.sft.data)? {
             eprintln!("warning: {notice}");
         }
@@ -143,6 +146,10 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         }
         let config = args.config()?;
         config.validate()?;
+        let lora = args.lora.config()?;
+        if lora.is_some() && args.init.is_none() {
+            bail!("--lora-rank needs --init: adapters train beside the weights of a model that has them (a run, a Hugging Face directory or a GGUF file)");
+        }
         let data = load_run_data(&config.data, config.seed)?;
         data.require_labeled(&config.data)?;
         eprintln!("data: {} train / {} held-out examples", data.labeled.len(), data.eval.len());
@@ -150,6 +157,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
             Some(init) => {
                 let (saved, start, _) = open_model(init, &autodiff(&device))?;
                 let config = SftConfig { preset: saved.sft.preset, ..config };
+                let start = start.for_training(lora, config.seed)?;
                 let seqs = policy_seqs(&start.tokenizer, &data.labeled, start.config.max_seq_len)?;
                 SftRun::from_model("sft", config, start, seqs, &device)?
             }
@@ -168,9 +176,10 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         (run, EventLog::create(&metrics_path)?, data)
     };
     eprintln!(
-        "model: {} ({} parameters), {} steps of {} x {}",
+        "model: {} ({} parameters{}), {} steps of {} x {}",
         run.config.preset,
         run.model.num_params(),
+        trainable_note(&run.model),
         run.config.steps,
         run.config.batch_size,
         run.config.grad_accum

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use burn::module::Module;
 use clap::Args;
 use pollster::block_on;
 
@@ -14,7 +15,7 @@ use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, load_preference_data, read_json, write_atomic};
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
 
-use crate::common::{DeviceArg, absolute, bar, differing_settings, fmt_opt, logged_lines, open_run};
+use crate::common::{DeviceArg, LoraArgs, trainable_note, absolute, bar, differing_settings, fmt_opt, logged_lines, open_run};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -64,6 +65,8 @@ pub struct TrainArgs {
     /// Stop dead after this many units of work, as a kill would (for crash-recovery tests).
     #[arg(long, hide = true)]
     halt_after: Option<usize>,
+    #[command(flatten)]
+    lora: LoraArgs,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -156,22 +159,27 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display());
     }
     // The run's settings: the saved ones when resuming.
-    let (config, source) = match &resumed {
+    let (config, source, lora) = match &resumed {
         Some(checkpoint) => match RunConfig::from_json("config.json", &checkpoint.config)? {
-            RunConfig { sgpo: Some(mut c), source: Some(s), .. } => {
+            RunConfig { sgpo: Some(mut c), source: Some(s), model, .. } => {
                 if let Some(n) = args.check_resume(&c, &s)? {
                     eprintln!("--iterations {n}: the run now ends after iteration {n} (it was to end after {})", c.iterations);
                     c.iterations = n;
                 }
-                (c, s)
+                args.lora.check_resume(model.lora.as_ref())?;
+                (c, s, model.lora)
             }
             _ => bail!("{} is an SFT run, not a preference run; resume it with `sgpo sft --resume`", out.display()),
         },
         None if args.resume => bail!("{}: nothing to resume (no checkpoint there); leave out --resume to start a run", out.display()),
-        None => args.config()?,
+        None => {
+            let (config, source) = args.config()?;
+            (config, source, args.lora.config()?)
+        }
     };
     config.validate()?;
-    let init = open_run(Path::new(&source.init), &device)?;
+    let mut init = open_run(Path::new(&source.init), &device)?;
+    init.model.config.lora = lora;
     if source.data.is_none()
         && let Some(notice) = data_changed(&init.config.sft.data)?
     {
@@ -182,8 +190,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "{:?} from {}: {} labeled, {} unlabeled prompts, {} fixed pairs, {} held out",
         config.method, source.init, data.labeled.len(), data.unlabeled.len(), data.pairs.len(), data.eval.len()
     );
-    let run_config = RunConfig { model: init.config.model.clone(), sft: init.config.sft.clone(), sgpo: Some(config.clone()), source: Some(source), chat: init.config.chat.clone() };
+    let run_config = RunConfig { model: init.model.config.clone(), sft: init.config.sft.clone(), sgpo: Some(config.clone()), source: Some(source), chat: init.config.chat.clone() };
     let mut run = SgpoRun::new(config.clone(), init.model, init.config.sft.clone(), data, &device)?;
+    let policy = run.policy();
+    eprintln!("policy: {} parameters{}", policy.num_params(), trainable_note(&policy));
     if let Some(checkpoint) = &resumed {
         run.restore(checkpoint)?;
         eprintln!("resuming {} at {:?}, iteration {}, step {}", out.display(), run.stage, run.iteration, run.step());
