@@ -3,9 +3,10 @@
 import * as store from "./store.js";
 import { tar, untar } from "./tar.js";
 import { diffWords } from "./diff.js";
+import * as models from "./models.js";
 
 const $ = (id) => document.getElementById(id);
-const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens"];
+const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank"];
 
 // One chart per metric: [title, event kind, field].
 const CHARTS = [
@@ -114,7 +115,7 @@ function reset() {
   series = CHARTS.map(() => []);
   canvases.forEach((c) => draw(c, []));
   $("samples").tBodies[0].replaceChildren();
-  ["p-sft", "p-improver", "p-pairs", "p-dpo"].forEach((id) => ($(id).value = 0));
+  ["p-model", "p-sft", "p-improver", "p-pairs", "p-dpo"].forEach((id) => ($(id).value = 0));
 }
 
 const enableDownloads = () => ["dl-checkpoint", "dl-metrics", "dl-pairs"].forEach((id) => ($(id).disabled = false));
@@ -185,6 +186,11 @@ function onMessage({ data }) {
     document.body.dataset.done = data.kind;
   }
   if (data.kind === "answer") $("answer").textContent = data.text;
+  if (data.kind === "model-progress") {
+    $("p-model").max = data.total;
+    $("p-model").value = data.done;
+    status(`model: ${data.what} ${mb(data.done)} of ${mb(data.total)}`);
+  }
   if (data.kind === "error") {
     status(`error: ${data.error}`);
     document.body.dataset.error = data.error;
@@ -268,6 +274,16 @@ $("start").onclick = async () => {
     if ($("data").files[0]) inputs.data = await readText($("data"));
     if ($("tokenizer").files[0]) inputs.tokenizer = await readText($("tokenizer"));
     if ($("init").files[0]) inputs.init = await readCheckpoint($("init"));
+    const picked = [...$("model").files];
+    if (picked.length) {
+      inputs.model = models.describe(picked);
+      status(`copying ${inputs.model.name} into this browser's storage…`);
+      await models.save(picked, (done, total) => {
+        $("p-model").max = total;
+        $("p-model").value = done;
+        status(`copying ${inputs.model.name} into this browser's storage: ${mb(done)} of ${mb(total)}`);
+      });
+    }
     runConfig = readConfig();
     reset();
     banner("");

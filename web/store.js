@@ -23,13 +23,13 @@ function done(tx) {
 let opened = null;
 function db() {
   if (!opened) {
-    const req = indexedDB.open(DB, 1);
+    // Version 2 adds `models`: picked model files, where the browser has no OPFS.
+    const req = indexedDB.open(DB, 2);
     req.onupgradeneeded = () => {
       const d = req.result;
-      d.createObjectStore("run");
-      d.createObjectStore("checkpoint");
-      d.createObjectStore("events", { autoIncrement: true });
-      d.createObjectStore("pairs");
+      for (const name of [...STORES, "models"]) {
+        if (!d.objectStoreNames.contains(name)) d.createObjectStore(name, name === "events" ? { autoIncrement: true } : undefined);
+      }
     };
     opened = request(req);
   }
@@ -83,4 +83,22 @@ export const isQuotaError = (e) => e && (e.name === "QuotaExceededError" || /quo
 export async function usage() {
   if (!navigator.storage || !navigator.storage.estimate) return null;
   return navigator.storage.estimate();
+}
+
+/// The model cache's IndexedDB side (web/models.js uses OPFS where it can).
+export async function putModelFile(name, blob) {
+  const tx = (await db()).transaction(["models"], "readwrite");
+  tx.objectStore("models").put(blob, name);
+  return done(tx);
+}
+
+export async function getModelFile(name) {
+  const tx = (await db()).transaction(["models"], "readonly");
+  return request(tx.objectStore("models").get(name));
+}
+
+export async function clearModel() {
+  const tx = (await db()).transaction(["models"], "readwrite");
+  tx.objectStore("models").clear();
+  return done(tx);
 }

@@ -4,6 +4,7 @@
 // borrowed for the whole of a step, even while it awaits the GPU.
 import init, { Engine } from "../sgpo.js";
 import * as store from "./store.js";
+import * as models from "./models.js";
 
 const SAVE_EVERY_MS = 5000;
 
@@ -106,6 +107,15 @@ async function hasWebgpu() {
   }
 }
 
+/// The inputs as the engine takes them: a run records its model by name (`{name, files}`);
+/// the bytes come from the browser's cache, with progress.
+async function withModel(inputs) {
+  if (!inputs || !inputs.model) return inputs;
+  const model = await models.load(inputs.model, (done, total) => postMessage({ kind: "model-progress", done, total, what: "reading" }));
+  postMessage({ kind: "model-progress", done: 1, total: 1, what: `opening ${inputs.model.name}` });
+  return { ...inputs, model };
+}
+
 /// `fresh`: a new run, which replaces the saved one only once its engine exists (a run that
 /// cannot start must not cost the user the run they had).
 async function open(config, inputs, resume, fresh) {
@@ -117,7 +127,7 @@ async function open(config, inputs, resume, fresh) {
     return;
   }
   await init();
-  engine = await Engine.create(config, inputs, resume);
+  engine = await Engine.create(config, await withModel(inputs), resume);
   if (fresh) {
     try {
       await store.saveRun({ config, inputs });

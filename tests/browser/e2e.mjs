@@ -1,6 +1,7 @@
 // Drives the page in headless Chromium: start a short SGPO run, wait for the charts and the
 // sample table, reload mid-run and resume from the saved checkpoint, finish, download the
-// checkpoint, metrics and pairs, save a screenshot.
+// checkpoint, metrics and pairs, save a screenshot. Then SGPO with LoRA from a GGUF model
+// picked in a file input, reloaded mid-run and resumed without picking it again.
 // Usage: node tests/browser/e2e.mjs URL OUT_DIR
 // With NO_WEBGPU=1 Chromium starts without WebGPU: the page must say so and run on the CPU
 // backend compiled to wasm when asked to.
@@ -174,5 +175,55 @@ if (noWebgpu) {
   if (sftEvents !== 0 || !ev.some((e) => e.event === "iteration" && e.iteration === 1)) fail("the uploaded checkpoint did not start the preference stage");
   const instructions = new Set(lines.filter((l) => l.trim()).map((l) => JSON.parse(l).instruction));
   if (!samples.length || !samples.every((p) => instructions.has(p.split("\n")[0]))) fail("samples are not from the uploaded dataset");
+}
+// A model with weights: a GGUF fixture from the file input, SGPO with LoRA (on by default for
+// models) and no SFT; a reload mid-run resumes from the browser's copy of the file.
+{
+  const ctx = await browser.newContext({ acceptDownloads: true });
+  const mp = await ctx.newPage();
+  mp.on("console", (m) => console.log(`[model page] ${m.text()}`));
+  await mp.goto(url);
+  await defaultsLoaded(mp);
+  const rank = await mp.inputValue("#lora_rank");
+  if (rank !== "8") fail(`LoRA rank default is ${rank}, not the engine's 8`);
+  await mp.setInputFiles("#model", "tests/fixtures/llama-tiny.Q8_0.gguf");
+  await mp.fill("#lora_rank", "4");
+  await mp.fill("#improver_steps", "4");
+  await mp.fill("#iterations", "2");
+  await mp.fill("#prompts_per_iteration", "8");
+  await mp.fill("#batch_size", "4");
+  await mp.fill("#max_new_tokens", "8");
+  await mp.click("#start");
+  const mwait = (fn) => mp.waitForFunction(fn, null, { timeout: limit, polling: 50 });
+  if (noWebgpu) {
+    await mwait(() => document.body.dataset.noWebgpu || document.body.dataset.error);
+    await mp.click("#start");
+  }
+  await mwait(() => {
+    const b = document.body.dataset;
+    const saved = b.saved && JSON.parse(b.saved);
+    return b.error || b.done || (saved && saved.iteration === 1 && saved.stage === "pairs");
+  });
+  const merr = await mp.evaluate(() => document.body.dataset.error);
+  if (merr) fail(`model run: ${merr}`);
+  await mp.click("#pause");
+  await mwait(() => document.body.dataset.paused === "1" || document.body.dataset.done);
+  const savedAt = JSON.parse(await mp.evaluate(() => document.body.dataset.saved));
+  if (savedAt.done) fail("the model run finished before the reload: make it longer");
+  await mp.reload();
+  await mwait(() => document.body.dataset.savedRun);
+  if ((await mp.evaluate(() => document.getElementById("model").files.length)) !== 0) fail("the file input kept its file across the reload");
+  await mp.click("#resume");
+  await mwait(() => document.body.dataset.done || document.body.dataset.error || document.body.dataset.noWebgpu);
+  if (await mp.evaluate(() => document.body.dataset.error)) fail(`model run after reload: ${await mp.evaluate(() => document.body.dataset.error)}`);
+  const [metrics] = await Promise.all([mp.waitForEvent("download"), mp.click("#dl-metrics")]);
+  await metrics.saveAs(`${out}/model-metrics.jsonl`);
+  const ev = readFileSync(`${out}/model-metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  const count = (stage) => ev.filter((e) => e.event === "train" && e.stage === stage).length;
+  const its = ev.filter((e) => e.event === "iteration" && e.iteration > 0).map((e) => e.iteration);
+  console.log(`model run: saved at ${JSON.stringify(savedAt)} before the reload; ${count("sft")} SFT steps, ${count("improver")} improver steps, iterations [${its}], status "${await mp.textContent("#status")}"`);
+  if (count("sft") !== 0 || count("improver") !== 4 || its.join() !== "1,2") fail("the model run did not run stage 1 and two iterations once each without SFT");
+  await mp.screenshot({ path: `${out}/model-page.png`, fullPage: true });
+  await ctx.close();
 }
 await browser.close();
