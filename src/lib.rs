@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod generate;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

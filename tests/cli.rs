@@ -474,3 +474,38 @@ fn a_damaged_checkpoint_is_refused() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("model.bpk: damaged: its CRC-32 is"), "{}", stderr(&o));
 }
+
+/// A run resumed on the CPU backend never starts wgpu: burn loads an optimiser state on its
+/// default device first, and without a session's XDG_RUNTIME_DIR the Vulkan loader said so
+/// four times on every `--resume --device cpu`.
+#[test]
+fn resuming_on_the_cpu_does_not_touch_vulkan() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let sft = |extra: &[&str]| {
+        let mut args = vec!["sft", "--out", run.as_str(), "--preset", "tiny", "--device", "cpu"];
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_sgpo")).args(&args).env_remove("XDG_RUNTIME_DIR").env_remove("BURN_DEVICE").output().unwrap()
+    };
+    assert!(sft(&["--steps", "2"]).status.success());
+    let o = sft(&["--resume", "--steps", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("XDG_RUNTIME_DIR"), "{}", stderr(&o));
+}
+
+/// SFT trains on the rows with answers; a mixed file's other rows are counted, not dropped
+/// silently.
+#[test]
+fn sft_says_how_many_rows_of_a_mixed_file_it_leaves_to_train() {
+    let dir = common::TempDir::new();
+    let data = dir.path().join("mixed.jsonl");
+    let mut rows: Vec<String> = (0..10).map(|i| format!(r#"{{"instruction": "add: {i} + 1", "output": "{}"}}"#, i + 1)).collect();
+    rows.push(r#"{"prompt": "add: 7 + 7"}"#.into());
+    rows.push(r#"{"prompt": "add: 8 + 8"}"#.into());
+    rows.push(r#"{"prompt": "add: 1 + 1", "chosen": "2", "rejected": "3"}"#.into());
+    std::fs::write(&data, rows.join("\n")).unwrap();
+    let run = dir.path().join("run").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--data", data.to_str().unwrap(), "--preset", "tiny", "--steps", "1", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not used by SFT: 2 prompts without an answer and 1 preference rows"), "{}", stderr(&o));
+}

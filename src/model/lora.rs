@@ -30,11 +30,12 @@ impl Adapter {
         }
     }
 
-    /// `x·A·B·scale` for `x` `[batch, len, in]`: two thin matmuls, never an `[in, out]` matrix.
+    /// `x·A·B·scale` for `x` `[batch, len, in]`: two thin matmuls, never an `[in, out]` matrix;
+    /// the scale applied to the rank-wide `x·A`, not to the output-wide result.
     pub(super) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let out = self.b.dims()[1];
-        x.reshape([b * t, d]).matmul(self.a.val()).matmul(self.b.val()).mul_scalar(self.scale).reshape([b, t, out])
+        x.reshape([b * t, d]).matmul(self.a.val()).mul_scalar(self.scale).matmul(self.b.val()).reshape([b, t, out])
     }
 
     /// The weight change `A·B·scale`, `[in, out]`: what merging adds to the frozen weight.

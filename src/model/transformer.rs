@@ -319,8 +319,16 @@ impl Model {
     /// Logits `[batch, len, vocab]` for `tokens` `[batch, len]`. `bias` is added to the
     /// attention scores, `[batch or 1, 1, len, cached + len]`: the causal mask, plus padding.
     /// With a cache, `tokens` continue the cached positions and are appended to it.
-    pub fn forward(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [b, t] = tokens.dims();
+    pub fn forward(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let hidden = self.hidden(tokens, bias, cache);
+        let [b, t, d] = hidden.dims();
+        self.head(hidden.reshape([b * t, d])).reshape([b, t, self.vocab_size()])
+    }
+
+    /// The final (normed) hidden states `[batch, len, d_model]`: [`Model::forward`] before the
+    /// output projection.
+    pub fn hidden(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let t = tokens.dims()[1];
         let device = tokens.device();
         let start = cache.as_ref().map_or(0, |c| c.len);
         let rope = rope_tables(start, t, self.head_dim, self.rope_theta, &device);
@@ -334,16 +342,19 @@ impl Model {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, &rope, &bias, slot, shape);
         }
-        let x = self.norm.forward(x);
+        self.norm.forward(x)
+    }
+
+    /// The output projection: logits `[rows, vocab]` for hidden states `[rows, d_model]`.
+    pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => {
-                let d = x.dims()[2];
-                let w = self.embed.weight.val();
-                let vocab = w.dims()[0];
-                x.reshape([b * t, d]).matmul(w.transpose()).reshape([b, t, vocab])
-            }
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed.weight.val().transpose()),
         }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed.weight.dims()[0]
     }
 
     /// Causal-only forward for right-padded batches (training, scoring).
@@ -351,5 +362,12 @@ impl Model {
         let t = tokens.dims()[1];
         let bias = causal_bias(t, &tokens.device());
         self.forward(tokens, bias, None)
+    }
+
+    /// Causal-only hidden states, as [`Model::forward_causal`] before the output projection.
+    pub fn hidden_causal(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let t = tokens.dims()[1];
+        let bias = causal_bias(t, &tokens.device());
+        self.hidden(tokens, bias, None)
     }
 }

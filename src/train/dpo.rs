@@ -6,7 +6,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss};
+use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss, target_logprobs};
 use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
@@ -27,8 +27,8 @@ pub struct ScoredPair {
 /// Per-sequence log-probs of the response tokens, summed, or averaged when `normalize`.
 fn batch_logps(model: &Model, seqs: &[&TokenSeq], pad: u32, normalize: bool, device: &Device) -> (Tensor<1>, Batch) {
     let batch = Batch::new(seqs, pad, device);
-    let logits = model.forward_causal(batch.inputs.clone());
-    let mut logps = sequence_logprobs(logits, batch.targets.clone(), batch.mask.clone());
+    let tokens = target_logprobs(model, batch.inputs.clone(), batch.targets.clone());
+    let mut logps = sequence_logprobs(tokens, batch.mask.clone());
     if normalize {
         let lengths: Vec<f32> = batch.row_targets.iter().map(|&n| n.max(1) as f32).collect();
         let n = lengths.len();
@@ -117,8 +117,8 @@ impl PreferenceTrainer {
         if self.config.improver_sft_weight > 0.0 && !improver.is_empty() {
             let b = Batch::new(improver, self.pad, &self.device);
             tokens += b.n_tokens;
-            let logits = self.model.forward_causal(b.inputs);
-            loss = loss + sft_loss(logits, b.targets, b.mask, b.n_targets).mul_scalar(self.config.improver_sft_weight);
+            let tokens = target_logprobs(&self.model, b.inputs, b.targets);
+            loss = loss + sft_loss(tokens, b.mask, b.n_targets).mul_scalar(self.config.improver_sft_weight);
         }
         let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);

@@ -1,28 +1,44 @@
 //! Training objectives over token log-probabilities: SFT's likelihood and the DPO family.
 
-use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
+use burn::tensor::activation::{log_sigmoid, relu};
 use burn::tensor::{Int, Tensor};
 
 use crate::config::DpoLoss;
 
-/// `log p(targets[b, t])` under `logits`: `[batch, len]`.
-pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
-    log_softmax(logits, 2)
-        .gather(2, targets.unsqueeze_dim(2))
-        .squeeze_dim(2)
+use crate::kernels::token_logprobs;
+use crate::model::Model;
+
+/// The most bytes of logits one chunk of rows produces: a `[batch, len, vocab]` tensor of a
+/// real vocabulary outgrows a GPU's per-buffer limit (WebGPU's default binding is 128 MiB).
+const LOGITS_CHUNK_BYTES: usize = 64 << 20;
+
+/// `log p(targets[b, t] | inputs[b, ..=t])` under `model`, causally: `[batch, len]`. The logits
+/// are made and consumed a chunk of rows at a time, never as one `[batch, len, vocab]` tensor.
+pub fn target_logprobs(model: &Model, inputs: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<2> {
+    let [b, t] = targets.dims();
+    let hidden = model.hidden_causal(inputs);
+    let d = hidden.dims()[2];
+    let (hidden, targets) = (hidden.reshape([b * t, d]), targets.reshape([b * t, 1]));
+    let rows = (LOGITS_CHUNK_BYTES / (4 * model.vocab_size())).max(1);
+    let chunks: Vec<Tensor<1>> = (0..b * t)
+        .step_by(rows)
+        .map(|start| {
+            let n = rows.min(b * t - start);
+            let logits = model.head(hidden.clone().narrow(0, start, n));
+            token_logprobs(logits.unsqueeze_dim(0), targets.clone().narrow(0, start, n).reshape([1, n])).reshape([n])
+        })
+        .collect();
+    Tensor::cat(chunks, 0).reshape([b, t])
 }
 
 /// Sum of the masked tokens' log-probabilities per sequence: `[batch]`.
-pub fn sequence_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
-    (token_logprobs(logits, targets) * mask).sum_dim(1).squeeze_dim(1)
+pub fn sequence_logprobs(token_logprobs: Tensor<2>, mask: Tensor<2>) -> Tensor<1> {
+    (token_logprobs * mask).sum_dim(1).squeeze_dim(1)
 }
 
 /// SFT: mean negative log-likelihood over the `n_targets` masked (response) tokens.
-pub fn sft_loss(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>, n_targets: usize) -> Tensor<1> {
-    (token_logprobs(logits, targets) * mask)
-        .sum()
-        .neg()
-        .div_scalar(n_targets.max(1) as f64)
+pub fn sft_loss(token_logprobs: Tensor<2>, mask: Tensor<2>, n_targets: usize) -> Tensor<1> {
+    (token_logprobs * mask).sum().neg().div_scalar(n_targets.max(1) as f64)
 }
 
 /// Sequence log-probs of the chosen and rejected answers, under the policy and the frozen
@@ -72,10 +88,11 @@ mod tests {
         let logits = Tensor::<3>::from_data(TensorData::new(vec![0.0, l3, 0.0, l3], [1, 2, 2]), &device);
         let targets = Tensor::<2, Int>::from_data(TensorData::new(vec![1i32, 0], [1, 2]), &device);
         let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device);
-        let seq: Vec<f32> = sequence_logprobs(logits.clone(), targets.clone(), mask.clone()).into_data().iter().collect();
+        let lp = token_logprobs(logits, targets);
+        let seq: Vec<f32> = sequence_logprobs(lp.clone(), mask.clone()).into_data().iter().collect();
         let expect = 0.75f32.ln() + 0.25f32.ln();
         assert!((seq[0] - expect).abs() < 1e-5, "{seq:?}");
-        let loss: Vec<f32> = sft_loss(logits, targets, mask, 2).into_data().iter().collect();
+        let loss: Vec<f32> = sft_loss(lp, mask, 2).into_data().iter().collect();
         assert!((loss[0] + expect / 2.0).abs() < 1e-5);
     }
 

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 
-use super::objective::sft_loss;
+use super::objective::{sft_loss, target_logprobs};
 use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::config::{RunConfig, SftConfig};
@@ -139,8 +139,8 @@ impl SftRun {
             let seqs: Vec<&TokenSeq> = indices.iter().map(|&i| &self.seqs[i]).collect();
             let batch = Batch::new(&seqs, self.tokenizer.special.pad, &self.device);
             tokens += batch.n_tokens;
-            let logits = self.model.forward_causal(batch.inputs);
-            let loss = sft_loss(logits, batch.targets, batch.mask, batch.n_targets)
+            let tokens = target_logprobs(&self.model, batch.inputs, batch.targets);
+            let loss = sft_loss(tokens, batch.mask, batch.n_targets)
                 .div_scalar(self.config.grad_accum as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulated.accumulate(&self.model, grads);

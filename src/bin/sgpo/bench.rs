@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// use) instead of ours (adapters beside the frozen weight), to compare the two.
     #[arg(long, requires = "lora_rank")]
     burn_lora: bool,
+    /// Plain burn ops instead of our WGSL kernels (shaders/), to measure what they buy.
+    #[arg(long)]
+    no_kernels: bool,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -85,6 +88,8 @@ struct Report {
     trainable_parameters: usize,
     /// `none`, `ours` or `burn`.
     lora: &'static str,
+    /// Whether our WGSL kernels were on (they apply on wgpu only).
+    kernels: bool,
     batch_size: usize,
     seq_len: usize,
     sft_step_s: f64,
@@ -142,6 +147,7 @@ fn burn_lora(model: sgpo::model::Model, lora: &LoraConfig, n_layers: usize) -> s
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
+    sgpo::kernels::set_enabled(!args.no_kernels);
     let train_device = autodiff(&device);
     let start = match &args.model {
         Some(path) => open_run(path, &train_device)?.model,
@@ -197,6 +203,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         parameters,
         trainable_parameters,
         lora: lora_kind,
+        kernels: !args.no_kernels,
         batch_size: args.batch_size,
         seq_len,
         sft_step_s: sft.step_s,
@@ -237,8 +244,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64));
     println!(
-        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}), batch {} x {} tokens",
-        report.preset, report.parameters, report.trainable_parameters, report.lora, report.batch_size, report.seq_len
+        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, WGSL kernels {}), batch {} x {} tokens",
+        report.preset,
+        report.parameters,
+        report.trainable_parameters,
+        report.lora,
+        if report.kernels { "on" } else { "off" },
+        report.batch_size,
+        report.seq_len
     );
     for (name, cost) in [("sft step", &report.sft), ("dpo step", &report.dpo)] {
         println!(

@@ -153,6 +153,13 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         let data = load_run_data(&config.data, config.seed)?;
         data.require_labeled(&config.data)?;
         eprintln!("data: {} train / {} held-out examples", data.labeled.len(), data.eval.len());
+        if !data.unlabeled.is_empty() || !data.pairs.is_empty() {
+            eprintln!(
+                "  not used by SFT: {} prompts without an answer and {} preference rows (`sgpo train` uses them)",
+                data.unlabeled.len(),
+                data.pairs.len()
+            );
+        }
         let run = match &args.init {
             Some(init) => {
                 let (saved, start, _) = open_model(init, &autodiff(&device))?;

@@ -1,0 +1,54 @@
+//! Launching a WGSL file from `shaders/` on burn's wgpu backend: its source, the buffers in
+//! binding order, and its small parameters as one uniform after them.
+
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
+
+/// Invocations per workgroup of every kernel here (the WGSL files say the same).
+pub const WORKGROUP: u32 = 256;
+
+/// A WGSL source as burn's template kernels take it; `name` keys its compiled pipeline.
+pub struct Wgsl {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+impl KernelSource for Wgsl {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(self.source)
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.name).cube_dim(CubeDim::new_1d(WORKGROUP).into())
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// `groups` workgroups as a 2-D grid (WebGPU allows 65535 per dimension): `(x, y)`.
+pub fn grid(groups: u32) -> (u32, u32) {
+    let x = groups.clamp(1, 65_535);
+    (x, groups.div_ceil(x))
+}
+
+/// Four u32 parameters as the kernel's uniform (two u64 words, low half first).
+fn params(p: [u32; 4]) -> MetadataBindingInfo {
+    let word = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+    MetadataBindingInfo::custom(vec![word(p[0], p[1]), word(p[2], p[3])])
+}
+
+/// Run `kernel` on a `(x, y)` grid of workgroups with `buffers` bound in order and `p` as the
+/// uniform after them.
+pub fn launch(kernel: Wgsl, grid: (u32, u32), buffers: &[&CubeTensor], p: [u32; 4]) {
+    let client = buffers[0].client.clone();
+    let bindings = buffers.iter().map(|t| t.handle.clone().binding()).collect();
+    client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
+        CubeCount::Static(grid.0, grid.1, 1),
+        KernelArguments::new().with_buffers(bindings).with_info(params(p)),
+    );
+}
