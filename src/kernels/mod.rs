@@ -7,7 +7,6 @@ mod token_logprobs;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::backend::{DispatchDevice, RuntimeId};
 use burn::tensor::Device;
 
 pub use token_logprobs::token_logprobs;
@@ -23,6 +22,5 @@ pub fn set_enabled(on: bool) {
 /// Whether tensors on `device` go through our kernels: burn's wgpu backend (with or without
 /// autodiff), kernels on. The CPU backend always takes the fallback.
 pub fn applies(device: &Device) -> bool {
-    ENABLED.load(Ordering::Relaxed)
-        && matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Cube(d) if d.runtime() == RuntimeId::Wgpu)
+    ENABLED.load(Ordering::Relaxed) && crate::device::is_gpu(device)
 }

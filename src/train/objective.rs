@@ -8,18 +8,22 @@ use crate::config::DpoLoss;
 use crate::kernels::token_logprobs;
 use crate::model::Model;
 
-/// The most bytes of logits one chunk of rows produces: a `[batch, len, vocab]` tensor of a
-/// real vocabulary outgrows a GPU's per-buffer limit (WebGPU's default binding is 128 MiB).
-const LOGITS_CHUNK_BYTES: usize = 64 << 20;
+/// On a GPU, the most bytes of logits one chunk of rows produces: a `[batch, len, vocab]`
+/// tensor of a real vocabulary outgrows a GPU's per-buffer limit (WebGPU's default binding is
+/// 128 MiB). The CPU backend has no such limit, and chunks cost it time (the output
+/// projection's gradient is made once per chunk), so there the logits stay whole.
+const GPU_LOGITS_CHUNK_BYTES: usize = 64 << 20;
 
-/// `log p(targets[b, t] | inputs[b, ..=t])` under `model`, causally: `[batch, len]`. The logits
-/// are made and consumed a chunk of rows at a time, never as one `[batch, len, vocab]` tensor.
+/// `log p(targets[b, t] | inputs[b, ..=t])` under `model`, causally: `[batch, len]`. On a GPU
+/// the logits are made and consumed a chunk of rows at a time, never as one
+/// `[batch, len, vocab]` tensor.
 pub fn target_logprobs(model: &Model, inputs: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t] = targets.dims();
+    let on_gpu = crate::device::is_gpu(&inputs.device());
     let hidden = model.hidden_causal(inputs);
     let d = hidden.dims()[2];
     let (hidden, targets) = (hidden.reshape([b * t, d]), targets.reshape([b * t, 1]));
-    let rows = (LOGITS_CHUNK_BYTES / (4 * model.vocab_size())).max(1);
+    let rows = if on_gpu { (GPU_LOGITS_CHUNK_BYTES / (4 * model.vocab_size())).max(1) } else { b * t };
     let chunks: Vec<Tensor<1>> = (0..b * t)
         .step_by(rows)
         .map(|start| {
