@@ -509,3 +509,21 @@ fn sft_says_how_many_rows_of_a_mixed_file_it_leaves_to_train() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("not used by SFT: 2 prompts without an answer and 1 preference rows"), "{}", stderr(&o));
 }
+
+/// `--skip-nonfinite N` drops up to N non-finite steps, each said, then stops as without it;
+/// the log holds only steps that were applied.
+#[test]
+fn skip_nonfinite_drops_that_many_bad_batches_then_stops() {
+    let dir = common::TempDir::new();
+    let run = dir.path().join("run").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "20", "--lr", "1e9", "--checkpoint-every", "1", "--skip-nonfinite", "3", "--device", "cpu"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    for k in 1..=3 {
+        assert!(err.contains(&format!("batch skipped ({k} of --skip-nonfinite 3)")), "{err}");
+    }
+    assert!(!err.contains("(4 of"), "{err}");
+    assert!(err.contains("is not finite, so the step was not applied"), "{err}");
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("null") && !metrics.is_empty(), "{metrics}");
+}

@@ -38,6 +38,36 @@ impl DeviceArg {
     }
 }
 
+/// `--skip-nonfinite N`: how many steps with a NaN or infinite loss or gradient norm a run may
+/// drop (their batch consumed, nothing applied) before it stops.
+#[derive(Args)]
+pub struct SkipArgs {
+    /// Skip up to N steps whose loss or gradient norm is not finite (the batch is dropped and
+    /// nothing applied) instead of stopping at the first [default: 0]
+    #[arg(long, default_value_t = 0)]
+    skip_nonfinite: usize,
+    #[arg(skip)]
+    skipped: usize,
+}
+
+impl SkipArgs {
+    /// `Ok(true)`: the step ran; `Ok(false)`: it was non-finite and skipped (said on stderr);
+    /// any other error, or a non-finite step past the budget, is returned.
+    pub fn run(&mut self, result: sgpo::Result<()>) -> anyhow::Result<bool> {
+        match result {
+            Ok(()) => Ok(true),
+            Err(e @ sgpo::Error::NonFinite { .. }) if self.skipped < self.skip_nonfinite => {
+                self.skipped += 1;
+                let first = e.to_string();
+                let what = first.split(", so").next().unwrap_or(&first);
+                eprintln!("warning: {what}: batch skipped ({} of --skip-nonfinite {})", self.skipped, self.skip_nonfinite);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// LoRA instead of full fine-tuning, for the commands that train a model with weights.
 #[derive(Args)]
 pub struct LoraArgs {

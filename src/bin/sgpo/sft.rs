@@ -17,7 +17,7 @@ use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, file_crc, load_run_data, open_model, read_json};
 use sgpo::train::{SftRun, autodiff};
 
-use crate::common::{DeviceArg, LoraArgs, absolute, bar, differing_settings, logged_lines, trainable_note};
+use crate::common::{DeviceArg, LoraArgs, SkipArgs, absolute, bar, differing_settings, logged_lines, trainable_note};
 
 #[derive(Args)]
 pub struct SftArgs {
@@ -59,6 +59,8 @@ pub struct SftArgs {
     eval_fraction: Option<f32>,
     #[command(flatten)]
     lora: LoraArgs,
+    #[command(flatten)]
+    skip: SkipArgs,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -114,7 +116,7 @@ impl SftArgs {
     }
 }
 
-pub fn run(args: SftArgs) -> anyhow::Result<()> {
+pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
     let out = &args.out;
     let _lock = RunLock::acquire(out)?;
@@ -194,7 +196,11 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     let pb = bar(run.config.steps as u64, "sft");
     pb.set_position(run.state.step as u64);
     while !run.is_done() {
-        let m = block_on(run.step())?;
+        let mut step = None;
+        if !args.skip.run(block_on(run.step()).map(|m| step = Some(m)))? {
+            continue;
+        }
+        let m = step.expect("a step that ran reports its metrics");
         pb.set_position(m.step as u64);
         pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
         log.write(&Event::Train(m))?;

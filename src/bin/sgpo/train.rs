@@ -15,7 +15,7 @@ use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, load_preference_data, read_json, write_atomic};
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
 
-use crate::common::{DeviceArg, LoraArgs, trainable_note, absolute, bar, differing_settings, fmt_opt, logged_lines, open_run};
+use crate::common::{DeviceArg, LoraArgs, SkipArgs, trainable_note, absolute, bar, differing_settings, fmt_opt, logged_lines, open_run};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -67,6 +67,8 @@ pub struct TrainArgs {
     halt_after: Option<usize>,
     #[command(flatten)]
     lora: LoraArgs,
+    #[command(flatten)]
+    skip: SkipArgs,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -150,7 +152,7 @@ impl Logs {
     }
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
     let out = &args.out;
     let _lock = RunLock::acquire(out)?;
@@ -241,10 +243,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut units = 0;
     while !run.is_done() {
         let mut events = Vec::new();
-        block_on(run.advance(&mut |e| {
+        args.skip.run(block_on(run.advance(&mut |e| {
             show(&e);
             events.push(e)
-        }))?;
+        })))?;
         for event in &events {
             logs.write(event)?;
         }
