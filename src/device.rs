@@ -102,8 +102,6 @@ pub struct BufferLimits {
     pub max_storage_binding: u64,
 }
 
-/// Refuse a preset whose largest tensor cannot be bound on this device, before anything is
-/// allocated: the alternative is a validation error deep inside a kernel launch.
 /// Whether tensors on `device` live on burn's wgpu backend (with or without autodiff), where
 /// buffer limits and our WGSL kernels apply.
 pub fn is_gpu(device: &Device) -> bool {
@@ -111,6 +109,8 @@ pub fn is_gpu(device: &Device) -> bool {
     matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Cube(d) if d.runtime() == RuntimeId::Wgpu)
 }
 
+/// Refuse a model whose largest tensor cannot be bound on this device, before anything is
+/// allocated: the alternative is a validation error deep inside a kernel launch.
 pub fn check_buffer_limits(model: &str, config: &crate::config::ModelConfig, batch_size: usize, seq_len: usize, limits: BufferLimits) -> Result<()> {
     let (what, bytes) = config.largest_buffer(batch_size, seq_len);
     let limit = limits.max_buffer_size.min(limits.max_storage_binding);

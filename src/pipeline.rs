@@ -103,10 +103,7 @@ impl Pipeline {
         // A method that cannot start is refused now, not after SFT.
         check_inputs(&config.sgpo(data.eval.len()), &data)?;
         if let Some(files) = &inputs.model {
-            let sgpo = preference_from_model(&config, files, &data_source, &data, device, limits)?;
-            let tokenizer = sgpo.tokenizer().clone();
-            let phase = Phase::Preference(Box::new(sgpo));
-            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: None, base: inputs.model.as_ref().map(|m| format!("browser: {}", m.name)) });
+            return Self::from_model(config, files, (data, data_source), device, limits, None);
         }
         if let Some((name, checkpoint)) = &inputs.init {
             let (run, sft) = checkpoint.open(name, device)?;
@@ -128,16 +125,52 @@ impl Pipeline {
         Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase: Phase::Sft(Box::new(run)), sft_model: None, base: None })
     }
 
+    /// The preference stage straight from a model with weights (an instruct model: no SFT of
+    /// ours), with LoRA adapters of `config.lora_rank` (0: every weight trains), restored from
+    /// `checkpoint` when resuming. The longest row the run will build must fit the GPU's buffers
+    /// (`limits`), checked before anything trains.
+    fn from_model(
+        config: PipelineConfig,
+        files: &ModelFiles,
+        (data, data_source): (RunData, DataSource),
+        device: &Device,
+        limits: Option<BufferLimits>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Self> {
+        let model = files.open(device)?;
+        let lora = (config.lora_rank > 0).then(|| LoraConfig::new(config.lora_rank));
+        let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };
+        if let Some(limits) = limits {
+            let longest = data
+                .labeled
+                .iter()
+                .map(|e| TokenSeq::improver(&model.tokenizer, &e.prompt, &e.response, &e.response).map(|s| s.tokens.len()))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            let rows = (longest + config.max_new_tokens).min(model.config.max_seq_len);
+            check_buffer_limits(&files.name, &model.config, config.batch_size, rows, limits)?;
+        }
+        let sft_config = SftConfig { preset: files.name.clone(), ..config.sft(data_source.clone()) };
+        let tokenizer = model.tokenizer.clone();
+        let adapters_only = model.config.lora.is_some();
+        let mut run = SgpoRun::new(config.sgpo(data.eval.len()), model, sft_config, data.clone(), device)?;
+        run.adapters_only = adapters_only;
+        if let Some(checkpoint) = checkpoint {
+            run.restore(checkpoint)?;
+        }
+        let phase = Phase::Preference(Box::new(run));
+        let base = Some(format!("browser: {}", files.name));
+        Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: None, base })
+    }
+
     /// Continue from a [`Snapshot`] of a run made with the same config and inputs.
     pub fn resume(config: PipelineConfig, inputs: &Inputs, snapshot: &Snapshot, device: &Device) -> Result<Self> {
         let (data, data_source) = load_data(&config, inputs)?;
         let checkpoint = &snapshot.checkpoint;
         if let Some(files) = &inputs.model {
-            let mut sgpo = preference_from_model(&config, files, &data_source, &data, device, None)?;
-            sgpo.restore(checkpoint)?;
-            let tokenizer = sgpo.tokenizer().clone();
-            let phase = Phase::Preference(Box::new(sgpo));
-            return Ok(Self { config, device: device.clone(), tokenizer, data, data_source, phase, sft_model: None, base: inputs.model.as_ref().map(|m| format!("browser: {}", m.name)) });
+            return Self::from_model(config, files, (data, data_source), device, None, Some(checkpoint));
         }
         let (phase, tokenizer) = match &snapshot.sft_model {
             None => {
@@ -241,39 +274,6 @@ impl Pipeline {
             chat: run.tokenizer().chat().cloned(),
         }
     }
-}
-
-/// The preference stage straight from a model with weights (an instruct model: no SFT of
-/// ours), with LoRA adapters of `config.lora_rank` (0: every weight trains). The longest row
-/// the run will build must fit the GPU's buffers (`limits`), checked before anything trains.
-fn preference_from_model(
-    config: &PipelineConfig,
-    files: &ModelFiles,
-    data_source: &DataSource,
-    data: &RunData,
-    device: &Device,
-    limits: Option<BufferLimits>,
-) -> Result<SgpoRun> {
-    let model = files.open(device)?;
-    let lora = (config.lora_rank > 0).then(|| LoraConfig::new(config.lora_rank));
-    let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };
-    if let Some(limits) = limits {
-        let longest = data
-            .labeled
-            .iter()
-            .map(|e| TokenSeq::improver(&model.tokenizer, &e.prompt, &e.response, &e.response).map(|s| s.tokens.len()))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-        let rows = (longest + config.max_new_tokens).min(model.config.max_seq_len);
-        check_buffer_limits(&files.name, &model.config, config.batch_size, rows, limits)?;
-    }
-    let sft_config = SftConfig { preset: files.name.clone(), ..config.sft(data_source.clone()) };
-    let adapters_only = model.config.lora.is_some();
-    let mut run = SgpoRun::new(config.sgpo(data.eval.len()), model, sft_config, data.clone(), device)?;
-    run.adapters_only = adapters_only;
-    Ok(run)
 }
 
 /// The built-in tasks, or the user's JSONL: rows with answers are split into train and

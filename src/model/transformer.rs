@@ -297,6 +297,19 @@ impl Block {
         }
     }
 
+    /// Where a projection's weight sits in a block's record (`wq`, ...; a field name).
+    fn projection_field(target: LoraTarget) -> &'static str {
+        match target {
+            LoraTarget::Q => "wq",
+            LoraTarget::K => "wk",
+            LoraTarget::V => "wv",
+            LoraTarget::O => "wo",
+            LoraTarget::Gate => "w_gate",
+            LoraTarget::Up => "w_up",
+            LoraTarget::Down => "w_down",
+        }
+    }
+
     pub(super) fn adapter(&self, target: LoraTarget) -> Option<&Adapter> {
         self.adapters.as_ref().and_then(|a| a.get(target))
     }
@@ -351,6 +364,12 @@ impl Model {
             Some(head) => head.forward(hidden),
             None => hidden.matmul(self.embed.weight.val().transpose()),
         }
+    }
+
+    /// The record path of layer `layer`'s `target` weight (`blocks.0.wq.weight`), as burn's
+    /// parameter groups name it.
+    pub fn projection_weight_path(layer: usize, target: LoraTarget) -> String {
+        format!("blocks.{layer}.{}.weight", Block::projection_field(target))
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -24,6 +24,9 @@ pub fn target_logprobs(model: &Model, inputs: Tensor<2, Int>, targets: Tensor<2,
     let d = hidden.dims()[2];
     let (hidden, targets) = (hidden.reshape([b * t, d]), targets.reshape([b * t, 1]));
     let rows = if on_gpu { (GPU_LOGITS_CHUNK_BYTES / (4 * model.vocab_size())).max(1) } else { b * t };
+    if rows >= b * t {
+        return token_logprobs(model.head(hidden).reshape([b, t, model.vocab_size()]), targets.reshape([b, t]));
+    }
     let chunks: Vec<Tensor<1>> = (0..b * t)
         .step_by(rows)
         .map(|start| {

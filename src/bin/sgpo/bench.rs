@@ -14,7 +14,7 @@ use sgpo::config::{LoraConfig, ModelConfig, SftConfig, SgpoConfig};
 use sgpo::data::{TokenSeq, Tokenizer, tasks};
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::metrics::now_seconds;
-use sgpo::model::TextModel;
+use sgpo::model::{Model, TextModel};
 use sgpo::rng::Rng;
 use sgpo::train::{PreferenceTrainer, ScoredPair, SftRun, autodiff};
 
@@ -131,17 +131,8 @@ fn measure(device: &Device, steps: usize, mut step: impl FnMut() -> anyhow::Resu
 }
 
 /// Burn's own LoRA on the same projections: `Module::apply_lora` on their weight paths.
-fn burn_lora(model: sgpo::model::Model, lora: &LoraConfig, n_layers: usize) -> sgpo::model::Model {
-    let field = |t: sgpo::config::LoraTarget| match t.module() {
-        "q_proj" => "wq",
-        "k_proj" => "wk",
-        "v_proj" => "wv",
-        "o_proj" => "wo",
-        "gate_proj" => "w_gate",
-        "up_proj" => "w_up",
-        _ => "w_down",
-    };
-    let paths: Vec<String> = (0..n_layers).flat_map(|i| lora.targets.iter().map(move |&t| format!("blocks.{i}.{}.weight", field(t)))).collect();
+fn burn_lora(model: Model, lora: &LoraConfig, n_layers: usize) -> Model {
+    let paths: Vec<String> = (0..n_layers).flat_map(|i| lora.targets.iter().map(move |&t| Model::projection_weight_path(i, t))).collect();
     model.apply_lora(Lora::new(lora.rank, lora.alpha).set_param_group(ParamGroup::from_paths(paths)))
 }
 

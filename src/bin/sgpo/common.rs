@@ -51,17 +51,18 @@ pub struct SkipArgs {
 }
 
 impl SkipArgs {
-    /// `Ok(true)`: the step ran; `Ok(false)`: it was non-finite and skipped (said on stderr);
-    /// any other error, or a non-finite step past the budget, is returned.
-    pub fn run(&mut self, result: sgpo::Result<()>) -> anyhow::Result<bool> {
+    /// `Ok(Some(..))`: the step ran; `Ok(None)`: it was non-finite and skipped (said on
+    /// stderr); any other error, or a non-finite step past the budget, is returned.
+    pub fn run<T>(&mut self, result: sgpo::Result<T>) -> anyhow::Result<Option<T>> {
         match result {
-            Ok(()) => Ok(true),
-            Err(e @ sgpo::Error::NonFinite { .. }) if self.skipped < self.skip_nonfinite => {
+            Ok(done) => Ok(Some(done)),
+            Err(sgpo::Error::NonFinite { stage, step, loss, grad_norm }) if self.skipped < self.skip_nonfinite => {
                 self.skipped += 1;
-                let first = e.to_string();
-                let what = first.split(", so").next().unwrap_or(&first);
-                eprintln!("warning: {what}: batch skipped ({} of --skip-nonfinite {})", self.skipped, self.skip_nonfinite);
-                Ok(false)
+                eprintln!(
+                    "warning: {stage} step {step}: the loss ({loss}) or the gradient norm ({grad_norm}) is not finite: batch skipped ({} of --skip-nonfinite {})",
+                    self.skipped, self.skip_nonfinite
+                );
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }

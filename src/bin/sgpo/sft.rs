@@ -196,11 +196,7 @@ pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
     let pb = bar(run.config.steps as u64, "sft");
     pb.set_position(run.state.step as u64);
     while !run.is_done() {
-        let mut step = None;
-        if !args.skip.run(block_on(run.step()).map(|m| step = Some(m)))? {
-            continue;
-        }
-        let m = step.expect("a step that ran reports its metrics");
+        let Some(m) = args.skip.run(block_on(run.step()))? else { continue };
         pb.set_position(m.step as u64);
         pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
         log.write(&Event::Train(m))?;
