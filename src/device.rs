@@ -67,9 +67,9 @@ pub struct Selected {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn select(choice: DeviceChoice) -> Result<Selected> {
     use burn::tensor::DeviceKind;
-    let wgpu = |adapter: &AdapterSummary| Selected {
-        device: Device::wgpu(DeviceKind::DefaultDevice),
-        description: format!("wgpu: {} ({})", adapter.name, adapter.backend),
+    let wgpu = |adapter: &AdapterSummary| {
+        crate::kernels::set_software_adapter(adapter.software);
+        Selected { device: Device::wgpu(DeviceKind::DefaultDevice), description: format!("wgpu: {} ({})", adapter.name, adapter.backend) }
     };
     let cpu = |why: &str| Selected {
         device: Device::flex(),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Tokenizer;
 use crate::error::Result;
+use crate::kernels;
 use crate::model::{KvCache, Model, padded_bias};
 use crate::readback;
 use crate::rng::Rng;
@@ -41,62 +42,81 @@ impl Default for SamplingConfig {
     }
 }
 
-/// Draw one token id from `logits` (one row).
-pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut Rng) -> u32 {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
-            .0 as u32
+/// The uniform number in (0, 1) of token `token` in row `row` at the decode step seeded
+/// `seed`: a counter-based hash (no state), so the GPU's sampler computes the same number
+/// for every token independently (`shaders/sample.wgsl`).
+pub fn uniform_draw(seed: u64, row: u32, token: u32) -> f32 {
+    fn mix32(mut h: u32) -> u32 {
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x7feb_352d);
+        h ^= h >> 15;
+        h = h.wrapping_mul(0x846c_a68b);
+        h ^ (h >> 16)
+    }
+    let mut h = (seed as u32) ^ row.wrapping_mul(0x85eb_ca77);
+    h = mix32(h ^ token.wrapping_mul(0x9e37_79b1));
+    h = mix32(h ^ (seed >> 32) as u32);
+    ((h >> 8) as f32 + 0.5) / 16_777_216.0
+}
+
+/// A u32 that orders as the f32 does (negative numbers flipped), so thresholds on logits can
+/// be found exactly by bisection over integers, as the GPU does.
+fn order_key(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits >> 31 == 1 { !bits } else { bits | 0x8000_0000 }
+}
+
+/// Draw row `row`'s token from its `logits` at the decode step seeded `seed`. Greedy: the
+/// largest logit (lowest id on ties). Otherwise the tokens kept are those at or above the
+/// top-k threshold (the k-th largest logit) and the top-p threshold (the largest logit t such
+/// that the tokens at or above t hold `top_p` of the kept probability), and the draw is
+/// Gumbel-max: the argmax of `logit / T - ln(-ln(u))`, `u` from [`uniform_draw`], which picks
+/// each kept token with its renormalised probability at temperature T. The GPU sampler
+/// (`kernels::sample_tokens`) computes the same.
+pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, seed: u64, row: u32) -> u32 {
+    let argmax = |score: &dyn Fn(usize, f32) -> Option<f32>| {
+        let mut best: Option<(u32, f32)> = None;
+        for (i, &x) in logits.iter().enumerate() {
+            if let Some(s) = score(i, x)
+                && best.is_none_or(|b| s > b.1)
+            {
+                best = Some((i as u32, s));
+            }
+        }
+        best.map_or(0, |b| b.0)
     };
     if cfg.temperature <= 0.0 {
-        return argmax();
+        return argmax(&|_, x| Some(x));
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<(u32, f32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (i as u32, ((x - max) / cfg.temperature).exp()))
-        .collect();
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    if cfg.top_k > 0 {
-        probs.truncate(cfg.top_k);
+    let inv_t = 1.0 / cfg.temperature;
+    let keys: Vec<u32> = logits.iter().map(|&x| order_key(x)).collect();
+    let mut floor = 0u32;
+    if cfg.top_k > 0 && cfg.top_k < logits.len() {
+        let mut sorted = keys.clone();
+        floor = *sorted.select_nth_unstable_by(cfg.top_k - 1, |a, b| b.cmp(a)).1;
     }
     if cfg.top_p < 1.0 {
-        let total: f32 = probs.iter().map(|p| p.1).sum();
-        let mut cum = 0.0;
-        let keep = probs
-            .iter()
-            .position(|p| {
-                cum += p.1 / total;
-                cum >= cfg.top_p
-            })
-            .map_or(probs.len(), |i| i + 1);
-        probs.truncate(keep);
-    }
-    let total: f32 = probs.iter().map(|p| p.1).sum();
-    let mut u = rng.next_f32() * total;
-    for &(id, p) in &probs {
-        if u < p {
-            return id;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut kept: Vec<(u32, f32)> =
+            logits.iter().zip(&keys).filter(|(_, k)| **k >= floor).map(|(&x, &k)| (k, ((x - max) * inv_t).exp())).collect();
+        let target = cfg.top_p * kept.iter().map(|p| p.1).sum::<f32>();
+        kept.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let mut mass = 0.0;
+        for (key, p) in kept {
+            mass += p;
+            if mass >= target {
+                floor = key;
+                break;
+            }
         }
-        u -= p;
     }
-    probs.last().map_or_else(argmax, |p| p.0)
+    argmax(&|i, x| (keys[i] >= floor).then(|| x * inv_t - (-uniform_draw(seed, row, i as u32).ln()).ln()))
 }
 
 fn int_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
     let (b, t) = (rows.len(), rows[0].len());
     let flat: Vec<i32> = rows.iter().flatten().map(|&x| x as i32).collect();
     Tensor::from_data(TensorData::new(flat, [b, t]), device)
-}
-
-/// The last position's logits of every row, on the host.
-async fn last_logits(logits: Tensor<3>) -> Result<Vec<Vec<f32>>> {
-    let [b, t, v] = logits.dims();
-    let flat = readback::floats(logits.narrow(1, t - 1, 1).reshape([b, v])).await?;
-    Ok(flat.chunks(v).map(|c| c.to_vec()).collect())
 }
 
 /// The token that ends an answer, and the one that fills rows.
@@ -112,9 +132,16 @@ impl Stop {
     }
 }
 
+/// Decode steps whose token ids a GPU run reads back together: the host keeps issuing steps
+/// (each step's input is the previous step's ids, still on the device) and looks for ended
+/// rows every this many tokens, at the cost of up to this many - 1 steps after the last row
+/// ends. On the CPU backend every step is read (a read there costs nothing).
+pub const STEPS_PER_READ_GPU: usize = 8;
+
 /// Continue every prompt until `stop.end` or `max_new_tokens`. Returns the new tokens of each
 /// row, without the end token. `use_cache = false` recomputes the whole prefix at every step
-/// (the reference the cache is checked against, and the baseline of the benchmark).
+/// (the reference the cache is checked against, and the baseline of the benchmark). Each step
+/// draws one seed from `rng`; a row's draw depends on that seed, its index and its logits.
 pub async fn generate(
     model: &Model,
     prompts: &[Vec<u32>],
@@ -125,57 +152,75 @@ pub async fn generate(
     device: &Device,
 ) -> Result<Vec<Vec<u32>>> {
     let Stop { end, pad } = stop;
-    if prompts.is_empty() {
-        return Ok(Vec::new());
+    if prompts.is_empty() || cfg.max_new_tokens == 0 {
+        return Ok(vec![Vec::new(); prompts.len()]);
     }
     // Keep the tail of over-long prompts so prompt + answer fit the model's context.
     let room = model.max_seq_len().saturating_sub(cfg.max_new_tokens).max(1);
     let prompts: Vec<&[u32]> = prompts.iter().map(|p| &p[p.len().saturating_sub(room)..]).collect();
-    let width = prompts.iter().map(|p| p.len()).max().unwrap_or(1).max(1);
-    let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
-    let mut valid: Vec<Vec<bool>> = Vec::with_capacity(prompts.len());
+    let (rows, width) = (prompts.len(), prompts.iter().map(|p| p.len()).max().unwrap_or(1).max(1));
+    let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(rows);
+    let mut valid: Vec<Vec<bool>> = Vec::with_capacity(rows);
     for p in &prompts {
         let padding = width - p.len();
         seqs.push(std::iter::repeat_n(pad, padding).chain(p.iter().copied()).collect());
         valid.push(std::iter::repeat_n(false, padding).chain(std::iter::repeat_n(true, p.len())).collect());
     }
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
-    let mut done = vec![false; prompts.len()];
-    let mut cache = KvCache::default();
-
-    let mut logits = if use_cache {
-        model.forward(int_tensor(&seqs, device), padded_bias(&valid, width, device), Some(&mut cache))
-    } else {
-        model.forward(int_tensor(&seqs, device), padded_bias(&valid, width, device), None)
-    };
-    for _ in 0..cfg.max_new_tokens {
-        let rows = last_logits(logits).await?;
-        let mut next = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let token = if done[i] { pad } else { sample(row, cfg, rng) };
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); rows];
+    let mut done = vec![false; rows];
+    // Take one step's ids (a row's ids after its end are ignored); true once every row ended.
+    let mut record = |ids: &[i64]| {
+        for (i, &id) in ids.iter().enumerate() {
             if !done[i] {
-                if token == end {
+                if id as u32 == end {
                     done[i] = true;
                 } else {
-                    out[i].push(token);
+                    out[i].push(id as u32);
                 }
             }
-            next.push(token);
         }
-        if done.iter().all(|&d| d) {
-            break;
+        done.iter().all(|&d| d)
+    };
+
+    if !use_cache {
+        let mut logits = model.last_logits(int_tensor(&seqs, device), padded_bias(&valid, width, device), None);
+        for _ in 0..cfg.max_new_tokens {
+            let ids = readback::ints(kernels::sample_tokens(logits, cfg, rng.next_u64()).await?).await?;
+            if record(&ids) {
+                break;
+            }
+            for ((seq, v), &id) in seqs.iter_mut().zip(valid.iter_mut()).zip(&ids) {
+                seq.push(id as u32);
+                v.push(true);
+            }
+            logits = model.last_logits(int_tensor(&seqs, device), padded_bias(&valid, seqs[0].len(), device), None);
         }
-        for (i, seq) in seqs.iter_mut().enumerate() {
-            seq.push(next[i]);
-            valid[i].push(next[i] != pad);
+        return Ok(out);
+    }
+
+    let capacity = width + cfg.max_new_tokens;
+    let mut cache = KvCache::new(capacity);
+    let mut logits = Some(model.last_logits(int_tensor(&seqs, device), padded_bias(&valid, width, device), Some(&mut cache)));
+    // Every decode step's attention bias: the prompts' padding hidden, every new position seen.
+    for v in valid.iter_mut() {
+        v.resize(capacity, true);
+    }
+    let step_bias = padded_bias(&valid, 1, device);
+    let per_read = if crate::device::is_gpu(device) { STEPS_PER_READ_GPU } else { 1 };
+    let mut unread: Vec<Tensor<1, Int>> = Vec::with_capacity(per_read);
+    while let Some(step_logits) = logits.take() {
+        let ids = kernels::sample_tokens(step_logits, cfg, rng.next_u64()).await?;
+        unread.push(ids.clone());
+        // The last token is drawn, never fed back.
+        if cache.len() + 1 < capacity {
+            logits = Some(model.last_logits(ids.reshape([rows, 1]), step_bias.clone(), Some(&mut cache)));
         }
-        let len = seqs[0].len();
-        logits = if use_cache {
-            let step: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
-            model.forward(int_tensor(&step, device), padded_bias(&valid, 1, device), Some(&mut cache))
-        } else {
-            model.forward(int_tensor(&seqs, device), padded_bias(&valid, len, device), None)
-        };
+        if unread.len() == per_read || logits.is_none() {
+            let steps = readback::ints(Tensor::stack::<2>(std::mem::take(&mut unread), 0)).await?;
+            if steps.chunks(rows).any(&mut record) {
+                break;
+            }
+        }
     }
     Ok(out)
 }
@@ -236,24 +281,44 @@ impl<'a> Decoder<'a> {
 mod tests {
     use super::*;
 
+    /// Draws of `cfg` from `logits` over many seeds and rows: how often each id came up.
+    fn frequencies(logits: &[f32], cfg: &SamplingConfig, n: u64) -> Vec<f64> {
+        let mut seen = vec![0usize; logits.len()];
+        for s in 0..n {
+            seen[sample_row(logits, cfg, s.wrapping_mul(0x9e37_79b9_7f4a_7c15), (s % 7) as u32) as usize] += 1;
+        }
+        seen.iter().map(|&c| c as f64 / n as f64).collect()
+    }
+
     #[test]
-    fn sampling_respects_greedy_top_k_and_top_p() {
+    fn sampling_follows_the_distribution_and_respects_greedy_top_k_and_top_p() {
         let logits = [0.0, 3.0, 1.0, 2.9];
-        let mut rng = Rng::new(0);
-        assert_eq!(sample(&logits, &SamplingConfig::greedy(1), &mut rng), 1);
-        let top1 = SamplingConfig { max_new_tokens: 1, temperature: 1.0, top_k: 1, top_p: 1.0 };
-        for _ in 0..20 {
-            assert_eq!(sample(&logits, &top1, &mut rng), 1);
+        assert_eq!(sample_row(&logits, &SamplingConfig::greedy(1), 5, 0), 1);
+        assert_eq!(sample_row(&[2.0, 7.0, 7.0, 1.0], &SamplingConfig::greedy(1), 5, 0), 1, "ties go to the lowest id");
+        // At temperature T each id comes up with probability softmax(logits / T).
+        for t in [1.0f32, 0.5, 2.0] {
+            let z: f64 = logits.iter().map(|&x| (x as f64 / t as f64).exp()).sum();
+            let seen = frequencies(&logits, &SamplingConfig::sampled(1, t), 40_000);
+            for (i, &x) in logits.iter().enumerate() {
+                let p = (x as f64 / t as f64).exp() / z;
+                assert!((seen[i] - p).abs() < 0.01, "T {t}, id {i}: drawn {:.4}, probability {p:.4}", seen[i]);
+            }
         }
-        let top2 = SamplingConfig { top_k: 2, ..top1.clone() };
-        let mut seen = [0; 4];
-        for _ in 0..400 {
-            seen[sample(&logits, &top2, &mut rng) as usize] += 1;
-        }
-        assert_eq!(seen[0] + seen[2], 0);
-        assert!(seen[1] > 100 && seen[3] > 100, "{seen:?}");
-        // top_p small enough keeps only the most likely token.
-        let nucleus = SamplingConfig { top_k: 0, top_p: 0.3, ..top1 };
-        assert!((0..50).all(|_| sample(&logits, &nucleus, &mut rng) == 1));
+        let base = SamplingConfig { max_new_tokens: 1, temperature: 1.0, top_k: 1, top_p: 1.0 };
+        assert_eq!(frequencies(&logits, &base, 500)[1], 1.0, "top-k 1 is greedy");
+        let top2 = frequencies(&logits, &SamplingConfig { top_k: 2, ..base.clone() }, 4000);
+        assert_eq!(top2[0] + top2[2], 0.0);
+        assert!((top2[1] - 0.525).abs() < 0.03, "renormalised over the two kept: {top2:?}");
+        // Probabilities ~ .478, .433, .065, .024: top-p 0.3 keeps id 1 alone, 0.6 ids 1 and 3.
+        assert_eq!(frequencies(&logits, &SamplingConfig { top_k: 0, top_p: 0.3, ..base.clone() }, 500)[1], 1.0);
+        let nucleus = frequencies(&logits, &SamplingConfig { top_k: 0, top_p: 0.6, ..base.clone() }, 4000);
+        assert_eq!(nucleus[0] + nucleus[2], 0.0);
+        assert!(nucleus[3] > 0.4, "{nucleus:?}");
+        // The same seed and row give the same draw; another row or seed, independent draws.
+        let cfg = SamplingConfig::sampled(1, 1.0);
+        let flat = [0.0f32; 64];
+        assert_eq!(sample_row(&flat, &cfg, 11, 3), sample_row(&flat, &cfg, 11, 3));
+        let rows: std::collections::HashSet<u32> = (0..16).map(|r| sample_row(&flat, &cfg, 11, r)).collect();
+        assert!(rows.len() > 8, "16 rows of a flat distribution drew {rows:?}");
     }
 }

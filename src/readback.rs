@@ -2,13 +2,19 @@
 //! native callers block on the same futures, so one code path serves both.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
 pub async fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Readback(format!("{e:?}")))?;
     Ok(data.iter::<f32>().collect())
+}
+
+/// Integer ids, as i64 whatever the backend's int type.
+pub async fn ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Readback(format!("{e:?}")))?;
+    Ok(data.convert::<i64>().iter::<i64>().collect())
 }
 
 pub async fn scalar(t: Tensor<1>) -> Result<f32> {

@@ -9,15 +9,19 @@ use burn::cubecl::{CubeCount, CubeDim};
 /// Invocations per workgroup of every kernel here (the WGSL files say the same).
 pub const WORKGROUP: u32 = 256;
 
-/// A WGSL source as burn's template kernels take it; `name` keys its compiled pipeline.
+/// A WGSL source as burn's template kernels take it; `name` keys its compiled pipeline, so a
+/// variant (the source with other `defines` filled into its `{{ placeholders }}`) needs its
+/// own name.
+#[derive(Clone, Copy)]
 pub struct Wgsl {
     pub name: &'static str,
     pub source: &'static str,
+    pub defines: &'static [(&'static str, &'static str)],
 }
 
 impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(self.source)
+        self.defines.iter().fold(SourceTemplate::new(self.source), |t, (name, value)| t.register(*name, *value))
     }
 
     fn id(&self) -> KernelId {
@@ -35,15 +39,17 @@ pub fn grid(groups: u32) -> (u32, u32) {
     (x, groups.div_ceil(x))
 }
 
-/// Four u32 parameters as the kernel's uniform (two u64 words, low half first).
-fn params(p: [u32; 4]) -> MetadataBindingInfo {
-    let word = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
-    MetadataBindingInfo::custom(vec![word(p[0], p[1]), word(p[2], p[3])])
+/// u32 parameters as the kernel's uniform, padded with zeros to a multiple of four (uniforms
+/// are 16-byte aligned), packed two per u64 word, low half first.
+fn params(p: &[u32]) -> MetadataBindingInfo {
+    let mut p = p.to_vec();
+    p.resize(p.len().div_ceil(4).max(1) * 4, 0);
+    MetadataBindingInfo::custom(p.chunks(2).map(|w| w[0] as u64 | (w[1] as u64) << 32).collect())
 }
 
 /// Run `kernel` on a `(x, y)` grid of workgroups with `buffers` bound in order and `p` as the
-/// uniform after them.
-pub fn launch(kernel: Wgsl, grid: (u32, u32), buffers: &[&CubeTensor], p: [u32; 4]) {
+/// uniform after them (the WGSL file's `Params` struct, field by field).
+pub fn launch(kernel: Wgsl, grid: (u32, u32), buffers: &[&CubeTensor], p: &[u32]) {
     let client = buffers[0].client.clone();
     let bindings = buffers.iter().map(|t| t.handle.clone().binding()).collect();
     client.launch(

@@ -15,8 +15,8 @@ use burn::tensor::{Int, Shape, Tensor};
 
 use super::launch::{WORKGROUP, Wgsl, grid, launch};
 
-const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: include_str!("../../shaders/token_logprobs.wgsl") };
-const BACKWARD: Wgsl = Wgsl { name: "token_logprobs_grad", source: include_str!("../../shaders/token_logprobs_grad.wgsl") };
+const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: include_str!("../../shaders/token_logprobs.wgsl"), defines: &[] };
+const BACKWARD: Wgsl = Wgsl { name: "token_logprobs_grad", source: include_str!("../../shaders/token_logprobs_grad.wgsl"), defines: &[] };
 
 #[backend_extension(Cube, Autodiff)]
 pub trait TokenLogprobs: Backend {
@@ -35,7 +35,7 @@ fn forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) 
     let [rows, vocab] = logits.meta.shape().dims::<2>();
     let (out, lse) = (empty_f32(&logits, rows), empty_f32(&logits, rows));
     let g = grid(rows as u32);
-    launch(FORWARD, g, &[&logits, &targets, &out, &lse], [rows as u32, vocab as u32, g.0, 0]);
+    launch(FORWARD, g, &[&logits, &targets, &out, &lse], &[rows as u32, vocab as u32, g.0]);
     (out, lse)
 }
 
@@ -46,7 +46,7 @@ fn backward(logits: CubeTensor, targets: CubeTensor, lse: CubeTensor, grad: Cube
     let client = logits.client.clone();
     let out = CubeTensor::new_contiguous(client.clone(), logits.device.clone(), Shape::new([rows, vocab]), client.empty(total * 4), DType::F32);
     let g = grid((total as u32).div_ceil(WORKGROUP));
-    launch(BACKWARD, g, &[&logits, &targets, &lse, &grad, &out], [total as u32, vocab as u32, g.0, 0]);
+    launch(BACKWARD, g, &[&logits, &targets, &lse, &grad, &out], &[total as u32, vocab as u32, g.0]);
     out
 }
 

@@ -1,20 +1,32 @@
 //! Attention's position machinery: rotary tables, the causal and padding biases, and the
-//! KV cache a decode step appends to.
+//! KV cache a decode step writes into.
 
 use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::kernels::RopeTable;
 
 /// Added to attention scores that must not be attended to. Finite, so a query with no
 /// visible key (a left pad) gets a uniform, harmless distribution instead of NaN.
 pub const MASKED: f32 = -1e9;
 
-/// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, len, head_dim]`.
-#[derive(Debug, Clone, Default)]
+/// Keys and values of the positions seen so far, per layer, in tensors allocated once for
+/// `capacity` positions, `[batch, kv_heads, capacity, head_dim]`, and written in place as
+/// positions arrive (no concatenation per token); with the rotation table of every position.
+#[derive(Debug, Clone)]
 pub struct KvCache {
+    pub(super) capacity: usize,
     pub(super) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    pub(super) rope: Option<RopeTable>,
     pub(super) len: usize,
 }
 
 impl KvCache {
+    /// An empty cache for up to `capacity` positions (prompt and generated tokens together);
+    /// its tensors are allocated by the first forward that uses it.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, layers: Vec::new(), rope: None, len: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -22,14 +34,18 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
 
-/// cos and sin of the rotation angles for positions `start..start + len`: `[1, 1, len, half]`.
-pub(super) fn rope_tables(start: usize, len: usize, head_dim: usize, theta: f64, device: &Device) -> (Tensor<4>, Tensor<4>) {
+/// cos and sin of the rotation angles of positions `0..len`: `[len, head_dim / 2]` each.
+pub(super) fn rope_table(len: usize, head_dim: usize, theta: f64, device: &Device) -> RopeTable {
     let half = head_dim / 2;
     let mut cos = Vec::with_capacity(len * half);
     let mut sin = Vec::with_capacity(len * half);
-    for pos in start..start + len {
+    for pos in 0..len {
         for i in 0..half {
             let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
             let angle = pos as f64 * inv_freq;
@@ -37,11 +53,11 @@ pub(super) fn rope_tables(start: usize, len: usize, head_dim: usize, theta: f64,
             sin.push(angle.sin() as f32);
         }
     }
-    let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), device);
-    (table(cos), table(sin))
+    let table = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [len, half]), device);
+    RopeTable { cos: table(cos), sin: table(sin) }
 }
 
-pub(super) fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+pub(crate) fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.narrow(3, half, half);
@@ -55,7 +71,7 @@ pub(super) fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4
 }
 
 /// `[b, kv, t, d]` -> `[b, kv * rep, t, d]`, each kv head serving `rep` query heads.
-pub(super) fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
+pub(crate) fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
     if rep == 1 {
         return x;
     }

@@ -1,6 +1,6 @@
 //! The model: a Llama-family transformer, its config and presets, and its weights in and out.
 
-mod attention;
+pub(crate) mod attention;
 pub mod export;
 pub mod gguf;
 pub mod hf;

@@ -8,9 +8,10 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::{KvCache, causal_bias, repeat_kv, rope_tables, rotate};
+use super::attention::{KvCache, causal_bias, repeat_kv, rope_table, rotate};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::{LoraTarget, ModelConfig};
+use crate::kernels::{self, RopeTable};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -252,28 +253,16 @@ impl Model {
 }
 
 impl Block {
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: &(Tensor<4>, Tensor<4>),
-        bias: &Tensor<4>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
-        shape: (usize, usize, usize),
-    ) -> Tensor<3> {
+    /// The training and scoring path: every position at once, no cache, plain burn ops (they
+    /// carry gradients).
+    fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, shape: (usize, usize, usize)) -> Tensor<3> {
         let (n_heads, n_kv, hd) = shape;
         let [b, t, d] = x.dims();
         let h = self.attn_norm.forward(x.clone());
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let q = rotate(heads(self.project(LoraTarget::Q, h.clone()), n_heads), &rope.0, &rope.1);
-        let mut k = rotate(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
-        let mut v = heads(self.project(LoraTarget::V, h), n_kv);
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
+        let k = rotate(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
+        let v = heads(self.project(LoraTarget::V, h), n_kv);
         let rep = n_heads / n_kv;
         let k = repeat_kv(k, rep);
         let v = repeat_kv(v, rep);
@@ -282,6 +271,34 @@ impl Block {
         let x = x + self.project(LoraTarget::O, attn);
         let h = self.mlp_norm.forward(x.clone());
         let gated = silu(self.project(LoraTarget::Gate, h.clone())) * self.project(LoraTarget::Up, h);
+        x + self.project(LoraTarget::Down, gated)
+    }
+
+    /// The decoding path: `x`'s positions continue the `start` positions in `layer`'s cache,
+    /// their keys and values are written into it, and the fused kernels (`src/kernels`) do
+    /// what they can on wgpu; the same maths as [`Block::forward`].
+    fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTable,
+        bias: &Tensor<4>,
+        layer: &mut Option<(Tensor<4>, Tensor<4>)>,
+        start: usize,
+        shape: (usize, usize, usize),
+    ) -> Tensor<3> {
+        let (n_heads, _, hd) = shape;
+        let [b, t, _] = x.dims();
+        let (k_cache, v_cache) = layer.take().expect("KV cache allocated before the first block");
+        let h = kernels::rms_norm(x.clone(), &self.attn_norm);
+        let q = Tensor::empty([b, n_heads, t, hd], &x.device());
+        let q = kernels::rope_into(q, self.project(LoraTarget::Q, h.clone()), rope, 0, start, true);
+        let k_cache = kernels::rope_into(k_cache, self.project(LoraTarget::K, h.clone()), rope, start, start, true);
+        let v_cache = kernels::rope_into(v_cache, self.project(LoraTarget::V, h), rope, start, start, false);
+        let attn = kernels::cached_attention(q, &k_cache, &v_cache, bias, start + t);
+        *layer = Some((k_cache, v_cache));
+        let x = x + self.project(LoraTarget::O, attn);
+        let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
+        let gated = kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h));
         x + self.project(LoraTarget::Down, gated)
     }
 
@@ -316,7 +333,7 @@ impl Block {
 
     /// A projection, plus its adapter's low-rank path when it has one.
     fn project(&self, target: LoraTarget, x: Tensor<3>) -> Tensor<3> {
-        let y = self.projection(target).forward(x.clone());
+        let y = kernels::linear(x.clone(), self.projection(target));
         match self.adapter(target) {
             Some(adapter) => y + adapter.forward(x),
             None => y,
@@ -340,22 +357,48 @@ impl Model {
 
     /// The final (normed) hidden states `[batch, len, d_model]`: [`Model::forward`] before the
     /// output projection.
-    pub fn hidden(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let t = tokens.dims()[1];
-        let device = tokens.device();
-        let start = cache.as_ref().map_or(0, |c| c.len);
-        let rope = rope_tables(start, t, self.head_dim, self.rope_theta, &device);
-        let shape = (self.n_heads, self.n_kv_heads, self.head_dim);
-        if let Some(c) = cache.as_deref_mut() {
-            c.layers.resize(self.blocks.len(), None);
-            c.len += t;
+    pub fn hidden(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        if let Some(cache) = cache {
+            return self.hidden_cached(tokens, bias, cache);
         }
+        let t = tokens.dims()[1];
+        let table = rope_table(t, self.head_dim, self.rope_theta, &tokens.device());
+        let half = self.head_dim / 2;
+        let rope = (table.cos.reshape([1, 1, t, half]), table.sin.reshape([1, 1, t, half]));
+        let shape = (self.n_heads, self.n_kv_heads, self.head_dim);
         let mut x = self.embed.forward(tokens);
-        for (i, block) in self.blocks.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, &rope, &bias, slot, shape);
+        for block in &self.blocks {
+            x = block.forward(x, &rope, &bias, shape);
         }
         self.norm.forward(x)
+    }
+
+    fn hidden_cached(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, cache: &mut KvCache) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        let start = cache.len;
+        assert!(start + t <= cache.capacity, "a KV cache for {} positions holds {start}; {t} more do not fit", cache.capacity);
+        if cache.layers.is_empty() {
+            let shape = [b, self.n_kv_heads, cache.capacity, self.head_dim];
+            cache.layers = self.blocks.iter().map(|_| Some((Tensor::zeros(shape, &device), Tensor::zeros(shape, &device)))).collect();
+            cache.rope = Some(rope_table(cache.capacity, self.head_dim, self.rope_theta, &device));
+        }
+        let rope = cache.rope.clone().expect("rotation table made with the cache");
+        let shape = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let mut x = self.embed.forward(tokens);
+        for (block, layer) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            x = block.forward_cached(x, &rope, &bias, layer, start, shape);
+        }
+        cache.len += t;
+        kernels::rms_norm(x, &self.norm)
+    }
+
+    /// Logits of the last position only, `[batch, vocab]`: what a decode step samples from,
+    /// without the output projection of every prompt position at prefill.
+    pub fn last_logits(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, cache: Option<&mut KvCache>) -> Tensor<2> {
+        let hidden = self.hidden(tokens, bias, cache);
+        let [b, t, d] = hidden.dims();
+        self.head(hidden.narrow(1, t - 1, 1).reshape([b, d]))
     }
 
     /// The output projection: logits `[rows, vocab]` for hidden states `[rows, d_model]`.

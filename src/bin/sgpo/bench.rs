@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Plain burn ops instead of our WGSL kernels (shaders/), to measure what they buy.
     #[arg(long)]
     no_kernels: bool,
+    /// Only profile a decode step piece by piece (matmuls, head, readback, a whole step), at
+    /// each --decode-batch, instead of the measurements above.
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -166,6 +170,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         (Some(l), true) => start.model.clone().with_lora(l, 1).trainable_params(),
         _ => start.model.trainable_params(),
     };
+    if args.profile {
+        let model = start.model.valid();
+        let pieces = crate::profile::decode_step(&model, start.config.d_model, start.config.d_ff, &args.decode_batch, &device)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&pieces)?);
+        }
+        return Ok(());
+    }
     let seq_len = args.seq_len.min(start.config.max_seq_len);
     let vocab = start.tokenizer.vocab_size().min(start.config.vocab_size) as u64;
     let mut rng = Rng::new(7);

@@ -15,6 +15,8 @@ mod export;
 #[cfg(not(target_arch = "wasm32"))]
 mod inspect;
 #[cfg(not(target_arch = "wasm32"))]
+mod profile;
+#[cfg(not(target_arch = "wasm32"))]
 mod sft;
 #[cfg(not(target_arch = "wasm32"))]
 mod train;

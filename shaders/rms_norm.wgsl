@@ -1,0 +1,43 @@
+// RMSNorm of each row, as burn's RmsNorm: out = x / sqrt(mean(x^2) + eps) * gamma.
+// One workgroup per row (rows on a 2-D grid).
+
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+struct Params {
+    rows: u32,
+    width: u32,
+    groups_x: u32,
+    eps_bits: u32,
+};
+@group(0) @binding(3) var<uniform> params: Params;
+
+const WG: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * params.groups_x;
+    if (row >= params.rows) {
+        return;
+    }
+    let base = row * params.width;
+    var sum = 0.0;
+    for (var i = lid; i < params.width; i = i + WG) {
+        let v = x[base + i];
+        sum = sum + v * v;
+    }
+    partial[lid] = sum;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            partial[lid] = partial[lid] + partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let rms = sqrt(partial[0] / f32(params.width) + bitcast<f32>(params.eps_bits));
+    for (var i = lid; i < params.width; i = i + WG) {
+        out[base + i] = x[base + i] / rms * gamma[i];
+    }
+}

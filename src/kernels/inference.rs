@@ -1,0 +1,234 @@
+//! The decode path's kernels, forward only (generation tracks no gradients): RMSNorm, the
+//! SwiGLU gate, RoPE written into the preallocated KV cache, and attention over that cache.
+//! Each replaces a chain of burn ops, and so a chain of dispatches: on wgpu the host's cost of
+//! issuing a dispatch, not the GPU, is what bounds a decode step (README, performance).
+
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
+use burn::backend::tensor::FloatTensor;
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Shape, Tensor};
+
+use super::launch::{WORKGROUP, Wgsl, grid, launch};
+use crate::model::attention::{repeat_kv, rotate};
+
+const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: include_str!("../../shaders/rms_norm.wgsl"), defines: &[] };
+const SWIGLU: Wgsl = Wgsl { name: "swiglu", source: include_str!("../../shaders/swiglu.wgsl"), defines: &[] };
+const ROPE_INTO: Wgsl = Wgsl { name: "rope_into", source: include_str!("../../shaders/rope_into.wgsl"), defines: &[] };
+/// `linear_rows.wgsl`'s variants: (rows per workgroup, kernel), for GPUs and for software
+/// adapters (columns x k-slices per workgroup 8 x 32 and 32 x 8; the shader says why).
+const LINEAR_ROWS: [[(usize, Wgsl); 3]; 2] = {
+    const SOURCE: &str = include_str!("../../shaders/linear_rows.wgsl");
+    [
+        [
+            (1, Wgsl { name: "linear_rows_1_8", source: SOURCE, defines: &[("rows", "1"), ("cols", "8")] }),
+            (4, Wgsl { name: "linear_rows_4_8", source: SOURCE, defines: &[("rows", "4"), ("cols", "8")] }),
+            (8, Wgsl { name: "linear_rows_8_8", source: SOURCE, defines: &[("rows", "8"), ("cols", "8")] }),
+        ],
+        [
+            (1, Wgsl { name: "linear_rows_1_32", source: SOURCE, defines: &[("rows", "1"), ("cols", "32")] }),
+            (4, Wgsl { name: "linear_rows_4_32", source: SOURCE, defines: &[("rows", "4"), ("cols", "32")] }),
+            (8, Wgsl { name: "linear_rows_8_32", source: SOURCE, defines: &[("rows", "8"), ("cols", "32")] }),
+        ],
+    ]
+};
+const CACHED_ATTENTION: Wgsl = Wgsl { name: "cached_attention", source: include_str!("../../shaders/cached_attention.wgsl"), defines: &[] };
+
+/// Cosine and sine of every position's rotation angles, `[positions, head_dim / 2]` each.
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+}
+
+/// Rows up to which a linear layer takes `linear_rows.wgsl` (decode steps) on a GPU; more rows
+/// are a matrix product that burn's tiled matmul does well.
+pub const LINEAR_ROWS_MAX: usize = 64;
+/// The same on a software adapter, where burn's matmul is already faster at 8 rows (measured
+/// with `sgpo bench --profile` on lavapipe).
+const LINEAR_ROWS_MAX_SOFTWARE: usize = 4;
+
+#[backend_extension(Cube)]
+pub trait InferenceOps: Backend {
+    fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, has_bias: bool) -> FloatTensor<Self>;
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn rope_into(
+        dst: FloatTensor<Self>,
+        src: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        offset: usize,
+        pos_start: usize,
+        rotate: bool,
+    ) -> FloatTensor<Self>;
+    fn cached_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        len_k: usize,
+    ) -> FloatTensor<Self>;
+}
+
+fn empty_like_shape(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let client = like.client.clone();
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(client.clone(), like.device.clone(), shape, client.empty(bytes), DType::F32)
+}
+
+impl InferenceOps for Cube {
+    fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool) -> CubeTensor {
+        let (x, weight, bias) = (into_contiguous(x), into_contiguous(weight), into_contiguous(bias));
+        let [rows, k] = x.meta.shape().dims::<2>();
+        let n = weight.meta.shape().dims::<2>()[1];
+        let out = empty_like_shape(&x, Shape::new([rows, n]));
+        // The fewest rows per workgroup that take all rows at once, else the most.
+        let variants = LINEAR_ROWS[super::software_adapter() as usize];
+        let [.., most] = variants;
+        let (per_group, kernel) = variants.into_iter().find(|(r, _)| rows <= *r).unwrap_or(most);
+        let cols = if super::software_adapter() { 32 } else { 8 };
+        launch(kernel, (n.div_ceil(cols) as u32, rows.div_ceil(per_group) as u32), &[&x, &weight, &bias, &out], &[rows as u32, k as u32, n as u32, has_bias as u32]);
+        out
+    }
+
+    fn rms_norm(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
+        let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
+        let dims = x.meta.shape().clone();
+        let width = dims[dims.num_dims() - 1];
+        let rows = dims.num_elements() / width;
+        let out = empty_like_shape(&x, dims);
+        let g = grid(rows as u32);
+        launch(RMS_NORM, g, &[&x, &gamma, &out], &[rows as u32, width as u32, g.0, eps.to_bits()]);
+        out
+    }
+
+    fn swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
+        let (gate, up) = (into_contiguous(gate), into_contiguous(up));
+        let shape = gate.meta.shape().clone();
+        let len = shape.num_elements();
+        let out = empty_like_shape(&gate, shape);
+        let g = grid((len as u32).div_ceil(WORKGROUP));
+        launch(SWIGLU, g, &[&gate, &up, &out], &[len as u32, g.0]);
+        out
+    }
+
+    fn rope_into(dst: CubeTensor, src: CubeTensor, cos: CubeTensor, sin: CubeTensor, offset: usize, pos_start: usize, rotate: bool) -> CubeTensor {
+        let (dst, src) = (into_contiguous(dst), into_contiguous(src));
+        let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
+        let [batch, heads, capacity, head_dim] = dst.meta.shape().dims::<4>();
+        let len = src.meta.shape().dims::<3>()[1];
+        let g = grid((batch * len * heads * head_dim / 2).div_ceil(WORKGROUP as usize) as u32);
+        let p = [batch, len, heads, head_dim, capacity, offset, pos_start, rotate as usize].map(|v| v as u32);
+        launch(ROPE_INTO, g, &[&src, &cos, &sin, &dst], &[&p[..], &[g.0]].concat());
+        dst
+    }
+
+    fn cached_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, len_k: usize) -> CubeTensor {
+        let (q, k, v, bias) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(bias));
+        let [batch, heads, len_q, head_dim] = q.meta.shape().dims::<4>();
+        let [_, kv_heads, capacity, _] = k.meta.shape().dims::<4>();
+        let [bias_rows, _, _, bias_len] = bias.meta.shape().dims::<4>();
+        let out = empty_like_shape(&q, Shape::new([batch, len_q, heads * head_dim]));
+        let g = grid((batch * heads * len_q) as u32);
+        let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+        let p = [batch, heads, kv_heads, head_dim, len_q, len_k, capacity, (bias_rows > 1) as usize].map(|v| v as u32);
+        launch(CACHED_ATTENTION, g, &[&q, &k, &v, &bias, &out], &[&p[..], &[scale.to_bits(), g.0, bias_len as u32]].concat());
+        out
+    }
+}
+
+/// Whether `x` goes through the kernels: on wgpu, kernels on, f32, and no autodiff (these
+/// kernels have no backward; training keeps the plain ops).
+fn kernel_applies<const D: usize>(x: &Tensor<D>) -> bool {
+    super::applies(&x.device()) && !x.is_autodiff() && x.dtype() == DType::F32
+}
+
+/// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
+/// most [`LINEAR_ROWS_MAX`] (burn's matmul spends far longer on so few rows), else burn's.
+pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
+    let [b, t, k] = x.dims();
+    let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
+    if kernel_applies(&x) && b * t <= max_rows {
+        let weight = layer.weight.val();
+        let n = weight.dims()[1];
+        let (bias, has_bias) = match &layer.bias {
+            Some(bias) => (bias.val().into_dispatch(), true),
+            None => (weight.clone().into_dispatch(), false),
+        };
+        let out = <Dispatch as InferenceOps>::linear_rows(x.reshape([b * t, k]).into_dispatch(), weight.into_dispatch(), bias, has_bias);
+        return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
+    }
+    layer.forward(x)
+}
+
+/// `norm`'s RMSNorm of `x`'s rows.
+pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
+    if kernel_applies(&x) {
+        let out = <Dispatch as InferenceOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), norm.epsilon as f32);
+        return Tensor::from_dispatch(out);
+    }
+    norm.forward(x)
+}
+
+/// `silu(gate) * up`.
+pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
+    if kernel_applies(&gate) {
+        return Tensor::from_dispatch(<Dispatch as InferenceOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
+    }
+    silu(gate) * up
+}
+
+/// `src` `[batch, len, heads * head_dim]` split into heads, rotated for positions
+/// `pos_start..pos_start + len` when `rotate`, and written into `dst` `[batch, heads, capacity,
+/// head_dim]` at `offset..offset + len` along its third dimension (in place on wgpu).
+pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize, pos_start: usize, rotate_heads: bool) -> Tensor<4> {
+    if kernel_applies(&src) {
+        let out = <Dispatch as InferenceOps>::rope_into(
+            dst.into_dispatch(),
+            src.into_dispatch(),
+            rope.cos.clone().into_dispatch(),
+            rope.sin.clone().into_dispatch(),
+            offset,
+            pos_start,
+            rotate_heads,
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let [b, heads, capacity, hd] = dst.dims();
+    let len = src.dims()[1];
+    let mut x = src.reshape([b, len, heads, hd]).swap_dims(1, 2);
+    if rotate_heads {
+        let table = |t: &Tensor<2>| t.clone().narrow(0, pos_start, len).reshape([1, 1, len, hd / 2]);
+        x = rotate(x, &table(&rope.cos), &table(&rope.sin));
+    }
+    if offset == 0 && len == capacity {
+        return x;
+    }
+    dst.slice_assign([0..b, 0..heads, offset..offset + len, 0..hd], x)
+}
+
+/// Attention of `q` `[batch, heads, len_q, head_dim]` over the first `len_k` positions of the
+/// cache `k`, `v` `[batch, kv_heads, capacity, head_dim]`, with `bias` `[batch or 1, 1, len_q,
+/// >= len_k]` added to the scaled scores (its keys past `len_k` unread): `[batch, len_q, heads
+/// * head_dim]`.
+pub fn cached_attention(q: Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: &Tensor<4>, len_k: usize) -> Tensor<3> {
+    if kernel_applies(&q) {
+        let out = <Dispatch as InferenceOps>::cached_attention(
+            q.into_dispatch(),
+            k.clone().into_dispatch(),
+            v.clone().into_dispatch(),
+            bias.clone().into_dispatch(),
+            len_k,
+        );
+        return Tensor::from_dispatch(out);
+    }
+    let [b, heads, len_q, hd] = q.dims();
+    let rep = heads / k.dims()[1];
+    let k = repeat_kv(k.clone().narrow(2, 0, len_k), rep);
+    let v = repeat_kv(v.clone().narrow(2, 0, len_k), rep);
+    let bias = bias.clone().narrow(3, 0, len_k);
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()) + bias;
+    softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, len_q, heads * hd])
+}
