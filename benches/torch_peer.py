@@ -9,7 +9,8 @@ two can be compared (scripts/bench-peer.sh prints ours/peer ratios).
 - DPO step, the TRL way with precomputed reference log-probs (zeros): one forward over the
   2 * batch_size chosen and rejected rows concatenated, summed response log-probs per row,
   sigmoid loss with beta 0.1, backward, clip, AdamW. tokens/s counts 2 * batch * (seq_len - 1).
-- prefill: one no-grad forward over batch_size x seq_len tokens, logits included.
+- prefill: a no-grad forward over batch_size x seq_len tokens, logits included (the mean of
+  --steps forwards after one warm-up).
 - decode: greedy `generate` from a 16-token prompt (row i is the id 3 + i % 3 repeated), with
   and without the KV cache; new tokens/s over all rows.
 
@@ -262,9 +263,10 @@ def main():
         prefill()
         sync(device)
         t0 = time.perf_counter()
-        prefill()
+        for _ in range(max(args.steps, 1)):
+            prefill()
         sync(device)
-        report["prefill_tokens_per_s"] = batch * seq_len / (time.perf_counter() - t0)
+        report["prefill_tokens_per_s"] = max(args.steps, 1) * batch * seq_len / (time.perf_counter() - t0)
 
         # No end-of-sequence id, so every row generates all its tokens.
         gc_ = model.generation_config

@@ -1,12 +1,40 @@
 #!/usr/bin/env bash
-# The benchmark on a machine with a GPU: `sgpo bench` on wgpu beside its PyTorch peer on CUDA
-# (eager transformers; scripts/bench-peer.sh prints the ratios) for each preset, then our CPU
-# backend for comparison. SGPO_BIN names a prebuilt binary (default: the release build);
-# `python3` must have torch and transformers (the lent GPU machines' image has both).
+# The benchmark on a machine with a GPU, in one go (README, performance):
+#   1. smollm2-135m and small: `sgpo bench` on wgpu beside its PyTorch peer on CUDA (eager
+#      transformers), with the ratios (scripts/bench-peer.sh);
+#   2. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
+#   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding only);
+#   4. where a decode step's time goes (`sgpo bench --profile`);
+# then one table of wgpu vs CPU. SGPO_BIN names a prebuilt binary (default: the release
+# build); `python3` must have torch and transformers (the lent GPU machines' image has both).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin="${SGPO_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/sgpo-target}/release/sgpo}"
-for preset in tiny small smollm2-135m; do
-  SGPO_BIN="$bin" SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-peer.sh "$preset" --steps 3
+export SGPO_BIN="${SGPO_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/sgpo-target}/release/sgpo}"
+export SGPO_BENCH_OUT="${SGPO_BENCH_OUT:-$PWD/bench-results}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+mkdir -p "$SGPO_BENCH_OUT"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+for preset in smollm2-135m small; do
+  SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-peer.sh "$preset" --steps 3
 done
-"$bin" bench --device cpu --preset small
+"$SGPO_BIN" bench --device wgpu --preset tiny --json >"$SGPO_BENCH_OUT/tiny-wgpu.ours.json"
+for preset in tiny small smollm2-135m; do
+  echo "== $preset on our CPU backend" >&2
+  "$SGPO_BIN" bench --device cpu --preset "$preset" --steps 1 --json >"$SGPO_BENCH_OUT/$preset-cpu.ours.json"
+done
+SGPO_KERNELS="linear_rows cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training
+"$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
+python3 - "$SGPO_BENCH_OUT" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
+for preset in ("tiny", "small", "smollm2-135m"):
+    for device in ("wgpu", "cpu"):
+        path = f"{d}/{preset}-{device}.ours.json"
+        if not os.path.exists(path):
+            continue
+        r = json.load(open(path))
+        dec = {g["batch_size"]: g["tokens_per_s"] for g in r["generation"] if g["cache"]}
+        step = lambda k: f"{r[k]['step_s']:.4f} s" if r.get(k) else "-"
+        print(f"{preset} | {device} | {step('sft')} | {step('dpo')} | {r['prefill_tokens_per_s']:.0f} | {dec.get(1, 0):.1f} | {dec.get(16, 0):.1f}")
+PY

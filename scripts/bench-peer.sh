@@ -18,10 +18,7 @@
 #   SGPO_THREADS     threads for both (default: all cores; ours gets RAYON_NUM_THREADS then)
 #   SGPO_BENCH_OUT   where the JSONs go (default bench-results/)
 set -euo pipefail
-bin="${SGPO_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/sgpo-target}/release/sgpo}"
-case "$bin" in /*) ;; */*) bin="$PWD/$bin" ;; esac
-out="${SGPO_BENCH_OUT:-bench-results}"
-case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+source "$(dirname "$0")/bench-paths.sh"
 cd "$(dirname "$0")/.."
 
 presets=()
@@ -88,7 +85,9 @@ def add(name, a, b, kind):
 
 mib = 1 << 20
 for step in ("sft", "dpo"):
-    o, p = ours[step], peer[step]
+    o, p = ours.get(step), peer.get(step)
+    if not o or not p:
+        continue
     add(f"{step} step (s)", o["step_s"], p["step_s"], "time")
     add(f"{step} tokens/s", o["tokens_per_s"], p["tokens_per_s"], "rate")
     mem = lambda c, k: None if c.get(k) is None else c[k] / mib

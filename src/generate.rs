@@ -135,7 +135,7 @@ impl Stop {
 /// Decode steps whose token ids a GPU run reads back together: the host keeps issuing steps
 /// (each step's input is the previous step's ids, still on the device) and looks for ended
 /// rows every this many tokens, at the cost of up to this many - 1 steps after the last row
-/// ends. On the CPU backend every step is read (a read there costs nothing).
+/// ends. On the CPU backend and software adapters every step is read.
 pub const STEPS_PER_READ_GPU: usize = 8;
 
 /// Continue every prompt until `stop.end` or `max_new_tokens`. Returns the new tokens of each
@@ -206,7 +206,9 @@ pub async fn generate(
         v.resize(capacity, true);
     }
     let step_bias = padded_bias(&valid, 1, device);
-    let per_read = if crate::device::is_gpu(device) { STEPS_PER_READ_GPU } else { 1 };
+    // A software adapter's "GPU" is the host's own cores: running ahead of it only competes
+    // with it (measured on lavapipe: slower).
+    let per_read = if crate::device::is_gpu(device) && !kernels::software_adapter() { STEPS_PER_READ_GPU } else { 1 };
     let mut unread: Vec<Tensor<1, Int>> = Vec::with_capacity(per_read);
     while let Some(step_logits) = logits.take() {
         let ids = kernels::sample_tokens(step_logits, cfg, rng.next_u64()).await?;

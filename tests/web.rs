@@ -16,6 +16,9 @@ use sgpo::train::{PreferenceTrainer, SftRun, score_pairs};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[path = "common/kernels.rs"]
+mod kernel_cases;
+
 /// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
 const TOLERANCE: f32 = 1e-4;
 
@@ -42,6 +45,13 @@ async fn webgpu() -> Device {
     let device = Device::wgpu_options().init_async().await.expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)");
     WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
     device
+}
+
+/// Every WGSL kernel against the burn ops it replaces, on WebGPU (natively: `tests/kernels.rs`
+/// on lavapipe): values, gradients where it trains, the sampler's ids against the host's.
+#[wasm_bindgen_test]
+async fn kernels_match_the_burn_ops_they_replace_on_webgpu() {
+    kernel_cases::all_match(&webgpu().await).await;
 }
 
 #[wasm_bindgen_test]

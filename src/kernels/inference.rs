@@ -10,6 +10,7 @@ use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Shape, Tensor};
 
+use super::Kernel;
 use super::launch::{WORKGROUP, Wgsl, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
@@ -80,7 +81,10 @@ fn empty_like_shape(like: &CubeTensor, shape: Shape) -> CubeTensor {
 
 impl InferenceOps for Cube {
     fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool) -> CubeTensor {
-        let (x, weight, bias) = (into_contiguous(x), into_contiguous(weight), into_contiguous(bias));
+        let (x, weight) = (into_contiguous(x), into_contiguous(weight));
+        // Without a bias the binding still needs a buffer of its own: WebGPU rejects one buffer
+        // bound twice where either binding is writable.
+        let bias = if has_bias { into_contiguous(bias) } else { empty_like_shape(&x, Shape::new([1])) };
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = weight.meta.shape().dims::<2>()[1];
         let out = empty_like_shape(&x, Shape::new([rows, n]));
@@ -141,8 +145,8 @@ impl InferenceOps for Cube {
 
 /// Whether `x` goes through the kernels: on wgpu, kernels on, f32, and no autodiff (these
 /// kernels have no backward; training keeps the plain ops).
-fn kernel_applies<const D: usize>(x: &Tensor<D>) -> bool {
-    super::applies(&x.device()) && !x.is_autodiff() && x.dtype() == DType::F32
+fn kernel_applies<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
+    super::applies(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == DType::F32
 }
 
 /// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
@@ -150,12 +154,12 @@ fn kernel_applies<const D: usize>(x: &Tensor<D>) -> bool {
 pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
     let [b, t, k] = x.dims();
     let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
-    if kernel_applies(&x) && b * t <= max_rows {
+    if kernel_applies(Kernel::LinearRows, &x) && b * t <= max_rows {
         let weight = layer.weight.val();
         let n = weight.dims()[1];
         let (bias, has_bias) = match &layer.bias {
             Some(bias) => (bias.val().into_dispatch(), true),
-            None => (weight.clone().into_dispatch(), false),
+            None => (weight.clone().into_dispatch(), false), // not bound: the kernel takes its own
         };
         let out = <Dispatch as InferenceOps>::linear_rows(x.reshape([b * t, k]).into_dispatch(), weight.into_dispatch(), bias, has_bias);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
@@ -165,7 +169,7 @@ pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
 
 /// `norm`'s RMSNorm of `x`'s rows.
 pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
-    if kernel_applies(&x) {
+    if kernel_applies(Kernel::RmsNorm, &x) {
         let out = <Dispatch as InferenceOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), norm.epsilon as f32);
         return Tensor::from_dispatch(out);
     }
@@ -174,7 +178,7 @@ pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
 
 /// `silu(gate) * up`.
 pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
-    if kernel_applies(&gate) {
+    if kernel_applies(Kernel::Swiglu, &gate) {
         return Tensor::from_dispatch(<Dispatch as InferenceOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
     }
     silu(gate) * up
@@ -184,7 +188,7 @@ pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
 /// `pos_start..pos_start + len` when `rotate`, and written into `dst` `[batch, heads, capacity,
 /// head_dim]` at `offset..offset + len` along its third dimension (in place on wgpu).
 pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize, pos_start: usize, rotate_heads: bool) -> Tensor<4> {
-    if kernel_applies(&src) {
+    if kernel_applies(Kernel::RopeInto, &src) {
         let out = <Dispatch as InferenceOps>::rope_into(
             dst.into_dispatch(),
             src.into_dispatch(),
@@ -214,7 +218,7 @@ pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize
 /// >= len_k]` added to the scaled scores (its keys past `len_k` unread): `[batch, len_q, heads
 /// * head_dim]`.
 pub fn cached_attention(q: Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: &Tensor<4>, len_k: usize) -> Tensor<3> {
-    if kernel_applies(&q) {
+    if kernel_applies(Kernel::CachedAttention, &q) {
         let out = <Dispatch as InferenceOps>::cached_attention(
             q.into_dispatch(),
             k.clone().into_dispatch(),

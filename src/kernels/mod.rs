@@ -7,7 +7,7 @@ mod launch;
 mod sample;
 mod token_logprobs;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::tensor::Device;
 
@@ -15,13 +15,64 @@ pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, rms_no
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
+/// Each kernel, by the name `sgpo bench --no-kernel` takes (its WGSL file's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    TokenLogprobs,
+    LinearRows,
+    RmsNorm,
+    Swiglu,
+    RopeInto,
+    CachedAttention,
+    Sample,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 7] =
+        [Self::TokenLogprobs, Self::LinearRows, Self::RmsNorm, Self::Swiglu, Self::RopeInto, Self::CachedAttention, Self::Sample];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TokenLogprobs => "token_logprobs",
+            Self::LinearRows => "linear_rows",
+            Self::RmsNorm => "rms_norm",
+            Self::Swiglu => "swiglu",
+            Self::RopeInto => "rope_into",
+            Self::CachedAttention => "cached_attention",
+            Self::Sample => "sample",
+        }
+    }
+}
+
+impl std::str::FromStr for Kernel {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+            format!("no kernel named {name:?} (kernels: {})", names.join(", "))
+        })
+    }
+}
+
+/// One bit per [`Kernel`], set when it is on.
+static ENABLED: AtomicU32 = AtomicU32::new(u32::MAX);
 static SOFTWARE_ADAPTER: AtomicBool = AtomicBool::new(false);
 
 /// Use the WGSL kernels where they apply (the default), or the plain burn composition
 /// everywhere (`sgpo bench --no-kernels`, and the tests that compare the two).
 pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
+    ENABLED.store(if on { u32::MAX } else { 0 }, Ordering::Relaxed);
+}
+
+/// Switch one kernel (`sgpo bench --no-kernel NAME`, to measure what it buys).
+pub fn set_kernel_enabled(kernel: Kernel, on: bool) {
+    let bit = 1 << kernel as u32;
+    if on {
+        ENABLED.fetch_or(bit, Ordering::Relaxed);
+    } else {
+        ENABLED.fetch_and(!bit, Ordering::Relaxed);
+    }
 }
 
 /// Say that the wgpu adapter is a software rasteriser (lavapipe, SwiftShader): kernels with a
@@ -30,12 +81,13 @@ pub fn set_software_adapter(on: bool) {
     SOFTWARE_ADAPTER.store(on, Ordering::Relaxed);
 }
 
-fn software_adapter() -> bool {
+/// Whether [`set_software_adapter`] said so.
+pub fn software_adapter() -> bool {
     SOFTWARE_ADAPTER.load(Ordering::Relaxed)
 }
 
-/// Whether tensors on `device` go through our kernels: burn's wgpu backend (with or without
-/// autodiff), kernels on. The CPU backend always takes the fallback.
-pub fn applies(device: &Device) -> bool {
-    ENABLED.load(Ordering::Relaxed) && crate::device::is_gpu(device)
+/// Whether tensors on `device` go through `kernel`: burn's wgpu backend (with or without
+/// autodiff), the kernel on. The CPU backend always takes the fallback.
+pub fn applies(kernel: Kernel, device: &Device) -> bool {
+    ENABLED.load(Ordering::Relaxed) & (1 << kernel as u32) != 0 && crate::device::is_gpu(device)
 }

@@ -36,11 +36,13 @@ impl SampleOps for Cube {
 }
 
 /// One token per row of `logits` `[rows, vocab]`, drawn as `cfg` says for the decode step
-/// seeded `seed`: on wgpu by the kernel, elsewhere on the host (where the CPU backend's
-/// tensors live anyway). The same ids either way.
+/// seeded `seed`: on a GPU by the kernel, elsewhere on the host (where the CPU backend's
+/// tensors live anyway; on a software adapter, lavapipe, reading the logits back is cheap and
+/// the host's draw measured faster than the kernel's). The same ids either way.
 pub async fn sample_tokens(logits: Tensor<2>, cfg: &SamplingConfig, seed: u64) -> Result<Tensor<1, Int>> {
     let device = logits.device();
-    if super::applies(&device) && !logits.is_autodiff() && logits.dtype() == DType::F32 {
+    let kernel = super::applies(super::Kernel::Sample, &device) && !super::software_adapter();
+    if kernel && !logits.is_autodiff() && logits.dtype() == DType::F32 {
         let ids = <Dispatch as SampleOps>::sample(logits.into_dispatch(), seed, cfg.temperature, cfg.top_k, cfg.top_p);
         return Ok(Tensor::from_dispatch(ids));
     }

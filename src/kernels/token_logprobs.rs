@@ -90,7 +90,7 @@ impl<C: CheckpointStrategy> TokenLogprobs for Autodiff<Cube, C> {
 /// logits, i32 ids); log-softmax and gather in plain burn elsewhere.
 pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t, v] = logits.dims();
-    if super::applies(&logits.device()) && logits.dtype() == DType::F32 && targets.dtype() == DType::I32 {
+    if super::applies(super::Kernel::TokenLogprobs, &logits.device()) && logits.dtype() == DType::F32 && targets.dtype() == DType::I32 {
         let rows = <Dispatch as TokenLogprobs>::token_logprobs(logits.reshape([b * t, v]).into_dispatch(), targets.reshape([b * t]).into_dispatch());
         return Tensor::<1>::from_dispatch(rows).reshape([b, t]);
     }

@@ -140,6 +140,13 @@ impl Model {
         model
     }
 
+    /// The model to decode with: no autodiff, adapters merged into their projections (a decode
+    /// step is bound by the number of ops it issues; unmerged, each adapted projection is
+    /// three more).
+    pub fn for_decoding(&self) -> Self {
+        self.valid().merged()
+    }
+
     /// The adapters folded into the weights, every parameter trainable again: the model as a
     /// plain checkpoint (what export writes, and what a new LoRA run starts from).
     pub fn merged(self) -> Self {

@@ -196,7 +196,7 @@ impl SgpoRun {
     /// examples so neither role is forgotten.
     async fn start_improver(&mut self) -> Result<()> {
         let max_len = self.sft.config.max_seq_len;
-        let policy = self.trainer.model.valid();
+        let policy = self.trainer.model.for_decoding();
         let n = self.config.improver_examples.min(self.data.labeled.len());
         let mut picked = self.data.labeled.clone();
         self.rng.shuffle(&mut picked);
@@ -262,7 +262,7 @@ impl SgpoRun {
     async fn start_iteration(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         self.iteration += 1;
         let started = now_seconds();
-        let policy = self.trainer.model.valid();
+        let policy = self.trainer.model.for_decoding();
         let items = self.draw_prompts();
         let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
         let set = build_pairs(&decoder, &items, &self.data.pairs, &self.config, self.iteration, &mut self.rng, on_event).await?;
@@ -329,7 +329,7 @@ impl SgpoRun {
     /// Add the held-out win rate against the SFT model and the mean score.
     async fn finish_summary(&self, mut summary: IterationSummary) -> Result<IterationSummary> {
         if !self.data.eval.is_empty() {
-            let policy = self.policy();
+            let policy = self.policy().merged();
             let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
             let sft = Decoder::new(&self.sft.model, &self.sft.tokenizer, &self.device);
             let (w, s) = win_rate(&mine, &sft, &self.data.eval, self.config.max_new_tokens).await?;

@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Skip the generation measurements.
     #[arg(long)]
     no_generation: bool,
+    /// Skip the SFT and DPO steps (to measure decoding alone).
+    #[arg(long, conflicts_with = "no_generation")]
+    no_training: bool,
     /// With --lora-rank: burn's built-in LoRA (a reparameterised weight, rebuilt at every
     /// use) instead of ours (adapters beside the frozen weight), to compare the two.
     #[arg(long, requires = "lora_rank")]
@@ -52,6 +55,10 @@ pub struct BenchArgs {
     /// Plain burn ops instead of our WGSL kernels (shaders/), to measure what they buy.
     #[arg(long)]
     no_kernels: bool,
+    /// Plain burn ops instead of these kernels only (comma-separated: token_logprobs,
+    /// linear_rows, rms_norm, swiglu, rope_into, cached_attention, sample).
+    #[arg(long, value_delimiter = ',')]
+    no_kernel: Vec<sgpo::kernels::Kernel>,
     /// Only profile a decode step piece by piece (matmuls, head, readback, a whole step), at
     /// each --decode-batch, instead of the measurements above.
     #[arg(long)]
@@ -94,12 +101,15 @@ struct Report {
     lora: &'static str,
     /// Whether our WGSL kernels were on (they apply on wgpu only).
     kernels: bool,
+    /// The kernels switched off one by one (`--no-kernel`).
+    kernels_off: Vec<&'static str>,
     batch_size: usize,
     seq_len: usize,
-    sft_step_s: f64,
-    sft: StepCost,
-    dpo: StepCost,
-    /// One forward pass over `batch_size` x `seq_len` prompt tokens, logits included.
+    sft_step_s: Option<f64>,
+    sft: Option<StepCost>,
+    dpo: Option<StepCost>,
+    /// A forward pass over `batch_size` x `seq_len` prompt tokens, logits included (the mean
+    /// of `--steps` passes after one warm-up).
     prefill_tokens_per_s: Option<f64>,
     generation: Vec<Generation>,
 }
@@ -143,6 +153,9 @@ fn burn_lora(model: Model, lora: &LoraConfig, n_layers: usize) -> Model {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = args.device.select()?;
     sgpo::kernels::set_enabled(!args.no_kernels);
+    for &kernel in &args.no_kernel {
+        sgpo::kernels::set_kernel_enabled(kernel, false);
+    }
     let train_device = autodiff(&device);
     let start = match &args.model {
         Some(path) => open_run(path, &train_device)?.model,
@@ -192,14 +205,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let pad = start.tokenizer.special.pad;
     let generation_model = start.model.valid();
 
-    let config = SftConfig { preset: args.preset.clone(), batch_size: args.batch_size, steps: 1000, ..SftConfig::default() };
-    let mut sft_run = SftRun::from_model("sft", config, start.clone(), rows, &device)?;
-    let sft = measure(&device, args.steps, || Ok(block_on(sft_run.step())?.tokens))?;
-    drop(sft_run);
-    let mut trainer = PreferenceTrainer::new(start.model, SgpoConfig::default(), pad, &device);
-    let batch: Vec<&ScoredPair> = pairs.iter().collect();
-    let dpo = measure(&device, args.steps, || Ok(block_on(trainer.step(&batch, &[], 1))?.tokens))?;
-    drop(trainer);
+    let (mut sft, mut dpo) = (None, None);
+    if !args.no_training {
+        let config = SftConfig { preset: args.preset.clone(), batch_size: args.batch_size, steps: 1000, ..SftConfig::default() };
+        let mut sft_run = SftRun::from_model("sft", config, start.clone(), rows, &device)?;
+        sft = Some(measure(&device, args.steps, || Ok(block_on(sft_run.step())?.tokens))?);
+        drop(sft_run);
+        let mut trainer = PreferenceTrainer::new(start.model, SgpoConfig::default(), pad, &device);
+        let batch: Vec<&ScoredPair> = pairs.iter().collect();
+        dpo = Some(measure(&device, args.steps, || Ok(block_on(trainer.step(&batch, &[], 1))?.tokens))?);
+    }
 
     let mut report = Report {
         preset: args.model.as_ref().map_or(args.preset.clone(), |p| p.display().to_string()),
@@ -207,9 +222,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         trainable_parameters,
         lora: lora_kind,
         kernels: !args.no_kernels,
+        kernels_off: args.no_kernel.iter().map(|k| k.name()).collect(),
         batch_size: args.batch_size,
         seq_len,
-        sft_step_s: sft.step_s,
+        sft_step_s: sft.as_ref().map(|c| c.step_s),
         sft,
         dpo,
         prefill_tokens_per_s: None,
@@ -224,8 +240,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let prefill = || block_on(sgpo::readback::floats(generation_model.forward_causal(tokens.clone()).narrow(1, seq_len - 1, 1).reshape([-1])));
         prefill()?;
         let t0 = now_seconds();
-        prefill()?;
-        report.prefill_tokens_per_s = Some((args.batch_size * seq_len) as f64 / (now_seconds() - t0));
+        for _ in 0..args.steps.max(1) {
+            prefill()?;
+        }
+        report.prefill_tokens_per_s = Some((args.steps.max(1) * args.batch_size * seq_len) as f64 / (now_seconds() - t0));
     }
     // No id is u32::MAX, so every row generates all its tokens.
     let stop = Stop { end: u32::MAX, pad };
@@ -252,11 +270,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         report.parameters,
         report.trainable_parameters,
         report.lora,
-        if report.kernels { "on" } else { "off" },
+        match (report.kernels, report.kernels_off.is_empty()) {
+            (false, _) => "off".to_string(),
+            (true, true) => "on".to_string(),
+            (true, false) => format!("on but {}", report.kernels_off.join(", ")),
+        },
         report.batch_size,
         report.seq_len
     );
     for (name, cost) in [("sft step", &report.sft), ("dpo step", &report.dpo)] {
+        let Some(cost) = cost else { continue };
         println!(
             "{name}: {:.3} s ({:.0} tokens/s), peak resident {}, device pool {}",
             cost.step_s,

@@ -1,0 +1,188 @@
+//! The kernel parity cases: each of our WGSL kernels against the plain burn composition it
+//! replaces, on whatever wgpu device it is given: natively on lavapipe (`tests/kernels.rs`) and
+//! in Chromium on WebGPU (`tests/web.rs`). Asynchronous reads only, as WebGPU requires. The
+//! kernels switch is process-wide, so the cases run one after another from one test.
+
+use burn::module::Param;
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use sgpo::kernels::{RopeTable, cached_attention, linear, rms_norm, rope_into, swiglu, token_logprobs};
+use sgpo::model::MASKED;
+use sgpo::readback;
+use sgpo::rng::Rng;
+
+/// Every case, in turn.
+pub async fn all_match(device: &Device) {
+    let mut rng = Rng::new(5);
+    token_logprobs_match(device, &mut rng).await;
+    inference_kernels_match(device, &mut rng).await;
+    sampler_matches_the_host(device, &mut rng).await;
+}
+
+fn uniform(n: usize, scale: f32, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| (2.0 * rng.next_f32() - 1.0) * scale).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+async fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    readback::floats(t).await.expect("read back")
+}
+
+/// `f`'s result with the kernels on and off, read back: (kernels, plain burn).
+async fn both<const D: usize>(mut f: impl FnMut() -> Tensor<D>) -> (Vec<f32>, Vec<f32>) {
+    sgpo::kernels::set_enabled(true);
+    let fused = f();
+    sgpo::kernels::set_enabled(false);
+    let plain = f();
+    sgpo::kernels::set_enabled(true);
+    (host(fused).await, host(plain).await)
+}
+
+/// The decode path's kernels (forward only) against the ops they replace: a linear layer on
+/// few rows (each variant, GPU and software: 1, 4 and 8 rows per group; one to four groups; odd sizes; with and
+/// without bias), RMSNorm, SwiGLU,
+/// RoPE into a cache at an offset (rotated and not; the rest of the cache untouched), and
+/// attention over a cache longer than one 256-key chunk, grouped heads, padded and causal
+/// biases per row or shared, a query whose every key is masked, head sizes 16 and 64.
+async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
+    for (rows, width) in [(6, 300), (1, 576), (3, 7)] {
+        let x = uniform(rows * width, 3.0, rng);
+        let gamma = uniform(width, 1.0, rng);
+        let norm = RmsNorm { gamma: Param::from_tensor(tensor(gamma, [width], device)), epsilon: 1e-5 };
+        let (a, b) = both(|| rms_norm(tensor(x.clone(), [1, rows, width], device), &norm)).await;
+        let d = max_diff(&a, &b);
+        eprintln!("rms_norm [{rows}, {width}]: {d:.1e}");
+        assert!(d < 1e-5, "rms_norm [{rows}, {width}] differs by {d}");
+    }
+    for (rows, k, n, with_bias) in [(1, 70, 100, false), (3, 50, 40, true), (5, 576, 1536, true), (16, 33, 31, false), (17, 40, 64, true), (64, 128, 96, false)] {
+        let x = uniform(rows * k, 2.0, rng);
+        let layer = Linear {
+            weight: Param::from_tensor(tensor(uniform(k * n, 0.2, rng), [k, n], device)),
+            bias: with_bias.then(|| Param::from_tensor(tensor(uniform(n, 1.0, rng), [n], device))),
+        };
+        for software in [false, true] {
+            sgpo::kernels::set_software_adapter(software);
+            let (a, b) = both(|| linear(tensor(x.clone(), [1, rows, k], device), &layer)).await;
+            let d = max_diff(&a, &b);
+            eprintln!("linear [{rows}, {k}] x [{k}, {n}] (bias {with_bias}, software variant {software}): {d:.1e}");
+            assert!(d < 1e-4, "linear [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d}");
+        }
+        sgpo::kernels::set_software_adapter(false);
+    }
+    let (g, u) = (uniform(2 * 3 * 700, 6.0, rng), uniform(2 * 3 * 700, 2.0, rng));
+    let (a, b) = both(|| swiglu(tensor(g.clone(), [2, 3, 700], device), tensor(u.clone(), [2, 3, 700], device))).await;
+    let d = max_diff(&a, &b);
+    eprintln!("swiglu: {d:.1e}");
+    assert!(d < 1e-5, "swiglu differs by {d}");
+
+    let (batch, heads, hd, cap, len, offset) = (2, 3, 8, 12, 4, 5);
+    let table = RopeTable { cos: tensor(uniform(cap * hd / 2, 1.0, rng), [cap, hd / 2], device), sin: tensor(uniform(cap * hd / 2, 1.0, rng), [cap, hd / 2], device) };
+    let cache = uniform(batch * heads * cap * hd, 1.0, rng);
+    let src = uniform(batch * len * heads * hd, 1.0, rng);
+    for rotate in [true, false] {
+        let (a, b) = both(|| {
+            let dst = tensor(cache.clone(), [batch, heads, cap, hd], device);
+            rope_into(dst, tensor(src.clone(), [batch, len, heads * hd], device), &table, offset, offset + 1, rotate)
+        })
+        .await;
+        let d = max_diff(&a, &b);
+        eprintln!("rope_into (rotate {rotate}): {d:.1e}");
+        assert!(d < 1e-6, "rope_into (rotate {rotate}) differs by {d}");
+        assert_eq!(a[..offset * hd], cache[..offset * hd], "positions before the offset are kept");
+    }
+
+    for (batch, heads, kv_heads, hd, len_q, len_k, cap, bias_rows) in
+        [(2, 6, 2, 16, 3, 270, 300, 2), (1, 9, 3, 64, 1, 40, 64, 1), (3, 4, 4, 64, 2, 2, 8, 3)]
+    {
+        let q = uniform(batch * heads * len_q * hd, 2.0, rng);
+        let k = uniform(batch * kv_heads * cap * hd, 2.0, rng);
+        let v = uniform(batch * kv_heads * cap * hd, 2.0, rng);
+        let mut bias = vec![0.0; bias_rows * len_q * len_k];
+        for (i, b) in bias.iter_mut().enumerate() {
+            if i % 7 == 3 || (i / len_k) % len_q == 0 && bias_rows > 1 && i / (len_q * len_k) == 1 {
+                *b = MASKED; // some keys hidden; the second row's first query sees none
+            }
+        }
+        let (a, b) = both(|| {
+            let (k, v) = (tensor(k.clone(), [batch, kv_heads, cap, hd], device), tensor(v.clone(), [batch, kv_heads, cap, hd], device));
+            let bias = tensor(bias.clone(), [bias_rows, 1, len_q, len_k], device);
+            cached_attention(tensor(q.clone(), [batch, heads, len_q, hd], device), &k, &v, &bias, len_k)
+        })
+        .await;
+        let d = max_diff(&a, &b);
+        eprintln!("cached_attention b{batch} h{heads}/{kv_heads} d{hd} q{len_q} k{len_k}: {d:.1e}");
+        assert!(d < 1e-5, "cached_attention [{batch}, {heads}/{kv_heads}, {hd}, q {len_q}, k {len_k}] differs by {d}");
+        assert!(a.iter().all(|x| x.is_finite()));
+    }
+}
+
+/// The GPU sampler draws the host sampler's tokens for the same logits, seed and row, under
+/// greedy, plain temperature, top-k and top-p (and both), vocabularies from 7 to 49152. Exact
+/// agreement, on these inputs: the thresholds and the hash are integer work and agree exactly;
+/// the Gumbel scores use the GPU's `log`, which may differ from the host's in the last bits, so
+/// two scores closer than that could order differently, and top-p compares float sums added in
+/// another order: a row whose kept mass crosses `top_p` within rounding could keep one token
+/// more or less. Neither happens on these rows; the test would say which row if it did.
+async fn sampler_matches_the_host(device: &Device, rng: &mut Rng) {
+    use sgpo::generate::{SamplingConfig, sample_row};
+    let configs = [
+        SamplingConfig::greedy(1),
+        SamplingConfig::sampled(1, 1.0),
+        SamplingConfig { max_new_tokens: 1, temperature: 0.7, top_k: 40, top_p: 1.0 },
+        SamplingConfig { max_new_tokens: 1, temperature: 1.0, top_k: 0, top_p: 0.9 },
+        SamplingConfig { max_new_tokens: 1, temperature: 1.3, top_k: 5, top_p: 0.5 },
+    ];
+    for (rows, vocab) in [(9, 7), (5, 300), (4, 1000), (2, 49_152)] {
+        let logits = uniform(rows * vocab, 6.0, rng);
+        for cfg in &configs {
+            for seed in [1u64, 0xdead_beef_0123_4567] {
+                let t = tensor(logits.clone(), [rows, vocab], device);
+                let gpu = readback::ints(sgpo::kernels::sample_tokens(t, cfg, seed).await.unwrap()).await.unwrap();
+                let host: Vec<i64> = (0..rows).map(|r| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, seed, r as u32) as i64).collect();
+                assert_eq!(gpu, host, "[{rows}, {vocab}], {cfg:?}, seed {seed:#x}");
+            }
+        }
+    }
+    eprintln!("sampler: GPU and host drew the same ids");
+}
+
+/// The fused log-softmax + gather (forward: log-probs; backward: the logits' gradient under a
+/// weighted sum of them, as the SFT and DPO losses take it) gives what burn's log_softmax and
+/// gather give, for vocabularies below, at and above the workgroup width, and for more rows
+/// than one grid dimension holds.
+async fn token_logprobs_match(device: &Device, rng: &mut Rng) {
+    let device = device.clone().autodiff();
+    for (b, t, v) in [(2, 5, 300), (1, 3, 7), (3, 2, 256), (2, 4, 1000), (1, 66_000, 3)] {
+        let logits = uniform(b * t * v, 8.0, rng);
+        let targets: Vec<i32> = (0..b * t).map(|i| if i % 5 == 0 { v as i32 - 1 } else { rng.below(v) as i32 }).collect();
+        let weights = uniform(b * t, 1.0, rng);
+        let run = |kernels: bool| -> (Tensor<2>, Tensor<3>) {
+            sgpo::kernels::set_enabled(kernels);
+            let x = Tensor::<3>::from_data(TensorData::new(logits.clone(), [b, t, v]), &device).require_grad();
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [b, t]), &device);
+            let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [b, t]), &device);
+            let lp = token_logprobs(x.clone(), ids);
+            let grads = (lp.clone() * w).sum().backward();
+            (lp, x.grad(&grads).expect("the logits get a gradient"))
+        };
+        let (fused, fused_grad) = run(true);
+        let (plain, plain_grad) = run(false);
+        sgpo::kernels::set_enabled(true);
+        let (fused, fused_grad) = (host(fused).await, host(fused_grad).await);
+        let (plain, plain_grad) = (host(plain).await, host(plain_grad).await);
+        let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
+        eprintln!("[{b}, {t}, {v}]: log-probs differ by {d:.1e}, gradients by {dg:.1e}");
+        assert!(d < 1e-5, "[{b}, {t}, {v}]: log-probs differ by {d}");
+        assert!(dg < 1e-6, "[{b}, {t}, {v}]: gradients differ by {dg}");
+        assert!(fused.iter().all(|x| x.is_finite() && *x <= 0.0));
+    }
+}
