@@ -1,4 +1,6 @@
-// A linear layer for a few rows (decode steps): out = x @ w (+ bias), x [rows, k], w [k, n]
+// A linear layer for a few rows (decode steps): out = x @ w (+ bias) (+ residual), x [rows, k],
+// w [k, n], residual [rows, n] (the residual stream the projection adds to, so the add is no
+// dispatch of its own)
 // (burn's layout: inputs along the first dimension), w read once per ROWS rows. Each
 // workgroup computes 8 output columns of up to ROWS rows: its 256 invocations are 32 slices of
 // the k dimension x 8 columns (each reads 8 consecutive weights, a 32-byte sector, per k), and
@@ -10,15 +12,20 @@
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> residual: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 struct Params {
     rows: u32,
     k: u32,
     n: u32,
     has_bias: u32,
+    has_residual: u32,
+    _unused0: u32,
+    _unused1: u32,
+    _unused2: u32,
 };
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(5) var<uniform> params: Params;
 
 const COLS: u32 = {{ cols }}u;
 const SLICES: u32 = 256u / COLS;
@@ -66,7 +73,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (params.has_bias != 0u) {
                 sum = sum + bias[col];
             }
-            out[(row0 + row) * params.n + col] = sum;
+            let at = (row0 + row) * params.n + col;
+            if (params.has_residual != 0u) {
+                sum = residual[at] + sum;
+            }
+            out[at] = sum;
         }
         workgroupBarrier();
     }

@@ -52,7 +52,14 @@ const LINEAR_ROWS_MAX_SOFTWARE: usize = 4;
 
 #[backend_extension(Cube)]
 pub trait InferenceOps: Backend {
-    fn linear_rows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, has_bias: bool) -> FloatTensor<Self>;
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+        residual: FloatTensor<Self>,
+        has_residual: bool,
+    ) -> FloatTensor<Self>;
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     fn rope_into(
@@ -80,11 +87,12 @@ fn empty_like_shape(like: &CubeTensor, shape: Shape) -> CubeTensor {
 }
 
 impl InferenceOps for Cube {
-    fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool) -> CubeTensor {
+    fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, residual: CubeTensor, has_residual: bool) -> CubeTensor {
         let (x, weight) = (into_contiguous(x), into_contiguous(weight));
-        // Without a bias the binding still needs a buffer of its own: WebGPU rejects one buffer
+        // An absent bias or residual still needs a buffer of its own: WebGPU rejects one buffer
         // bound twice where either binding is writable.
         let bias = if has_bias { into_contiguous(bias) } else { empty_like_shape(&x, Shape::new([1])) };
+        let residual = if has_residual { into_contiguous(residual) } else { empty_like_shape(&x, Shape::new([1])) };
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = weight.meta.shape().dims::<2>()[1];
         let out = empty_like_shape(&x, Shape::new([rows, n]));
@@ -93,7 +101,8 @@ impl InferenceOps for Cube {
         let [.., most] = variants;
         let (per_group, kernel) = variants.into_iter().find(|(r, _)| rows <= *r).unwrap_or(most);
         let cols = if super::software_adapter() { 32 } else { 8 };
-        launch(kernel, (n.div_ceil(cols) as u32, rows.div_ceil(per_group) as u32), &[&x, &weight, &bias, &out], &[rows as u32, k as u32, n as u32, has_bias as u32]);
+        let p = [rows as u32, k as u32, n as u32, has_bias as u32, has_residual as u32];
+        launch(kernel, (n.div_ceil(cols) as u32, rows.div_ceil(per_group) as u32), &[&x, &weight, &bias, &residual, &out], &p);
         out
     }
 
@@ -152,19 +161,39 @@ fn kernel_applies<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
 /// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
 /// most [`LINEAR_ROWS_MAX`] (burn's matmul spends far longer on so few rows), else burn's.
 pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
+    linear_rows_or_burn(x, layer, None)
+}
+
+/// `residual + layer(x)`, the add done in `linear_rows.wgsl`'s epilogue where that kernel
+/// applies (in a decode step each burn op costs the host more than the GPU its work).
+pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3> {
+    linear_rows_or_burn(x, layer, Some(residual))
+}
+
+fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
     let [b, t, k] = x.dims();
     let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
     if kernel_applies(Kernel::LinearRows, &x) && b * t <= max_rows {
         let weight = layer.weight.val();
         let n = weight.dims()[1];
+        // Absent bias and residual are not bound: the kernel takes buffers of its own.
         let (bias, has_bias) = match &layer.bias {
             Some(bias) => (bias.val().into_dispatch(), true),
-            None => (weight.clone().into_dispatch(), false), // not bound: the kernel takes its own
+            None => (weight.clone().into_dispatch(), false),
         };
-        let out = <Dispatch as InferenceOps>::linear_rows(x.reshape([b * t, k]).into_dispatch(), weight.into_dispatch(), bias, has_bias);
+        let (residual, has_residual) = match residual {
+            Some(r) => (r.reshape([b * t, n]).into_dispatch(), true),
+            None => (weight.clone().into_dispatch(), false),
+        };
+        let x = x.reshape([b * t, k]).into_dispatch();
+        let out = <Dispatch as InferenceOps>::linear_rows(x, weight.into_dispatch(), bias, has_bias, residual, has_residual);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
-    layer.forward(x)
+    let y = layer.forward(x);
+    match residual {
+        Some(r) => r + y,
+        None => y,
+    }
 }
 
 /// `norm`'s RMSNorm of `x`'s rows.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::tensor::Device;
 
-pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, rms_norm, rope_into, swiglu};
+pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, rms_norm, rope_into, swiglu};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 

@@ -296,10 +296,10 @@ impl Block {
         let v_cache = kernels::rope_into(v_cache, self.project(LoraTarget::V, h), rope, start, start, false);
         let attn = kernels::cached_attention(q, &k_cache, &v_cache, bias, start + t);
         *layer = Some((k_cache, v_cache));
-        let x = x + self.project(LoraTarget::O, attn);
+        let x = self.project_add(LoraTarget::O, attn, x);
         let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
         let gated = kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h));
-        x + self.project(LoraTarget::Down, gated)
+        self.project_add(LoraTarget::Down, gated, x)
     }
 
     pub(super) fn projection(&self, target: LoraTarget) -> &Linear {
@@ -337,6 +337,14 @@ impl Block {
         match self.adapter(target) {
             Some(adapter) => y + adapter.forward(x),
             None => y,
+        }
+    }
+
+    /// `residual + project(x)`, the add fused into the projection where it can be.
+    fn project_add(&self, target: LoraTarget, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        match self.adapter(target) {
+            Some(_) => residual + self.project(target, x),
+            None => kernels::linear_add(x, self.projection(target), residual),
         }
     }
 }

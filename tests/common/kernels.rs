@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{RopeTable, cached_attention, linear, rms_norm, rope_into, swiglu, token_logprobs};
+use sgpo::kernels::{RopeTable, cached_attention, linear, linear_add, rms_norm, rope_into, swiglu, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -48,7 +48,8 @@ async fn both<const D: usize>(mut f: impl FnMut() -> Tensor<D>) -> (Vec<f32>, Ve
 }
 
 /// The decode path's kernels (forward only) against the ops they replace: a linear layer on
-/// few rows (each variant, GPU and software: 1, 4 and 8 rows per group; one to four groups; odd sizes; with and
+/// few rows, alone and with the residual add (each variant, GPU and software: 1, 4 and 8 rows
+/// per group; one to four groups; odd sizes; with and
 /// without bias), RMSNorm, SwiGLU,
 /// RoPE into a cache at an offset (rotated and not; the rest of the cache untouched), and
 /// attention over a cache longer than one 256-key chunk, grouped heads, padded and causal
@@ -75,6 +76,11 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
             let d = max_diff(&a, &b);
             eprintln!("linear [{rows}, {k}] x [{k}, {n}] (bias {with_bias}, software variant {software}): {d:.1e}");
             assert!(d < 1e-4, "linear [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d}");
+            let residual = uniform(rows * n, 3.0, rng);
+            let added = || linear_add(tensor(x.clone(), [1, rows, k], device), &layer, tensor(residual.clone(), [1, rows, n], device));
+            let (a, b) = both(added).await;
+            let d = max_diff(&a, &b);
+            assert!(d < 1e-4, "linear_add [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d}");
         }
         sgpo::kernels::set_software_adapter(false);
     }
