@@ -17,23 +17,43 @@ use crate::model::attention::{repeat_kv, rotate};
 const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: include_str!("../../shaders/rms_norm.wgsl"), defines: &[] };
 const SWIGLU: Wgsl = Wgsl { name: "swiglu", source: include_str!("../../shaders/swiglu.wgsl"), defines: &[] };
 const ROPE_INTO: Wgsl = Wgsl { name: "rope_into", source: include_str!("../../shaders/rope_into.wgsl"), defines: &[] };
-/// `linear_rows.wgsl`'s variants: (rows per workgroup, kernel), for GPUs and for software
-/// adapters (columns x k-slices per workgroup 8 x 32 and 32 x 8; the shader says why).
-const LINEAR_ROWS: [[(usize, Wgsl); 3]; 2] = {
-    const SOURCE: &str = include_str!("../../shaders/linear_rows.wgsl");
-    [
+/// A few-rows kernel's variants, for GPUs and for software adapters: (rows per workgroup,
+/// kernel), with columns x k-slices per workgroup 8 x 32 and 32 x 8 (`linear_rows.wgsl` says
+/// why).
+type RowsVariants = [[(usize, Wgsl); 3]; 2];
+
+macro_rules! rows_variants {
+    ($name:literal, $file:literal) => {{
+        const SOURCE: &str = include_str!(concat!("../../shaders/", $file));
         [
-            (1, Wgsl { name: "linear_rows_1_8", source: SOURCE, defines: &[("rows", "1"), ("cols", "8")] }),
-            (4, Wgsl { name: "linear_rows_4_8", source: SOURCE, defines: &[("rows", "4"), ("cols", "8")] }),
-            (8, Wgsl { name: "linear_rows_8_8", source: SOURCE, defines: &[("rows", "8"), ("cols", "8")] }),
-        ],
-        [
-            (1, Wgsl { name: "linear_rows_1_32", source: SOURCE, defines: &[("rows", "1"), ("cols", "32")] }),
-            (4, Wgsl { name: "linear_rows_4_32", source: SOURCE, defines: &[("rows", "4"), ("cols", "32")] }),
-            (8, Wgsl { name: "linear_rows_8_32", source: SOURCE, defines: &[("rows", "8"), ("cols", "32")] }),
-        ],
-    ]
-};
+            [
+                (1, Wgsl { name: concat!($name, "_1_8"), source: SOURCE, defines: &[("rows", "1"), ("cols", "8")] }),
+                (4, Wgsl { name: concat!($name, "_4_8"), source: SOURCE, defines: &[("rows", "4"), ("cols", "8")] }),
+                (8, Wgsl { name: concat!($name, "_8_8"), source: SOURCE, defines: &[("rows", "8"), ("cols", "8")] }),
+            ],
+            [
+                (1, Wgsl { name: concat!($name, "_1_32"), source: SOURCE, defines: &[("rows", "1"), ("cols", "32")] }),
+                (4, Wgsl { name: concat!($name, "_4_32"), source: SOURCE, defines: &[("rows", "4"), ("cols", "32")] }),
+                (8, Wgsl { name: concat!($name, "_8_32"), source: SOURCE, defines: &[("rows", "8"), ("cols", "32")] }),
+            ],
+        ]
+    }};
+}
+
+const LINEAR_ROWS: RowsVariants = rows_variants!("linear_rows", "linear_rows.wgsl");
+const LINEAR_SWIGLU: RowsVariants = rows_variants!("linear_swiglu", "linear_swiglu.wgsl");
+
+/// The variant for `rows` rows and `n` output columns, and its grid: the fewest rows per
+/// workgroup that take all rows at once, else the most.
+fn rows_launch(variants: &RowsVariants, rows: usize, n: usize) -> (Wgsl, (u32, u32)) {
+    let software = super::software_adapter();
+    let variants = variants[software as usize];
+    let [.., most] = variants;
+    let (per_group, kernel) = variants.into_iter().find(|(r, _)| rows <= *r).unwrap_or(most);
+    let cols = if software { 32 } else { 8 };
+    (kernel, (n.div_ceil(cols) as u32, rows.div_ceil(per_group) as u32))
+}
+
 const CACHED_ATTENTION: Wgsl = Wgsl { name: "cached_attention", source: include_str!("../../shaders/cached_attention.wgsl"), defines: &[] };
 
 /// Cosine and sine of every position's rotation angles, `[positions, head_dim / 2]` each.
@@ -60,6 +80,7 @@ pub trait InferenceOps: Backend {
         residual: FloatTensor<Self>,
         has_residual: bool,
     ) -> FloatTensor<Self>;
+    fn linear_swiglu(x: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>) -> FloatTensor<Self>;
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     fn rope_into(
@@ -96,13 +117,19 @@ impl InferenceOps for Cube {
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = weight.meta.shape().dims::<2>()[1];
         let out = empty_like_shape(&x, Shape::new([rows, n]));
-        // The fewest rows per workgroup that take all rows at once, else the most.
-        let variants = LINEAR_ROWS[super::software_adapter() as usize];
-        let [.., most] = variants;
-        let (per_group, kernel) = variants.into_iter().find(|(r, _)| rows <= *r).unwrap_or(most);
-        let cols = if super::software_adapter() { 32 } else { 8 };
+        let (kernel, grid) = rows_launch(&LINEAR_ROWS, rows, n);
         let p = [rows as u32, k as u32, n as u32, has_bias as u32, has_residual as u32];
-        launch(kernel, (n.div_ceil(cols) as u32, rows.div_ceil(per_group) as u32), &[&x, &weight, &bias, &residual, &out], &p);
+        launch(kernel, grid, &[&x, &weight, &bias, &residual, &out], &p);
+        out
+    }
+
+    fn linear_swiglu(x: CubeTensor, w_gate: CubeTensor, w_up: CubeTensor) -> CubeTensor {
+        let (x, w_gate, w_up) = (into_contiguous(x), into_contiguous(w_gate), into_contiguous(w_up));
+        let [rows, k] = x.meta.shape().dims::<2>();
+        let n = w_gate.meta.shape().dims::<2>()[1];
+        let out = empty_like_shape(&x, Shape::new([rows, n]));
+        let (kernel, grid) = rows_launch(&LINEAR_SWIGLU, rows, n);
+        launch(kernel, grid, &[&x, &w_gate, &w_up, &out], &[rows as u32, k as u32, n as u32]);
         out
     }
 
@@ -194,6 +221,22 @@ fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>
         Some(r) => r + y,
         None => y,
     }
+}
+
+/// `silu(gate(x)) * up(x)`, the SwiGLU MLP's first half: one `linear_swiglu.wgsl` dispatch on
+/// few rows (as [`linear`]), else the two projections and [`swiglu`].
+pub fn linear_swiglu(x: Tensor<3>, gate: &Linear, up: &Linear) -> Tensor<3> {
+    let [b, t, k] = x.dims();
+    let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
+    let no_bias = gate.bias.is_none() && up.bias.is_none();
+    if kernel_applies(Kernel::LinearSwiglu, &x) && b * t <= max_rows && no_bias {
+        let (w_gate, w_up) = (gate.weight.val(), up.weight.val());
+        let n = w_gate.dims()[1];
+        let x = x.reshape([b * t, k]).into_dispatch();
+        let out = <Dispatch as InferenceOps>::linear_swiglu(x, w_gate.into_dispatch(), w_up.into_dispatch());
+        return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
+    }
+    swiglu(linear(x.clone(), gate), linear(x, up))
 }
 
 /// `norm`'s RMSNorm of `x`'s rows.

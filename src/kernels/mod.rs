@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::tensor::Device;
 
-pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, rms_norm, rope_into, swiglu};
+pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, linear_swiglu, rms_norm, rope_into, swiglu};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
@@ -20,6 +20,7 @@ pub use token_logprobs::token_logprobs;
 pub enum Kernel {
     TokenLogprobs,
     LinearRows,
+    LinearSwiglu,
     RmsNorm,
     Swiglu,
     RopeInto,
@@ -28,13 +29,22 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 7] =
-        [Self::TokenLogprobs, Self::LinearRows, Self::RmsNorm, Self::Swiglu, Self::RopeInto, Self::CachedAttention, Self::Sample];
+    pub const ALL: [Kernel; 8] = [
+        Self::TokenLogprobs,
+        Self::LinearRows,
+        Self::LinearSwiglu,
+        Self::RmsNorm,
+        Self::Swiglu,
+        Self::RopeInto,
+        Self::CachedAttention,
+        Self::Sample,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::TokenLogprobs => "token_logprobs",
             Self::LinearRows => "linear_rows",
+            Self::LinearSwiglu => "linear_swiglu",
             Self::RmsNorm => "rms_norm",
             Self::Swiglu => "swiglu",
             Self::RopeInto => "rope_into",

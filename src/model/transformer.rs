@@ -298,7 +298,10 @@ impl Block {
         *layer = Some((k_cache, v_cache));
         let x = self.project_add(LoraTarget::O, attn, x);
         let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
-        let gated = kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h));
+        let gated = match (self.adapter(LoraTarget::Gate), self.adapter(LoraTarget::Up)) {
+            (None, None) => kernels::linear_swiglu(h, &self.w_gate, &self.w_up),
+            _ => kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h)),
+        };
         self.project_add(LoraTarget::Down, gated, x)
     }
 

@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{RopeTable, cached_attention, linear, linear_add, rms_norm, rope_into, swiglu, token_logprobs};
+use sgpo::kernels::{RopeTable, cached_attention, linear, linear_add, linear_swiglu, rms_norm, rope_into, swiglu, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -50,7 +50,7 @@ async fn both<const D: usize>(mut f: impl FnMut() -> Tensor<D>) -> (Vec<f32>, Ve
 /// The decode path's kernels (forward only) against the ops they replace: a linear layer on
 /// few rows, alone and with the residual add (each variant, GPU and software: 1, 4 and 8 rows
 /// per group; one to four groups; odd sizes; with and
-/// without bias), RMSNorm, SwiGLU,
+/// without bias), the gate and up projections with SwiGLU in one, RMSNorm, SwiGLU,
 /// RoPE into a cache at an offset (rotated and not; the rest of the cache untouched), and
 /// attention over a cache longer than one 256-key chunk, grouped heads, padded and causal
 /// biases per row or shared, a query whose every key is masked, head sizes 16 and 64.
@@ -81,6 +81,21 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
             let (a, b) = both(added).await;
             let d = max_diff(&a, &b);
             assert!(d < 1e-4, "linear_add [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d}");
+        }
+        sgpo::kernels::set_software_adapter(false);
+    }
+    for (rows, k, n) in [(1, 70, 100), (3, 64, 40), (9, 576, 200)] {
+        let x = uniform(rows * k, 2.0, rng);
+        let proj = |rng: &mut Rng| Linear { weight: Param::from_tensor(tensor(uniform(k * n, 0.3, rng), [k, n], device)), bias: None };
+        let (gate, up) = (proj(rng), proj(rng));
+        for software in [false, true] {
+            sgpo::kernels::set_software_adapter(software);
+            let (a, b) = both(|| linear_swiglu(tensor(x.clone(), [1, rows, k], device), &gate, &up)).await;
+            // Relative to the outputs' size: products of two sums over k reach the hundreds.
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let d = max_diff(&a, &b) / scale;
+            eprintln!("linear_swiglu [{rows}, {k}] x [{k}, {n}] (software variant {software}): {d:.1e} of {scale:.0}");
+            assert!(d < 1e-6, "linear_swiglu [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d} of {scale}");
         }
         sgpo::kernels::set_software_adapter(false);
     }
