@@ -1,8 +1,9 @@
 //! Decoding: batched sampling with a KV cache (temperature, top-k, top-p, stop at `<|end|>`,
 //! seeded), and the decoding context the rest of the engine generates text through.
 //! Prompts are left-padded so every row's next token sits in the last column; padding is
-//! hidden from attention by the bias. Sampling happens on the host from the last logits, so
-//! the same seed draws the same tokens on every backend.
+//! hidden from attention by the bias. Each step's draw is defined by [`sample_row`] (Gumbel-max
+//! over a counter-based hash of the step's seed, the row and the token), which the GPU's
+//! sampler computes too, so the same seed draws the same tokens on every backend.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
