@@ -10,8 +10,8 @@ use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Shape, Tensor};
 
-use super::Kernel;
-use super::launch::{WORKGROUP, Wgsl, grid, launch};
+use super::{Kernel, applies_forward};
+use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
 const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: include_str!("../../shaders/rms_norm.wgsl"), defines: &[] };
@@ -101,22 +101,16 @@ pub trait InferenceOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn empty_like_shape(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let client = like.client.clone();
-    let bytes = shape.num_elements() * 4;
-    CubeTensor::new_contiguous(client.clone(), like.device.clone(), shape, client.empty(bytes), DType::F32)
-}
-
 impl InferenceOps for Cube {
     fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, residual: CubeTensor, has_residual: bool) -> CubeTensor {
         let (x, weight) = (into_contiguous(x), into_contiguous(weight));
         // An absent bias or residual still needs a buffer of its own: WebGPU rejects one buffer
         // bound twice where either binding is writable.
-        let bias = if has_bias { into_contiguous(bias) } else { empty_like_shape(&x, Shape::new([1])) };
-        let residual = if has_residual { into_contiguous(residual) } else { empty_like_shape(&x, Shape::new([1])) };
+        let bias = if has_bias { into_contiguous(bias) } else { empty(&x, Shape::new([1]), DType::F32) };
+        let residual = if has_residual { into_contiguous(residual) } else { empty(&x, Shape::new([1]), DType::F32) };
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = weight.meta.shape().dims::<2>()[1];
-        let out = empty_like_shape(&x, Shape::new([rows, n]));
+        let out = empty(&x, Shape::new([rows, n]), DType::F32);
         let (kernel, grid) = rows_launch(&LINEAR_ROWS, rows, n);
         let p = [rows as u32, k as u32, n as u32, has_bias as u32, has_residual as u32];
         launch(kernel, grid, &[&x, &weight, &bias, &residual, &out], &p);
@@ -127,7 +121,7 @@ impl InferenceOps for Cube {
         let (x, w_gate, w_up) = (into_contiguous(x), into_contiguous(w_gate), into_contiguous(w_up));
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = w_gate.meta.shape().dims::<2>()[1];
-        let out = empty_like_shape(&x, Shape::new([rows, n]));
+        let out = empty(&x, Shape::new([rows, n]), DType::F32);
         let (kernel, grid) = rows_launch(&LINEAR_SWIGLU, rows, n);
         launch(kernel, grid, &[&x, &w_gate, &w_up, &out], &[rows as u32, k as u32, n as u32]);
         out
@@ -138,7 +132,7 @@ impl InferenceOps for Cube {
         let dims = x.meta.shape().clone();
         let width = dims[dims.num_dims() - 1];
         let rows = dims.num_elements() / width;
-        let out = empty_like_shape(&x, dims);
+        let out = empty(&x, dims, DType::F32);
         let g = grid(rows as u32);
         launch(RMS_NORM, g, &[&x, &gamma, &out], &[rows as u32, width as u32, g.0, eps.to_bits()]);
         out
@@ -148,7 +142,7 @@ impl InferenceOps for Cube {
         let (gate, up) = (into_contiguous(gate), into_contiguous(up));
         let shape = gate.meta.shape().clone();
         let len = shape.num_elements();
-        let out = empty_like_shape(&gate, shape);
+        let out = empty(&gate, shape, DType::F32);
         let g = grid((len as u32).div_ceil(WORKGROUP));
         launch(SWIGLU, g, &[&gate, &up, &out], &[len as u32, g.0]);
         out
@@ -170,7 +164,7 @@ impl InferenceOps for Cube {
         let [batch, heads, len_q, head_dim] = q.meta.shape().dims::<4>();
         let [_, kv_heads, capacity, _] = k.meta.shape().dims::<4>();
         let [bias_rows, _, _, bias_len] = bias.meta.shape().dims::<4>();
-        let out = empty_like_shape(&q, Shape::new([batch, len_q, heads * head_dim]));
+        let out = empty(&q, Shape::new([batch, len_q, heads * head_dim]), DType::F32);
         let g = grid((batch * heads * len_q) as u32);
         let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
         let p = [batch, heads, kv_heads, head_dim, len_q, len_k, capacity, (bias_rows > 1) as usize].map(|v| v as u32);
@@ -179,10 +173,10 @@ impl InferenceOps for Cube {
     }
 }
 
-/// Whether `x` goes through the kernels: on wgpu, kernels on, f32, and no autodiff (these
-/// kernels have no backward; training keeps the plain ops).
-fn kernel_applies<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
-    super::applies(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == DType::F32
+/// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`) takes `rows` rows of `x`.
+fn few_rows_apply(kernel: Kernel, x: &Tensor<3>, rows: usize) -> bool {
+    let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
+    applies_forward(kernel, x) && rows <= max_rows
 }
 
 /// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
@@ -199,8 +193,7 @@ pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3
 
 fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
     let [b, t, k] = x.dims();
-    let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
-    if kernel_applies(Kernel::LinearRows, &x) && b * t <= max_rows {
+    if few_rows_apply(Kernel::LinearRows, &x, b * t) {
         let weight = layer.weight.val();
         let n = weight.dims()[1];
         // Absent bias and residual are not bound: the kernel takes buffers of its own.
@@ -227,9 +220,8 @@ fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>
 /// few rows (as [`linear`]), else the two projections and [`swiglu`].
 pub fn linear_swiglu(x: Tensor<3>, gate: &Linear, up: &Linear) -> Tensor<3> {
     let [b, t, k] = x.dims();
-    let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
     let no_bias = gate.bias.is_none() && up.bias.is_none();
-    if kernel_applies(Kernel::LinearSwiglu, &x) && b * t <= max_rows && no_bias {
+    if few_rows_apply(Kernel::LinearSwiglu, &x, b * t) && no_bias {
         let (w_gate, w_up) = (gate.weight.val(), up.weight.val());
         let n = w_gate.dims()[1];
         let x = x.reshape([b * t, k]).into_dispatch();
@@ -241,7 +233,7 @@ pub fn linear_swiglu(x: Tensor<3>, gate: &Linear, up: &Linear) -> Tensor<3> {
 
 /// `norm`'s RMSNorm of `x`'s rows.
 pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
-    if kernel_applies(Kernel::RmsNorm, &x) {
+    if applies_forward(Kernel::RmsNorm, &x) {
         let out = <Dispatch as InferenceOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), norm.epsilon as f32);
         return Tensor::from_dispatch(out);
     }
@@ -250,7 +242,7 @@ pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
 
 /// `silu(gate) * up`.
 pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
-    if kernel_applies(Kernel::Swiglu, &gate) {
+    if applies_forward(Kernel::Swiglu, &gate) {
         return Tensor::from_dispatch(<Dispatch as InferenceOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
     }
     silu(gate) * up
@@ -260,7 +252,7 @@ pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
 /// `pos_start..pos_start + len` when `rotate`, and written into `dst` `[batch, heads, capacity,
 /// head_dim]` at `offset..offset + len` along its third dimension (in place on wgpu).
 pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize, pos_start: usize, rotate_heads: bool) -> Tensor<4> {
-    if kernel_applies(Kernel::RopeInto, &src) {
+    if applies_forward(Kernel::RopeInto, &src) {
         let out = <Dispatch as InferenceOps>::rope_into(
             dst.into_dispatch(),
             src.into_dispatch(),
@@ -290,7 +282,7 @@ pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize
 /// >= len_k]` added to the scaled scores (its keys past `len_k` unread): `[batch, len_q, heads
 /// * head_dim]`.
 pub fn cached_attention(q: Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: &Tensor<4>, len_k: usize) -> Tensor<3> {
-    if kernel_applies(Kernel::CachedAttention, &q) {
+    if applies_forward(Kernel::CachedAttention, &q) {
         let out = <Dispatch as InferenceOps>::cached_attention(
             q.into_dispatch(),
             k.clone().into_dispatch(),

@@ -1,10 +1,12 @@
 //! Launching a WGSL file from `shaders/` on burn's wgpu backend: its source, the buffers in
 //! binding order, and its small parameters as one uniform after them.
 
+use burn::backend::DType;
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::Shape;
 
 /// Invocations per workgroup of every kernel here (the WGSL files say the same).
 pub const WORKGROUP: u32 = 256;
@@ -31,6 +33,14 @@ impl KernelSource for Wgsl {
     fn lang(&self) -> &'static str {
         "wgsl"
     }
+}
+
+/// A contiguous, uninitialised tensor of `shape` and `dtype` (4-byte elements: f32 or i32) on
+/// `like`'s device: a kernel's output, or a buffer of its own for a binding left unused.
+pub fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+    let client = like.client.clone();
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(client.clone(), like.device.clone(), shape, client.empty(bytes), dtype)
 }
 
 /// `groups` workgroups as a 2-D grid (WebGPU allows 65535 per dimension): `(x, y)`.

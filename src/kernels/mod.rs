@@ -96,6 +96,13 @@ pub fn software_adapter() -> bool {
     SOFTWARE_ADAPTER.load(Ordering::Relaxed)
 }
 
+/// Whether `x` goes through the forward-only `kernel` (the decode path's): it applies on
+/// `x`'s device, `x` is f32, and not under autodiff (those kernels have no backward; training
+/// keeps the plain ops).
+fn applies_forward<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
+    applies(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
+}
+
 /// Whether tensors on `device` go through `kernel`: burn's wgpu backend (with or without
 /// autodiff), the kernel on. The CPU backend always takes the fallback.
 pub fn applies(kernel: Kernel, device: &Device) -> bool {

@@ -8,7 +8,7 @@ use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
-use super::launch::{Wgsl, grid, launch};
+use super::launch::{Wgsl, empty, grid, launch};
 use crate::error::Result;
 use crate::generate::{SamplingConfig, sample_row};
 use crate::readback;
@@ -24,8 +24,7 @@ impl SampleOps for Cube {
     fn sample(logits: CubeTensor, seed: u64, temperature: f32, top_k: usize, top_p: f32) -> CubeTensor {
         let logits = into_contiguous(logits);
         let [rows, vocab] = logits.meta.shape().dims::<2>();
-        let client = logits.client.clone();
-        let tokens = CubeTensor::new_contiguous(client.clone(), logits.device.clone(), Shape::new([rows]), client.empty(rows * 4), DType::I32);
+        let tokens = empty(&logits, Shape::new([rows]), DType::I32);
         let g = grid(rows as u32);
         let greedy = temperature <= 0.0;
         let inv_t = if greedy { 1.0 } else { 1.0 / temperature };
@@ -41,8 +40,7 @@ impl SampleOps for Cube {
 /// the host's draw measured faster than the kernel's). The same ids either way.
 pub async fn sample_tokens(logits: Tensor<2>, cfg: &SamplingConfig, seed: u64) -> Result<Tensor<1, Int>> {
     let device = logits.device();
-    let kernel = super::applies(super::Kernel::Sample, &device) && !super::software_adapter();
-    if kernel && !logits.is_autodiff() && logits.dtype() == DType::F32 {
+    if super::applies_forward(super::Kernel::Sample, &logits) && !super::software_adapter() {
         let ids = <Dispatch as SampleOps>::sample(logits.into_dispatch(), seed, cfg.temperature, cfg.top_k, cfg.top_p);
         return Ok(Tensor::from_dispatch(ids));
     }

@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, backend_extension}
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Shape, Tensor};
 
-use super::launch::{WORKGROUP, Wgsl, grid, launch};
+use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 
 const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: include_str!("../../shaders/token_logprobs.wgsl"), defines: &[] };
 const BACKWARD: Wgsl = Wgsl { name: "token_logprobs_grad", source: include_str!("../../shaders/token_logprobs_grad.wgsl"), defines: &[] };
@@ -24,16 +24,11 @@ pub trait TokenLogprobs: Backend {
     fn token_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
 }
 
-fn empty_f32(like: &CubeTensor, n: usize) -> CubeTensor {
-    let client = like.client.clone();
-    CubeTensor::new_contiguous(client.clone(), like.device.clone(), Shape::new([n]), client.empty(n * 4), DType::F32)
-}
-
 /// The log-probs and each row's log-sum-exp.
 fn forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
     let [rows, vocab] = logits.meta.shape().dims::<2>();
-    let (out, lse) = (empty_f32(&logits, rows), empty_f32(&logits, rows));
+    let (out, lse) = (empty(&logits, Shape::new([rows]), DType::F32), empty(&logits, Shape::new([rows]), DType::F32));
     let g = grid(rows as u32);
     launch(FORWARD, g, &[&logits, &targets, &out, &lse], &[rows as u32, vocab as u32, g.0]);
     (out, lse)
@@ -43,8 +38,7 @@ fn backward(logits: CubeTensor, targets: CubeTensor, lse: CubeTensor, grad: Cube
     let grad = into_contiguous(grad);
     let [rows, vocab] = logits.meta.shape().dims::<2>();
     let total = rows * vocab;
-    let client = logits.client.clone();
-    let out = CubeTensor::new_contiguous(client.clone(), logits.device.clone(), Shape::new([rows, vocab]), client.empty(total * 4), DType::F32);
+    let out = empty(&logits, Shape::new([rows, vocab]), DType::F32);
     let g = grid((total as u32).div_ceil(WORKGROUP));
     launch(BACKWARD, g, &[&logits, &targets, &lse, &grad, &out], &[total as u32, vocab as u32, g.0]);
     out
