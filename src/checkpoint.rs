@@ -30,7 +30,8 @@ pub struct Checkpoint {
     pub config: String,
     pub tokenizer: String,
     pub model: Vec<u8>,
-    pub optimizer: Vec<u8>,
+    /// AdamW's state (`adamw.rs`); absent in checkpoints that cannot be resumed exactly.
+    pub optimizer: Option<Vec<u8>>,
     pub state: LoopState,
     /// A preference run's position beyond the loop state (its stage, pairs, ...), as JSON.
     pub progress: Option<String>,
@@ -42,7 +43,7 @@ pub struct Checkpoint {
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const MODEL_FILE: &str = "model.bpk";
-pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 pub const PROGRESS_FILE: &str = "run_state.json";
 pub const LOGGED_FILE: &str = "logs.json";
@@ -59,9 +60,11 @@ impl Checkpoint {
             (CONFIG_FILE, self.config.clone().into_bytes()),
             (TOKENIZER_FILE, self.tokenizer.clone().into_bytes()),
             (MODEL_FILE, self.model.clone()),
-            (OPTIMIZER_FILE, self.optimizer.clone()),
             (STATE_FILE, state.into_bytes()),
         ];
+        if let Some(optimizer) = &self.optimizer {
+            files.push((OPTIMIZER_FILE, optimizer.clone()));
+        }
         if let Some(progress) = &self.progress {
             files.push((PROGRESS_FILE, progress.clone().into_bytes()));
         }
@@ -105,8 +108,7 @@ impl Checkpoint {
         let config = text(CONFIG_FILE, need(CONFIG_FILE)?)?;
         let tokenizer = text(TOKENIZER_FILE, need(TOKENIZER_FILE)?)?;
         let model = need(MODEL_FILE)?;
-        // A checkpoint written in a browser may carry no optimiser state (see `optimizer_bytes`).
-        let optimizer = read(OPTIMIZER_FILE)?.unwrap_or_default();
+        let optimizer = read(OPTIMIZER_FILE)?;
         let progress = read(PROGRESS_FILE)?.map(|b| text(PROGRESS_FILE, b)).transpose()?;
         let logged = match read(LOGGED_FILE)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::checkpoint(format!("{dir}/{LOGGED_FILE}"), e))?,

@@ -122,14 +122,16 @@ fn int_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
 
 /// The token that ends an answer, and the one that fills rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stop {
+pub struct Stop<'a> {
     pub end: u32,
     pub pad: u32,
+    /// Token ids never drawn ([`Tokenizer::unproducible`]).
+    pub suppress: &'a [u32],
 }
 
-impl Stop {
-    pub fn of(tokenizer: &Tokenizer) -> Self {
-        Self { end: tokenizer.special.end, pad: tokenizer.special.pad }
+impl<'a> Stop<'a> {
+    pub fn of(tokenizer: &'a Tokenizer) -> Self {
+        Self { end: tokenizer.special.end, pad: tokenizer.special.pad, suppress: tokenizer.unproducible() }
     }
 }
 
@@ -147,12 +149,12 @@ pub async fn generate(
     model: &Model,
     prompts: &[Vec<u32>],
     cfg: &SamplingConfig,
-    stop: Stop,
+    stop: Stop<'_>,
     rng: &mut Rng,
     use_cache: bool,
     device: &Device,
 ) -> Result<Vec<Vec<u32>>> {
-    let Stop { end, pad } = stop;
+    let Stop { end, pad, suppress } = stop;
     if prompts.is_empty() || cfg.max_new_tokens == 0 {
         return Ok(vec![Vec::new(); prompts.len()]);
     }
@@ -169,6 +171,19 @@ pub async fn generate(
     }
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); rows];
     let mut done = vec![false; rows];
+    // -inf on the suppressed ids, added to every step's logits before the draw.
+    let mask = (!suppress.is_empty()).then(|| {
+        let n = model.vocab_size();
+        let mut m = vec![0.0f32; n];
+        for &id in suppress.iter().filter(|&&id| (id as usize) < n) {
+            m[id as usize] = f32::NEG_INFINITY;
+        }
+        Tensor::<1>::from_data(TensorData::new(m, [n]), device).unsqueeze_dim::<2>(0)
+    });
+    let allowed = |logits: Tensor<2>| match &mask {
+        Some(m) => logits + m.clone(),
+        None => logits,
+    };
     // Take one step's ids (a row's ids after its end are ignored); true once every row ended.
     let mut record = |ids: &[i64]| {
         for (i, &id) in ids.iter().enumerate() {
@@ -186,7 +201,7 @@ pub async fn generate(
     if !use_cache {
         let mut logits = model.last_logits(int_tensor(&seqs, device), padded_bias(&valid, width, device), None);
         for _ in 0..cfg.max_new_tokens {
-            let ids = readback::ints(kernels::sample_tokens(logits, cfg, rng.next_u64()).await?).await?;
+            let ids = readback::ints(kernels::sample_tokens(allowed(logits), cfg, rng.next_u64()).await?).await?;
             if record(&ids) {
                 break;
             }
@@ -212,7 +227,7 @@ pub async fn generate(
     let per_read = if crate::device::is_gpu(device) && !kernels::software_adapter() { STEPS_PER_READ_GPU } else { 1 };
     let mut unread: Vec<Tensor<1, Int>> = Vec::with_capacity(per_read);
     while let Some(step_logits) = logits.take() {
-        let ids = kernels::sample_tokens(step_logits, cfg, rng.next_u64()).await?;
+        let ids = kernels::sample_tokens(allowed(step_logits), cfg, rng.next_u64()).await?;
         unread.push(ids.clone());
         // The last token is drawn, never fed back.
         if cache.len() + 1 < capacity {
@@ -323,5 +338,24 @@ mod tests {
         assert_eq!(sample_row(&flat, &cfg, 11, 3), sample_row(&flat, &cfg, 11, 3));
         let rows: std::collections::HashSet<u32> = (0..16).map(|r| sample_row(&flat, &cfg, 11, r)).collect();
         assert!(rows.len() > 8, "16 rows of a flat distribution drew {rows:?}");
+    }
+
+    /// Hot sampling from an untrained model draws every token the tokenizer allows, none of
+    /// the ones it suppresses (without the mask, ~40% of this vocabulary is lone high bytes).
+    #[test]
+    fn generation_never_draws_suppressed_tokens() {
+        let device = Device::flex();
+        let tok = Tokenizer::train_on(&crate::data::tasks::generate(200, 1), 300).unwrap();
+        let model = crate::config::ModelConfig::tiny(tok.vocab_size()).init(5, &device);
+        let prompts: Vec<Vec<u32>> = (0..8).map(|i| tok.policy_prompt(&format!("sort the numbers: {i} 3 1")).unwrap()).collect();
+        let stop = Stop { end: u32::MAX, ..Stop::of(&tok) };
+        let out = pollster::block_on(generate(&model, &prompts, &SamplingConfig::sampled(40, 5.0), stop, &mut Rng::new(1), true, &device)).unwrap();
+        let drawn: std::collections::BTreeSet<u32> = out.iter().flatten().copied().collect();
+        assert!(drawn.len() > 50, "hot sampling draws widely: {}", drawn.len());
+        let banned: Vec<u32> = drawn.iter().copied().filter(|id| tok.unproducible().contains(id)).collect();
+        assert!(banned.is_empty(), "drew {banned:?}");
+        for row in &out {
+            assert!(!tok.decode(row).unwrap().contains('\u{fffd}'));
+        }
     }
 }

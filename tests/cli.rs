@@ -475,9 +475,9 @@ fn a_damaged_checkpoint_is_refused() {
     assert!(stderr(&o).contains("model.bpk: damaged: its CRC-32 is"), "{}", stderr(&o));
 }
 
-/// A run resumed on the CPU backend never starts wgpu: burn loads an optimiser state on its
-/// default device first, and without a session's XDG_RUNTIME_DIR the Vulkan loader said so
-/// four times on every `--resume --device cpu`.
+/// A run resumed on the CPU backend never starts wgpu: burn's optimiser loaded its state on
+/// its default device first, and without a session's XDG_RUNTIME_DIR the Vulkan loader said so
+/// four times on every `--resume --device cpu` (our AdamW keeps loaded moments on the host).
 #[test]
 fn resuming_on_the_cpu_does_not_touch_vulkan() {
     let dir = common::TempDir::new();

@@ -67,7 +67,7 @@ fn kv_cache_greedy_equals_recomputed_greedy_and_batching_changes_nothing() {
     // Sampled answers differ from row to row; the cache must not change a single draw either.
     let sampled = SamplingConfig { temperature: 1.0, ..greedy.clone() };
     let run = |ps: &[Vec<u32>], cfg: &SamplingConfig, cache: bool| {
-        block_on(generate(&model, ps, cfg, Stop { end: never, pad: s.pad }, &mut Rng::new(3), cache, &device)).unwrap()
+        block_on(generate(&model, ps, cfg, Stop { end: never, pad: s.pad, suppress: &[] }, &mut Rng::new(3), cache, &device)).unwrap()
     };
     for cfg in [&greedy, &sampled] {
         let cached = run(&prompts, cfg, true);

@@ -306,7 +306,7 @@ fn lora_trains_adapters_only() {
     let checkpoint = Path::new(&whole).join("checkpoint-00000006");
     let size = |f: &str| std::fs::metadata(checkpoint.join(f)).unwrap().len();
     // Full AdamW state would be twice the model (two moments per weight).
-    assert!(size("optimizer.bpk") * 2 < size("model.bpk"), "AdamW holds moments for the adapters only: {} vs {}", size("optimizer.bpk"), size("model.bpk"));
+    assert!(size("optimizer.safetensors") * 2 < size("model.bpk"), "AdamW holds moments for the adapters only: {} vs {}", size("optimizer.safetensors"), size("model.bpk"));
 
     let device = Device::flex();
     let ids = [vec![3i32, 4, 5, 6, 7, 8]];

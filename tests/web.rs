@@ -18,6 +18,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[path = "common/kernels.rs"]
 mod kernel_cases;
+#[path = "common/resume.rs"]
+mod resume;
 
 /// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
 const TOLERANCE: f32 = 1e-4;
@@ -75,8 +77,8 @@ async fn webgpu_matches_cpu_on_forward_generation_and_a_dpo_update() {
     let prompts: Vec<Vec<u32>> = examples[..3].iter().map(|e| tok.policy_prompt(&e.prompt).unwrap()).collect();
     let greedy = SamplingConfig::greedy(6);
     let s = tok.special;
-    let g_cpu = generate(&cpu_run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad }, &mut Rng::new(0), true, &cpu).await.unwrap();
-    let g_gpu = generate(&gpu_run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad }, &mut Rng::new(0), true, &gpu).await.unwrap();
+    let g_cpu = generate(&cpu_run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad, suppress: &[] }, &mut Rng::new(0), true, &cpu).await.unwrap();
+    let g_gpu = generate(&gpu_run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad, suppress: &[] }, &mut Rng::new(0), true, &gpu).await.unwrap();
     assert_eq!(g_cpu, g_gpu);
 
     // One DPO update on the same pairs and reference log-probs.
@@ -119,4 +121,13 @@ async fn a_checkpoint_written_on_webgpu_restores_the_same_model() {
     let b = logits(&restored, &cpu).await;
     let d = max_diff(&a, &b);
     assert!(d < TOLERANCE, "restored model differs by {d}");
+}
+
+/// The page's run on WebGPU, stopped mid-SFT, mid-improver and in the DPO stage and resumed
+/// each time from its snapshot (weights, AdamW's moments read back asynchronously, data order,
+/// rng), gives the losses of the run that never stopped.
+#[wasm_bindgen_test]
+async fn a_page_run_resumed_from_snapshots_matches_an_uninterrupted_one_on_webgpu() {
+    let (expected, resumed) = resume::straight_and_resumed(&webgpu().await).await;
+    assert_eq!(resumed, expected);
 }

@@ -59,7 +59,7 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
     let s = tok.special;
     let greedy = SamplingConfig::greedy(6);
     let run_gen = |run: &SftRun, device: &Device| {
-        block_on(generate(&run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad }, &mut Rng::new(0), true, device)).unwrap()
+        block_on(generate(&run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad, suppress: &[] }, &mut Rng::new(0), true, device)).unwrap()
     };
     assert_eq!(run_gen(&on_cpu, &cpu), run_gen(&on_gpu, &gpu));
 }

@@ -45,6 +45,8 @@ pub struct Tokenizer {
     inner: HfTokenizer,
     pub special: SpecialIds,
     format: Format,
+    /// Tokens that are not whole UTF-8 characters on their own (see [`Self::unproducible`]).
+    unproducible: std::sync::Arc<[u32]>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -113,7 +115,8 @@ impl Tokenizer {
         let id = |t: &str| inner.token_to_id(t).ok_or_else(|| tk_err(format!("no id for {t}")));
         let special = SpecialIds { pad: id(PAD)?, end: id(END)? };
         let format = Format::Roles { user: id(USER)?, assistant: id(ASSISTANT)?, draft: id(DRAFT)?, improved: id(IMPROVED)? };
-        Ok(Self { inner, special, format })
+        let unproducible = partial_characters(&inner).into();
+        Ok(Self { inner, special, format, unproducible })
     }
 
     /// A pretrained model's tokenizer as it is (no tokens added), prompted through its chat
@@ -126,7 +129,7 @@ impl Tokenizer {
             Some(t) => id(t)?,
             None => end,
         };
-        Ok(Self { inner, special: SpecialIds { pad, end }, format: Format::Chat(template) })
+        Ok(Self { inner, special: SpecialIds { pad, end }, format: Format::Chat(template), unproducible: Vec::new().into() })
     }
 
     /// Parse a `tokenizer.json`: with a chat template, a pretrained model's (see
@@ -172,6 +175,15 @@ impl Tokenizer {
     /// One token's text as the vocabulary writes it (role and special tokens included).
     pub fn decode_token(&self, id: u32) -> String {
         self.inner.id_to_token(id).unwrap_or_default()
+    }
+
+    /// Tokens generation never draws: for a tokenizer with our role tokens, those whose bytes
+    /// are not whole UTF-8 characters (a byte-level BPE keeps all 256 bytes so any text
+    /// encodes, but merges only the characters its data had: a lone lead byte drawn by a
+    /// half-trained model is a U+FFFD in every sample, and in every pair built from it).
+    /// Empty for a pretrained model's tokenizer, whose merges split characters on purpose.
+    pub fn unproducible(&self) -> &[u32] {
+        &self.unproducible
     }
 
     /// Decode without the role tokens.
@@ -223,6 +235,22 @@ impl Tokenizer {
     }
 }
 
+/// The ids of `inner`'s byte-level tokens that decode to no whole character.
+fn partial_characters(inner: &HfTokenizer) -> Vec<u32> {
+    if !matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
+        return Vec::new();
+    }
+    let size = inner.get_vocab_size(true) as u32;
+    (0..size)
+        .filter(|&id| {
+            let token = inner.id_to_token(id).unwrap_or_default();
+            // U+FFFD is what the decoder makes of bytes that are not UTF-8, unless the token is
+            // that character itself (its three bytes, as byte-level characters).
+            inner.decode(&[id], false).is_ok_and(|text| text.contains('\u{fffd}') && token != "ï¿½")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +276,25 @@ mod tests {
         let again = Tokenizer::from_json("t.json", &tok.to_json().unwrap()).unwrap();
         assert_eq!(again.encode("reverse the words: cat dog").unwrap(), tok.encode("reverse the words: cat dog").unwrap());
         assert_eq!(again.special, tok.special);
+    }
+
+    /// Trained on ASCII text, the tokens that are not whole characters are the 128 high bytes:
+    /// everything else the model may draw decodes without a replacement character.
+    #[test]
+    fn byte_tokens_that_are_not_whole_characters_are_never_drawn() {
+        let tok = Tokenizer::train_on(&crate::data::tasks::generate(300, 1), 300).unwrap();
+        let banned: std::collections::BTreeSet<u32> = tok.unproducible().iter().copied().collect();
+        assert_eq!(banned.len(), 128);
+        let byte = |b: u8| tok.encode(std::str::from_utf8(&[b]).unwrap_or("")).unwrap();
+        assert!(banned.contains(&tok.encode("é").unwrap()[0]), "the lead byte of é");
+        assert!(!banned.contains(&byte(b'a')[0]));
+        for id in 0..tok.vocab_size() as u32 {
+            let text = tok.inner.decode(&[id], false).unwrap();
+            assert_eq!(banned.contains(&id), text.contains('\u{fffd}'), "token {id} {text:?}");
+        }
+        // Saved and reloaded, the same; a pretrained model's chat tokenizer bans nothing.
+        let again = Tokenizer::from_json("t.json", &tok.to_json().unwrap()).unwrap();
+        assert_eq!(again.unproducible(), tok.unproducible());
     }
 
     #[test]

@@ -33,8 +33,8 @@ impl SgpoRun {
     /// SFT model came from).
     pub async fn checkpoint(&self, config: String) -> Result<Checkpoint> {
         let (model, optimizer) = match &self.improver_run {
-            Some(run) => (&run.model, run.optimizer_bytes()?),
-            None => (&self.trainer.model, self.trainer.optimizer_bytes()?),
+            Some(run) => (&run.model, run.optimizer_bytes().await?),
+            None => (&self.trainer.model, self.trainer.optimizer_bytes().await?),
         };
         let model = if self.adapters_only { adapter_bytes(model).await? } else { model_bytes(model).await? };
         let progress = SavedProgress {
@@ -52,7 +52,7 @@ impl SgpoRun {
             config,
             tokenizer: self.sft.tokenizer.to_json()?,
             model,
-            optimizer,
+            optimizer: Some(optimizer),
             state: LoopState { step: self.step, epoch: 0, cursor: 0, rng: self.rng },
             progress: Some(serde_json::to_string(&progress).expect("progress serialises")),
             logged: Default::default(),
@@ -86,12 +86,12 @@ impl SgpoRun {
         match saved.improver_run {
             Some((seqs, state)) => {
                 let start = TextModel { model, ..self.sft.clone() };
-                let run = SftRun::restore("improver", self.improver_sft_config(), start, &checkpoint.optimizer, seqs, state, &self.device)?;
+                let run = SftRun::restore("improver", self.improver_sft_config(), start, checkpoint.optimizer.as_deref(), seqs, state, &self.device)?;
                 self.improver_run = Some(run);
                 self.trainer.step = saved.dpo_steps;
             }
             None => {
-                self.trainer = PreferenceTrainer::restore(model, self.config.clone(), pad, &checkpoint.optimizer, saved.dpo_steps, &self.device)?;
+                self.trainer = PreferenceTrainer::restore(model, self.config.clone(), pad, checkpoint.optimizer.as_deref(), saved.dpo_steps, &self.device)?;
             }
         }
         Ok(())

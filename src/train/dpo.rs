@@ -2,12 +2,13 @@
 //! learner that takes one DPO step (any loss of the family, optionally plus an improver-SFT
 //! term) at a time.
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss, target_logprobs};
-use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
+use super::adamw::AdamW;
+use super::optim::{autodiff, clip_grad_norm, load_optimizer};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
 use crate::error::{Error, Result};
@@ -68,7 +69,7 @@ pub async fn score_pairs(
 /// The DPO learner: the policy being trained and its optimiser.
 pub struct PreferenceTrainer {
     pub model: Model,
-    optim: ModuleOptimizer,
+    optim: AdamW,
     config: SgpoConfig,
     pad: u32,
     device: Device,
@@ -83,13 +84,13 @@ impl PreferenceTrainer {
     }
 
     /// Continue from a saved optimiser state after `step` updates.
-    pub fn restore(model: Model, config: SgpoConfig, pad: u32, optimizer: &[u8], step: usize, device: &Device) -> Result<Self> {
+    pub fn restore(model: Model, config: SgpoConfig, pad: u32, optimizer: Option<&[u8]>, step: usize, device: &Device) -> Result<Self> {
         let optim = load_optimizer(&config.dpo_optim, optimizer)?;
         Ok(Self { model, optim, config, pad, device: autodiff(device), step })
     }
 
-    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
-        optimizer_bytes(&self.optim)
+    pub async fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        self.optim.to_bytes().await
     }
 
     /// One DPO update on `pairs`; with `improver` sequences and a positive weight, plus that

@@ -1,6 +1,7 @@
 //! Training: the objectives, the optimiser with its schedule and clipping, the SFT loop, and
 //! the DPO learner with reference scoring. Knows models and batches, not where pairs come from.
 
+pub mod adamw;
 pub mod dpo;
 pub mod objective;
 pub mod optim;

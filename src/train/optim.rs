@@ -2,9 +2,10 @@
 //! global-norm gradient clipping, and the optimiser state in and out of checkpoints.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
 
+use super::adamw::AdamW;
 use crate::checkpoint::OPTIMIZER_FILE;
 use crate::config::OptimConfig;
 use crate::error::{Error, Result};
@@ -29,13 +30,8 @@ impl OptimConfig {
         min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 
-    pub fn init(&self) -> ModuleOptimizer {
-        AdamWConfig::new()
-            .with_beta_1(self.beta1)
-            .with_beta_2(self.beta2)
-            .with_epsilon(1e-8)
-            .with_weight_decay(self.weight_decay)
-            .init()
+    pub fn init(&self) -> AdamW {
+        AdamW::new(self)
     }
 }
 
@@ -83,27 +79,18 @@ pub async fn clip_grad_norm(model: &Model, grads: &mut GradientsParams, max_norm
     Ok(norm)
 }
 
-/// The optimiser's moments, or nothing in the browser: burn 0.22 flattens them with
-/// synchronous reads, which WebGPU cannot do, so a browser checkpoint resumes with fresh
-/// AdamW moments (weights, schedule position and data order are still restored).
-pub fn optimizer_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
-    if cfg!(target_arch = "wasm32") {
-        return Ok(Vec::new());
+/// A saved optimiser state (`optimizer.safetensors`), which a resumed run needs: AdamW's moments
+/// restarted from zero would take steps far larger than the run was taking.
+pub fn load_optimizer(config: &OptimConfig, bytes: Option<&[u8]>) -> Result<AdamW> {
+    match bytes {
+        Some(bytes) => AdamW::from_bytes(config, bytes, OPTIMIZER_FILE),
+        None => Err(Error::checkpoint(
+            OPTIMIZER_FILE,
+            "missing from the checkpoint, so the run cannot resume exactly (checkpoints written before \
+             sgpo kept its own AdamW hold burn's optimizer.bpk, which is not read; the checkpoint's \
+             model.bpk can still start a new run)",
+        )),
     }
-    let bytes = optim
-        .into_bytes()
-        .map_err(|e| Error::Config(format!("cannot serialise the optimiser: {e}")))?;
-    Ok(bytes.to_vec())
-}
-
-pub fn load_optimizer(config: &OptimConfig, bytes: &[u8]) -> Result<ModuleOptimizer> {
-    if bytes.is_empty() {
-        return Ok(config.init());
-    }
-    config
-        .init()
-        .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| Error::checkpoint(OPTIMIZER_FILE, e))
 }
 
 #[cfg(test)]

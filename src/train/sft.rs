@@ -4,11 +4,12 @@
 //! exactly.
 
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 
 use super::objective::{sft_loss, target_logprobs};
-use super::optim::{autodiff, clip_grad_norm, load_optimizer, optimizer_bytes};
+use super::adamw::AdamW;
+use super::optim::{autodiff, clip_grad_norm, load_optimizer};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::config::{RunConfig, SftConfig};
 use crate::data::{Batch, Example, TokenSeq, Tokenizer, policy_seqs};
@@ -26,7 +27,7 @@ pub struct SftRun {
     pub model_config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub model: Model,
-    optim: ModuleOptimizer,
+    optim: AdamW,
     seqs: Vec<TokenSeq>,
     order: Vec<usize>,
     pub state: LoopState,
@@ -54,7 +55,7 @@ impl SftRun {
     pub fn resume(checkpoint: &Checkpoint, train: &[Example], device: &Device) -> Result<Self> {
         let (run, start) = checkpoint.open("", &autodiff(device))?;
         let seqs = policy_seqs(&start.tokenizer, train, run.model.max_seq_len)?;
-        Self::restore("sft", run.sft, start, &checkpoint.optimizer, seqs, checkpoint.state.clone(), device)
+        Self::restore("sft", run.sft, start, checkpoint.optimizer.as_deref(), seqs, checkpoint.state.clone(), device)
     }
 
     /// Continue a run that trains `start` on `seqs`, from a saved optimiser and position.
@@ -62,7 +63,7 @@ impl SftRun {
         stage: &str,
         config: SftConfig,
         start: TextModel,
-        optimizer: &[u8],
+        optimizer: Option<&[u8]>,
         seqs: Vec<TokenSeq>,
         state: LoopState,
         device: &Device,
@@ -75,7 +76,7 @@ impl SftRun {
         stage: &str,
         config: SftConfig,
         start: TextModel,
-        (optim, state): (ModuleOptimizer, LoopState),
+        (optim, state): (AdamW, LoopState),
         seqs: Vec<TokenSeq>,
         device: &Device,
     ) -> Result<Self> {
@@ -95,8 +96,8 @@ impl SftRun {
         &self.seqs
     }
 
-    pub fn optimizer_bytes(&self) -> Result<Vec<u8>> {
-        optimizer_bytes(&self.optim)
+    pub async fn optimizer_bytes(&self) -> Result<Vec<u8>> {
+        self.optim.to_bytes().await
     }
 
     /// The model as it stands (no gradients), with its config and tokenizer.
@@ -168,7 +169,7 @@ impl SftRun {
             config: config.to_json(),
             tokenizer: self.tokenizer.to_json()?,
             model: model_bytes(&self.model).await?,
-            optimizer: self.optimizer_bytes()?,
+            optimizer: Some(self.optimizer_bytes().await?),
             state: self.state.clone(),
             progress: None,
             logged: Default::default(),

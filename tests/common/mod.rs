@@ -4,21 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use sgpo::metrics::Event;
 use sgpo::config::ModelConfig;
 use sgpo::model::{Model, load_model, model_bytes};
 
-/// Every optimiser step's (stage, step, loss), in order: what two runs must agree on.
-pub fn losses(events: &[Event]) -> Vec<(String, usize, f32)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Train(t) => Some((t.stage.clone(), t.step, t.loss)),
-            Event::Dpo(d) => Some(("dpo".into(), d.step, d.loss)),
-            _ => None,
-        })
-        .collect()
-}
+pub mod resume;
+#[allow(unused_imports)]
+pub use resume::losses;
 
 /// A fresh directory under the system temp dir, removed on drop. (Not the `tempfile` crate:
 /// its dependencies would change the features of crates burn shares, and so rebuild burn

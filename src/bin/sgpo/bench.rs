@@ -246,7 +246,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         report.prefill_tokens_per_s = Some((args.steps.max(1) * args.batch_size * seq_len) as f64 / (now_seconds() - t0));
     }
     // No id is u32::MAX, so every row generates all its tokens.
-    let stop = Stop { end: u32::MAX, pad };
+    let stop = Stop { end: u32::MAX, pad, suppress: &[] };
     let prompt_len = 16;
     for &batch_size in args.decode_batch.iter().filter(|_| !args.no_generation) {
         let prompts: Vec<Vec<u32>> = (0..batch_size).map(|i| vec![3 + (i as u32 % 3); prompt_len]).collect();

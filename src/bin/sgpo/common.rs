@@ -27,13 +27,6 @@ impl DeviceArg {
     pub fn select(&self) -> anyhow::Result<Device> {
         let selected = device::select(self.device)?;
         eprintln!("device: {}", selected.description);
-        if selected.device == Device::flex() && std::env::var_os("BURN_DEVICE").is_none() {
-            // burn puts a loaded optimiser state on its default device, wgpu, before moving it
-            // to the parameters' device: on the CPU backend that would start Vulkan for nothing
-            // (and its loader complains about XDG_RUNTIME_DIR).
-            // SAFETY: the commands select their device first, before any thread of ours runs.
-            unsafe { std::env::set_var("BURN_DEVICE", "flex") };
-        }
         Ok(selected.device)
     }
 }

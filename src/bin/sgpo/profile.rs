@@ -97,7 +97,7 @@ pub fn decode_step(model: &Model, d_model: usize, d_ff: usize, batches: &[usize]
 
         // A whole greedy generation, cold (first time at this batch) and warm.
         let prompts: Vec<Vec<u32>> = (0..b).map(|i| vec![3 + i as u32 % 3; prompt]).collect();
-        let stop = Stop { end: u32::MAX, pad: 0 };
+        let stop = Stop { end: u32::MAX, pad: 0, suppress: &[] };
         for label in ["generate 48 tokens, first call", "generate 48 tokens, second call"] {
             let t0 = now_seconds();
             pollster::block_on(generate(model, &prompts, &SamplingConfig::greedy(48), stop, &mut Rng::new(0), true, device))?;

@@ -1,0 +1,158 @@
+//! AdamW, with burn's update rule and our own state. Owning the moments lets a checkpoint read
+//! them back asynchronously (burn 0.22 serialises its optimiser with blocking reads, which
+//! WebGPU cannot do, so a browser run used to resume with fresh moments) and key them by
+//! parameter path rather than by burn's in-process parameter ids.
+//!
+//! Update, per parameter with a gradient `g` at step `t` (as burn's `AdamW`):
+//! `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
+//! `w = w (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::config::OptimConfig;
+use crate::error::{Error, Result};
+use crate::readback;
+
+/// The `format` the saved state declares; anything else is refused.
+const FORMAT: &str = "sgpo-adamw-1";
+const EPSILON: f32 = 1e-8;
+
+/// One parameter's moments, flattened (the update is elementwise), and its step count.
+#[derive(Clone)]
+struct Moments {
+    first: Tensor<1>,
+    second: Tensor<1>,
+    time: i32,
+}
+
+#[derive(Clone)]
+pub struct AdamW {
+    beta1: f32,
+    beta2: f32,
+    weight_decay: f32,
+    /// By parameter path (`blocks.0.attention.wq.weight`).
+    moments: BTreeMap<String, Moments>,
+}
+
+impl AdamW {
+    pub fn new(config: &OptimConfig) -> Self {
+        Self { beta1: config.beta1, beta2: config.beta2, weight_decay: config.weight_decay, moments: BTreeMap::new() }
+    }
+
+    /// Apply one update with learning rate `lr` to every parameter of `module` that `grads`
+    /// holds a gradient for; the others (frozen weights) are left as they are.
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+        module.map(&mut Update { optim: self, grads: &mut grads, lr, path: Vec::new() })
+    }
+
+    /// The state as safetensors bytes: `PATH.exp_avg` and `PATH.exp_avg_sq` (F32, flat), each
+    /// parameter's step count in the metadata. Read back asynchronously, so the browser saves it too.
+    pub async fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors = Vec::with_capacity(2 * self.moments.len());
+        let mut info = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+        for (path, m) in &self.moments {
+            for (suffix, t) in [("exp_avg", &m.first), ("exp_avg_sq", &m.second)] {
+                let bytes: Vec<u8> = readback::floats(t.clone()).await?.iter().flat_map(|v| v.to_le_bytes()).collect();
+                tensors.push((format!("{path}.{suffix}"), bytes));
+            }
+            info.insert(format!("{path}.step"), m.time.to_string());
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, vec![bytes.len() / 4], bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?)))
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::tensor::serialize(views, Some(info)).map_err(|e| Error::Config(format!("cannot write the optimiser state: {e}")))
+    }
+
+    /// The state `to_bytes` wrote; `file` names the bytes in errors. The moments wait on the
+    /// host and move to their parameter's device at its first update.
+    pub fn from_bytes(config: &OptimConfig, bytes: &[u8], file: &str) -> Result<Self> {
+        let bad = |why: String| Error::checkpoint(file, why);
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a readable optimiser state: {e}")))?;
+        let info = header.metadata().clone().unwrap_or_default();
+        if info.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!("not an sgpo AdamW state (format {:?}, expected {FORMAT:?})", info.get("format"))));
+        }
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a readable optimiser state: {e}")))?;
+        let read = |name: &str| -> Result<Tensor<1>> {
+            let view = tensors.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(bad(format!("{name}: {:?}, expected F32", view.dtype())));
+            }
+            let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let n = values.len();
+            Ok(Tensor::from_data(TensorData::new(values, [n]), &Device::flex()))
+        };
+        let mut optim = Self::new(config);
+        for (key, steps) in &info {
+            let Some(path) = key.strip_suffix(".step") else { continue };
+            let time = steps.parse().map_err(|_| bad(format!("{key} = {steps:?} is not a step count")))?;
+            let (first, second) = (read(&format!("{path}.exp_avg"))?, read(&format!("{path}.exp_avg_sq"))?);
+            optim.moments.insert(path.to_string(), Moments { first, second, time });
+        }
+        Ok(optim)
+    }
+
+    /// How many parameters have moments (those that have had a gradient).
+    pub fn len(&self) -> usize {
+        self.moments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.moments.is_empty()
+    }
+}
+
+struct Update<'a> {
+    optim: &'a mut AdamW,
+    grads: &'a mut GradientsParams,
+    lr: f64,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Update<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(grad) = self.grads.remove::<D>(param.id) else { return param };
+        let path = self.path.join(".");
+        let AdamW { beta1, beta2, weight_decay, .. } = *self.optim;
+        let lr = self.lr;
+        let moments = &mut self.optim.moments;
+        param.map(|tensor| {
+            let (shape, require_grad) = (tensor.shape(), tensor.is_require_grad());
+            let n = shape.num_elements();
+            let grad = grad.reshape([n]);
+            let on_device = |t: Tensor<1>| if t.device() == grad.device() { t } else { t.to_device(&grad.device()) };
+            let state = match moments.remove(&path) {
+                Some(m) => Moments {
+                    first: on_device(m.first).mul_scalar(beta1).add(grad.clone().mul_scalar(1.0 - beta1)),
+                    second: on_device(m.second).mul_scalar(beta2).add(grad.square().mul_scalar(1.0 - beta2)),
+                    time: m.time + 1,
+                },
+                None => Moments { first: grad.clone().mul_scalar(1.0 - beta1), second: grad.square().mul_scalar(1.0 - beta2), time: 1 },
+            };
+            let first = state.first.clone().div_scalar(1.0 - beta1.powi(state.time));
+            let second = state.second.clone().div_scalar(1.0 - beta2.powi(state.time));
+            let delta = first.div(second.sqrt().add_scalar(EPSILON));
+            moments.insert(path, state);
+            let weights = tensor.inner().reshape([n]);
+            let decay = lr * weight_decay as f64;
+            let weights = if decay == 0.0 { weights } else { weights.mul_scalar(1.0 - decay) };
+            let updated = Tensor::from_inner((weights - delta.mul_scalar(lr)).reshape(shape));
+            if require_grad { updated.require_grad() } else { updated }
+        })
+    }
+}
