@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Browser tests: the engine on WebGPU in headless Chromium (wasm-bindgen-test), then the page
-# end to end (Playwright driving Debian's Chromium; no browser download): a short SGPO run,
-# a reload that resumes it, downloads that the native CLI reads; and the same without WebGPU
-# on the CPU backend compiled to wasm (scripts/setup.sh installs Chromium and node).
+# Browser tests: the engine on WebGPU in headless Chromium (wasm-bindgen tests run by
+# `wasm-pack test --headless --chrome`), then the page, built by trunk, end to end (Playwright
+# driving Debian's Chromium; no browser download): a short SGPO run, a reload that resumes it,
+# downloads that the native CLI reads; and the same without WebGPU on the CPU backend compiled
+# to wasm (scripts/setup.sh installs Chromium and node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/web.sh   # dist/, and the wasm-bindgen CLI (which brings wasm-bindgen-test-runner)
+scripts/web.sh   # dist/ by trunk, and the pinned tools (scripts/tools.sh)
 source scripts/env.sh
 
-export CHROMEDRIVER=/usr/bin/chromedriver
+# Offline: wasm-pack installs nothing (--mode no-install): it takes the wasm-bindgen on PATH
+# (Cargo.lock's version, with its test runner) and Debian's chromedriver.
 export WASM_BINDGEN_TEST_TIMEOUT=900
 export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/tests/browser/webdriver.json"
-export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-cargo test --release --locked --target wasm32-unknown-unknown --test web
+wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --release --mode no-install -- --locked --test web
 
 (cd tests/browser && npm install --no-audit --no-fund --no-package-lock >/dev/null)
 python3 -m http.server --bind 127.0.0.1 --directory dist 8080 >/dev/null 2>&1 &

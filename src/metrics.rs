@@ -70,6 +70,13 @@ pub struct IterationSummary {
     pub prompts: usize,
     pub pairs_built: usize,
     pub pairs_unchanged: usize,
+    /// Kept pairs whose chosen answer is empty.
+    #[serde(default)]
+    pub pairs_empty_chosen: usize,
+    /// Kept pairs with a reference, by what the judge says of chosen against rejected
+    /// (better, tied, worse): how many of the pairs DPO trains on point the right way.
+    #[serde(default)]
+    pub pairs_judged: Option<[usize; 3]>,
     /// Share of judged pairs where judge(improved) > judge(draft); None without references.
     pub improver_win_rate: Option<f32>,
     /// Held-out win rate of the policy against the SFT model, ties half.
@@ -89,6 +96,8 @@ impl IterationSummary {
             prompts: 0,
             pairs_built: 0,
             pairs_unchanged: 0,
+            pairs_empty_chosen: 0,
+            pairs_judged: None,
             improver_win_rate: None,
             policy_win_rate_vs_sft: None,
             mean_score: None,

@@ -99,6 +99,7 @@ impl Pipeline {
     /// With a GPU's `limits`, a preset whose largest buffer would not fit is refused before
     /// the model is allocated.
     pub fn new(config: PipelineConfig, inputs: &Inputs, device: &Device, limits: Option<BufferLimits>) -> Result<Self> {
+        config.validate()?;
         let (data, data_source) = load_data(&config, inputs)?;
         // A method that cannot start is refused now, not after SFT.
         check_inputs(&config.sgpo(data.eval.len()), &data)?;
@@ -167,6 +168,7 @@ impl Pipeline {
 
     /// Continue from a [`Snapshot`] of a run made with the same config and inputs.
     pub fn resume(config: PipelineConfig, inputs: &Inputs, snapshot: &Snapshot, device: &Device) -> Result<Self> {
+        config.validate()?;
         let (data, data_source) = load_data(&config, inputs)?;
         let checkpoint = &snapshot.checkpoint;
         if let Some(files) = &inputs.model {

@@ -1,4 +1,5 @@
 //! The command line as a user meets it: a short run end to end, and every bad-input kind.
+#![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 mod common;
 

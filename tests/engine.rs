@@ -1,4 +1,5 @@
 //! Whole-engine behaviour on burn's CPU backend: training, masking, generation, resume.
+#![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 mod common;
 

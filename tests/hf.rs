@@ -2,6 +2,7 @@
 //! models made by `scripts/make-fixtures.py` (HF: F32, BF16 sharded, F16; GGUF: F32, Q8_0,
 //! Q4_0, Q4_1, F16, and Q4_K/Q5_K/Q6_K), each with what `transformers` computed on it. Our logits, token ids and
 //! chat prompts must be theirs. The real SmolLM2-135M-Instruct GGUF: `real_smollm2_*` (opt-in).
+#![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 mod common;
 

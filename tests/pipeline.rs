@@ -1,5 +1,6 @@
 //! The run the browser drives (SFT, then SGPO), interrupted and restored from snapshots the
 //! way a page reload does it: through the checkpoint's named files.
+#![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 mod common;
 

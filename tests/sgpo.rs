@@ -1,5 +1,6 @@
 //! SGPO end to end on a tiny model: the improver stage, one iteration of self-generated pairs,
 //! and DPO moving the policy toward the improved answers.
+#![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 mod common;
 
@@ -56,6 +57,11 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     assert_eq!(summary.pairs_built, pairs.len());
     assert!(pairs.iter().all(|p| p.chosen.split_whitespace().ne(p.rejected.split_whitespace())));
     assert_eq!(summary.pairs_built + summary.pairs_unchanged, summary.prompts);
+    // Pair quality, recomputed from the kept pairs: the judge on chosen against rejected.
+    let judge = |a: &str, p: &Pair| sgpo::data::judge::judge(a, p.reference.as_deref().unwrap());
+    let count = |f: &dyn Fn(f32, f32) -> bool| pairs.iter().filter(|p| f(judge(&p.chosen, p), judge(&p.rejected, p))).count();
+    assert_eq!(summary.pairs_judged, Some([count(&|c, r| c > r), count(&|c, r| c == r), count(&|c, r| c < r)]));
+    assert_eq!(summary.pairs_empty_chosen, pairs.iter().filter(|p| p.chosen.trim().is_empty()).count());
     assert!(summary.improver_win_rate.is_some() && summary.policy_win_rate_vs_sft.is_some());
     let dpo: Vec<_> = events.iter().filter_map(|e| if let Event::Dpo(d) = e { Some(d) } else { None }).collect();
     assert!(!dpo.is_empty() && dpo.iter().all(|d| d.loss.is_finite()));

@@ -1,5 +1,6 @@
 //! The product's backend, burn-wgpu (lavapipe on CI), against burn's CPU backend on the same
 //! weights: forward, one SFT step and greedy generation must agree.
+#![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 use burn::module::Module;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};

@@ -4,11 +4,14 @@ import * as store from "./store.js";
 import { tar, untar } from "./tar.js";
 import { diffWords } from "./diff.js";
 import * as models from "./models.js";
+import uPlot from "./vendor/uPlot.esm.js";
 
 const $ = (id) => document.getElementById(id);
 const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank"];
 
-// One chart per metric: [title, event kind, field].
+// One chart per metric: [title, event kind, field]. The x axis is the optimiser step (SFT and
+// the improver's stage 1 on one count, the preference stage's DPO steps on their own) or the
+// iteration; dashed lines mark where a stage or an iteration begins.
 const CHARTS = [
   ["loss (SFT / improver)", "train", "loss"],
   ["loss (DPO)", "dpo", "loss"],
@@ -18,41 +21,58 @@ const CHARTS = [
   ["logps/rejected", "dpo", "logps/rejected"],
   ["win rate vs SFT", "iteration", "policy_win_rate_vs_sft"],
   ["improver win rate", "iteration", "improver_win_rate"],
+  ["kept pairs the judge says point the right way", "iteration", "pairs_right_way"],
+  ["degenerate candidates (unchanged, or empty improvement)", "iteration", "degenerate_share"],
   ["tokens/s (SFT, improver, DPO)", ["train", "dpo"], "tokens/s"],
 ];
 let series = CHARTS.map(() => []);
-const canvases = CHARTS.map(([title]) => {
+let marks = CHARTS.map(() => []); // x positions of stage and iteration boundaries
+const axisName = (kind) => (kind === "iteration" ? "iteration" : "step");
+
+// The boundaries of chart `i`, dashed, under its line.
+const drawMarks = (i) => (u) => {
+  const g = u.ctx;
+  g.save();
+  g.strokeStyle = "#999";
+  g.setLineDash([4, 4]);
+  for (const x of marks[i]) {
+    const px = u.valToPos(x, "x", true);
+    if (px < u.bbox.left || px > u.bbox.left + u.bbox.width) continue;
+    g.beginPath();
+    g.moveTo(px, u.bbox.top);
+    g.lineTo(px, u.bbox.top + u.bbox.height);
+    g.stroke();
+  }
+  g.restore();
+};
+
+// One uPlot per metric: a step (or iteration) axis, points marked, the value under the cursor
+// in the legend.
+const charts = CHARTS.map(([title, kind], i) => {
   const fig = document.createElement("figure");
-  const canvas = document.createElement("canvas");
-  canvas.width = 310;
-  canvas.height = 140;
-  const cap = document.createElement("figcaption");
-  cap.textContent = title;
-  fig.append(canvas, cap);
   $("charts").append(fig);
-  return canvas;
+  return new uPlot(
+    {
+      title,
+      width: 320,
+      height: 180,
+      scales: { x: { time: false } },
+      axes: [{ label: axisName([].concat(kind)[0]), size: 36, labelSize: 16 }, { size: 48 }],
+      series: [
+        { label: axisName([].concat(kind)[0]) },
+        { label: "value", stroke: "#2060c0", width: 1.5, points: { show: (u) => u.data[0].length < 40, size: 5 } },
+      ],
+      legend: { live: true },
+      hooks: { drawAxes: [drawMarks(i)] },
+    },
+    [[], []],
+    fig,
+  );
 });
 
-function draw(canvas, points) {
-  const g = canvas.getContext("2d");
-  g.clearRect(0, 0, canvas.width, canvas.height);
-  if (!points.length) return;
-  const ys = points.map((p) => p[1]);
-  let lo = Math.min(...ys), hi = Math.max(...ys);
-  if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
-  const xs = points.map((p) => p[0]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
-  const X = (x) => 30 + ((x - x0) / (x1 - x0)) * (canvas.width - 40);
-  const Y = (y) => canvas.height - 15 - ((y - lo) / (hi - lo)) * (canvas.height - 25);
-  g.fillStyle = "#666";
-  g.font = "10px monospace";
-  g.fillText(hi.toPrecision(3), 0, 10);
-  g.fillText(lo.toPrecision(3), 0, canvas.height - 15);
-  g.strokeStyle = "#2060c0";
-  g.beginPath();
-  points.forEach(([x, y], i) => (i ? g.lineTo(X(x), Y(y)) : g.moveTo(X(x), Y(y))));
-  g.stroke();
-  if (points.length < 8) points.forEach(([x, y]) => g.fillRect(X(x) - 2, Y(y) - 2, 4, 4));
+function redraw(i) {
+  const pts = series[i];
+  charts[i].setData([pts.map((p) => p[0]), pts.map((p) => p[1])]);
 }
 
 const fmt = (x) => (x == null ? "-" : x.toFixed(2));
@@ -95,17 +115,54 @@ function progress(e, config) {
   if (e.event === "dpo" && $("p-sft").value < $("p-sft").max) set("p-sft", 1, 1); // started from a checkpoint
 }
 
+// Where an event sits on its chart's x axis: SFT steps, then stage 1's steps after them, DPO
+// steps counted over the whole preference stage, iterations by number.
+function xOf(e) {
+  if (e.event === "iteration") return e.iteration;
+  if (e.event === "train" && e.stage === "improver") return (runConfig.sft_steps || 0) + e.step;
+  return e.step;
+}
+
+// Pair quality from an iteration's summary: kept pairs whose chosen answer the judge rates
+// higher, and candidates that teach nothing (no change, or an empty improvement).
+function withPairQuality(e) {
+  if (e.event !== "iteration" || !e.prompts) return e;
+  const [better, tied, worse] = e.pairs_judged || [];
+  const judged = better + tied + worse;
+  return {
+    ...e,
+    pairs_right_way: judged ? better / judged : undefined,
+    degenerate_share: (e.pairs_unchanged + (e.pairs_empty_chosen || 0)) / e.prompts,
+  };
+}
+
+function pairStatus(e) {
+  const [better, tied, worse] = e.pairs_judged || [];
+  const judge = e.pairs_judged ? `; judge on kept pairs: chosen better ${better}, tied ${tied}, worse ${worse}` : "";
+  const line = `iteration ${e.iteration}: ${e.pairs_built} pairs kept of ${e.prompts} (${e.pairs_unchanged} unchanged dropped, ${e.pairs_empty_chosen || 0} with an empty improvement)${judge}`;
+  return e.degenerate_share > 0.5 ? `most candidates are degenerate — ${line}` : line;
+}
+
 let runConfig = {};
-function onEvent(e) {
+function onEvent(raw) {
+  const e = withPairQuality(raw);
   CHARTS.forEach(([, kind, field], i) => {
     const v = e[field];
     if ([].concat(kind).includes(e.event) && typeof v === "number") {
-      series[i].push([kind === "iteration" ? e.iteration : series[i].length, v]);
-      draw(canvases[i], series[i]);
+      series[i].push([xOf(e), v]);
+      redraw(i);
     }
   });
+  // Stage boundaries: stage 1 begins after SFT; each iteration's DPO steps begin a new span.
+  if (e.event === "train" && e.stage === "improver" && e.step === 1) marks[0].push(xOf(e) - 0.5);
+  if (e.event === "iteration" && e.iteration > 0) CHARTS.forEach(([, kind], i) => [].concat(kind).includes("dpo") && marks[i].push(e.step + 0.5));
   if (e.event === "sample") addSample(e);
   progress(e, runConfig);
+  if (e.event === "iteration" && e.prompts) {
+    status(pairStatus(e));
+    $("pair-status").textContent = pairStatus(e);
+    $("pair-status").className = e.degenerate_share > 0.5 ? "warn" : "";
+  }
   if (e.event === "progress") status(`iteration ${e.iteration}: ${e.stage} ${e.done}/${e.total}`);
   if (e.event === "train") status(`${e.stage} step ${e.step}: loss ${e.loss.toFixed(3)}`);
   if (e.event === "dpo") status(`DPO iteration ${e.iteration}, step ${e.step}: loss ${e.loss.toFixed(3)}`);
@@ -113,9 +170,11 @@ function onEvent(e) {
 
 function reset() {
   series = CHARTS.map(() => []);
-  canvases.forEach((c) => draw(c, []));
+  marks = CHARTS.map(() => []);
+  charts.forEach((_, i) => redraw(i));
   $("samples").tBodies[0].replaceChildren();
   ["p-model", "p-sft", "p-improver", "p-pairs", "p-dpo"].forEach((id) => ($(id).value = 0));
+  $("pair-status").textContent = "";
 }
 
 const enableDownloads = () => ["dl-checkpoint", "dl-metrics", "dl-pairs"].forEach((id) => ($(id).disabled = false));
@@ -186,6 +245,11 @@ function onMessage({ data }) {
     document.body.dataset.done = data.kind;
   }
   if (data.kind === "answer") $("answer").textContent = data.text;
+  if (data.kind === "engine-progress" && !document.body.dataset.defaults) {
+    $("p-engine").max = data.total;
+    $("p-engine").value = data.done;
+    status(`loading the engine: ${mb(data.done)} of ${mb(data.total)}`);
+  }
   if (data.kind === "model-progress") {
     $("p-model").max = data.total;
     $("p-model").value = data.done;
@@ -260,6 +324,7 @@ function setField(k, v) {
 function fillDefaults(defaults) {
   for (const k of FIELDS) if (!$(k).dataset.set && k in defaults) $(k).value = defaults[k];
   document.body.dataset.defaults = "loaded";
+  if (/^loading the engine/.test($("status").textContent)) status("idle");
 }
 
 function readConfig() {
@@ -330,7 +395,10 @@ $("chat").onsubmit = (ev) => {
 };
 
 // For the browser tests: what a driver reset does to the GPU device.
-window.sgpoTest = { loseDevice: () => worker && worker.postMessage({ kind: "lose-device" }) };
+window.sgpoTest = {
+  loseDevice: () => worker && worker.postMessage({ kind: "lose-device" }),
+  chartsWithData: () => series.filter((s) => s.length).length,
+};
 
 // ---- downloads ----
 function download(name, bytes, type) {

@@ -8,6 +8,29 @@ import * as models from "./models.js";
 
 const SAVE_EVERY_MS = 5000;
 
+/// The engine's wasm (tens of megabytes), fetched once with its progress posted to the page.
+let engineLoaded = null;
+function loadEngine() {
+  engineLoaded ??= (async () => {
+    const response = await fetch(new URL("../sgpo_bg.wasm", import.meta.url));
+    if (!response.ok) throw new Error(`sgpo_bg.wasm: HTTP ${response.status}`);
+    // content-length is the size on the wire: with compression, less than the bytes read.
+    let wire = Number(response.headers.get("content-length")) || 0;
+    let done = 0, posted = 0;
+    const post = () => postMessage({ kind: "engine-progress", done, total: Math.max(wire, done) });
+    const counted = response.body.pipeThrough(new TransformStream({
+      transform(chunk, out) {
+        done += chunk.byteLength;
+        if (done - posted >= 1 << 20) { posted = done; post(); }
+        out.enqueue(chunk);
+      },
+      flush() { wire = done; post(); },
+    }));
+    await init({ module_or_path: new Response(counted, { headers: { "content-type": "application/wasm" } }) });
+  })();
+  return engineLoaded;
+}
+
 let engine = null;
 let paused = false;
 let pauseSaved = false;
@@ -126,7 +149,7 @@ async function open(config, inputs, resume, fresh) {
     });
     return;
   }
-  await init();
+  await loadEngine();
   engine = await Engine.create(config, await withModel(inputs), resume);
   if (fresh) {
     try {
@@ -144,7 +167,7 @@ onmessage = async (msg) => {
   const { kind, config, inputs, prompt } = msg.data;
   try {
     if (kind === "defaults") {
-      await init();
+      await loadEngine();
       postMessage({ kind: "defaults", config: Engine.defaults() });
     } else if (kind === "start") {
       lastSave = Date.now();

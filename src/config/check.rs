@@ -1,7 +1,7 @@
 //! Range checks: every setting is checked before a run starts, by the CLI and the page alike,
 //! and a refusal names the setting, the value and the allowed range.
 
-use super::{DataSource, LoraConfig, OptimConfig, SftConfig, SgpoConfig};
+use super::{DataSource, LoraConfig, OptimConfig, PipelineConfig, SftConfig, SgpoConfig};
 use crate::error::{Error, Result};
 
 /// The smallest BPE vocabulary that learns anything: 256 byte tokens, our 6 role tokens, and
@@ -86,6 +86,20 @@ impl SgpoConfig {
     }
 }
 
+impl PipelineConfig {
+    /// The page's knobs, before anything runs (the engine configs they fill are checked again
+    /// when their runs start).
+    pub fn validate(&self) -> Result<()> {
+        at_least("vocab_size", self.vocab_size, MIN_VOCAB)?;
+        at_least("sft_steps", self.sft_steps, 1)?;
+        at_least("improver_steps", self.improver_steps, 1)?;
+        at_least("eval_examples", self.eval_examples, 1)?;
+        positive("sft_lr", self.sft_lr)?;
+        self.sft(DataSource::builtin(1, 1)).validate()?;
+        self.sgpo(self.eval_examples).validate()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +118,17 @@ mod tests {
         sgpo.dpo_optim.lr = 1e-5;
         sgpo.label_smoothing = 0.5;
         assert!(sgpo.validate().unwrap_err().to_string().contains("label_smoothing = 0.5 is out of range (allowed: 0 to 0.5, exclusive)"));
+    }
+
+    /// The page's form is checked by the same rules, by the page's own knob names.
+    #[test]
+    fn page_knobs_are_checked_by_name() {
+        PipelineConfig::default().validate().unwrap();
+        let refused = |page: PipelineConfig| page.validate().unwrap_err().to_string();
+        assert!(refused(PipelineConfig { vocab_size: 256, ..Default::default() }).contains("vocab_size = 256 is out of range (allowed: 263 or more)"));
+        assert!(refused(PipelineConfig { sft_steps: 0, ..Default::default() }).contains("sft_steps = 0"));
+        assert!(refused(PipelineConfig { lr: -1.0, ..Default::default() }).contains("dpo_optim.lr = -1"));
+        assert!(refused(PipelineConfig { temperature: f32::NAN, ..Default::default() }).contains("draft_temperature = NaN"));
+        assert!(refused(PipelineConfig { prompts_per_iteration: 0, ..Default::default() }).contains("prompts_per_iteration = 0"));
     }
 }

@@ -42,6 +42,10 @@ pub struct PairSet {
     pub pairs: Vec<Pair>,
     /// Candidates dropped because chosen == rejected (no discernible improvement).
     pub unchanged: usize,
+    /// Kept pairs whose chosen answer is empty.
+    pub empty_chosen: usize,
+    /// Kept pairs with a reference: the judge rates chosen better, the same, worse.
+    pub judged: Option<[usize; 3]>,
     pub improver_win_rate: Option<f32>,
     /// The first few candidates, kept or not, with the judge's scores where there is a
     /// reference (for the UI).
@@ -135,6 +139,11 @@ pub async fn build_pairs(
         if exact_match(&better, &draft) {
             set.unchanged += 1;
         } else {
+            set.empty_chosen += usize::from(better.trim().is_empty());
+            if let Some((d, b)) = scores {
+                let counts = set.judged.get_or_insert([0; 3]);
+                counts[if b > d { 0 } else if b == d { 1 } else { 2 }] += 1;
+            }
             set.pairs.push(Pair { prompt: item.prompt.clone(), chosen: better, rejected: draft, reference: item.reference.clone() });
         }
     }

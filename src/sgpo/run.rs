@@ -288,6 +288,8 @@ impl SgpoRun {
             prompts: items.len(),
             pairs_built: set.pairs.len(),
             pairs_unchanged: set.unchanged,
+            pairs_empty_chosen: set.empty_chosen,
+            pairs_judged: set.judged,
             improver_win_rate: set.improver_win_rate,
             tokens_per_s: generation_rate,
             ..IterationSummary::empty(self.iteration, self.step)

@@ -30,11 +30,8 @@ function fail(why) {
 }
 const wait = (fn, arg) => page.waitForFunction(fn, arg, { timeout: limit, polling: 500 });
 const failed = () => page.evaluate(() => document.body.dataset.error || document.body.dataset.deviceLost);
-// Charts with something drawn on them.
-const chartsDrawn = () =>
-  page.evaluate(() =>
-    [...document.querySelectorAll("#charts canvas")].filter((c) => c.getContext("2d").getImageData(0, 0, c.width, c.height).data.some((v) => v)).length,
-  );
+// Charts with data in them.
+const chartsDrawn = () => page.evaluate(() => window.sgpoTest.chartsWithData());
 const rows = () => page.locator("#samples tbody tr").count();
 
 // The form's defaults come from the engine (index.html carries none of its own).
@@ -42,7 +39,7 @@ const defaultsLoaded = (p) => p.waitForFunction(() => document.body.dataset.defa
 await page.goto(url);
 await defaultsLoaded(page);
 const beta = await page.inputValue("#beta");
-if (beta !== "0.1" || (await page.inputValue("#sft_steps")) !== "60") fail(`the form did not get the engine's defaults (beta ${beta})`);
+if (beta !== "0.1" || (await page.inputValue("#sft_steps")) !== "1000") fail(`the form did not get the engine's defaults (beta ${beta})`);
 // SFT_STEPS: a longer SFT for a screenshot whose samples read as answers (default: the test's 20).
 const sftSteps = Number(process.env.SFT_STEPS || 20);
 await page.fill("#sft_steps", String(sftSteps));
@@ -104,6 +101,13 @@ if (await failed()) fail(await failed());
 const end = { charts: await chartsDrawn(), rows: await rows(), status: await page.textContent("#status") };
 console.log(`done: ${end.charts} charts, ${end.rows} sample rows, status "${end.status}", storage "${await page.textContent("#storage")}"`);
 if (!/done/.test(end.status)) fail(`status is ${end.status}`);
+// Samples read as text: no replacement character anywhere in the table.
+const cells = await page.locator("#samples td").allTextContents();
+const garbled = cells.filter((t) => t.includes("\uFFFD"));
+if (garbled.length) fail(`${garbled.length} sample cells hold U+FFFD, e.g. ${JSON.stringify(garbled[0])}`);
+const pairStatus = await page.textContent("#pair-status");
+console.log(`pair status: ${pairStatus}`);
+if (!/pairs kept of/.test(pairStatus)) fail("no pair-quality line after the iterations");
 await page.screenshot({ path: `${out}/page.png`, fullPage: true });
 
 for (const [button, file] of [["#dl-checkpoint", "sgpo-run.tar"], ["#dl-metrics", "metrics.jsonl"], ["#dl-pairs", "pairs.jsonl"]]) {

@@ -225,10 +225,12 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             pb.set_length(i.step as u64 + config.prompts_per_iteration.div_ceil(config.batch_size.max(1)) as u64 * config.dpo_epochs as u64);
             pb.suspend(|| {
                 eprintln!(
-                    "iteration {}: {} pairs ({} unchanged), improver win rate {}, win rate vs SFT {}, mean score {}",
+                    "iteration {}: {} pairs ({} unchanged dropped, {} with an empty chosen{}), improver win rate {}, win rate vs SFT {}, mean score {}",
                     i.iteration,
                     i.pairs_built,
                     i.pairs_unchanged,
+                    i.pairs_empty_chosen,
+                    i.pairs_judged.map(|[b, t, w]| format!("; judge: chosen better {b}, tied {t}, worse {w}")).unwrap_or_default(),
                     fmt_opt(i.improver_win_rate),
                     fmt_opt(i.policy_win_rate_vs_sft),
                     fmt_opt(i.mean_score)
