@@ -474,6 +474,15 @@ fn a_damaged_checkpoint_is_refused() {
     let o = sgpo(&["eval", "--model", &run, "--device", "cpu"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("model.bpk: damaged: its CRC-32 is"), "{}", stderr(&o));
+
+    // Without its optimiser state a run does not resume (fresh AdamW moments are not the run).
+    let other = dir.path().join("other").display().to_string();
+    assert!(sgpo(&["sft", "--out", &other, "--preset", "tiny", "--steps", "2", "--device", "cpu"]).status.success());
+    let latest = std::fs::read_to_string(dir.path().join("other/latest")).unwrap();
+    std::fs::remove_file(dir.path().join("other").join(latest.trim()).join("optimizer.safetensors")).unwrap();
+    let o = sgpo(&["sft", "--out", &other, "--resume", "--steps", "3", "--device", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("optimizer.safetensors: missing from the checkpoint"), "{}", stderr(&o));
 }
 
 /// A run resumed on the CPU backend never starts wgpu: burn's optimiser loaded its state on

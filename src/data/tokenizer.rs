@@ -178,10 +178,11 @@ impl Tokenizer {
     }
 
     /// Tokens generation never draws: for a tokenizer with our role tokens, those whose bytes
-    /// are not whole UTF-8 characters (a byte-level BPE keeps all 256 bytes so any text
-    /// encodes, but merges only the characters its data had: a lone lead byte drawn by a
-    /// half-trained model is a U+FFFD in every sample, and in every pair built from it).
-    /// Empty for a pretrained model's tokenizer, whose merges split characters on purpose.
+    /// are not whole UTF-8 characters, or are control characters other than tab and newline
+    /// (a byte-level BPE keeps all 256 bytes so any text encodes, but merges only what its data
+    /// had: a lone lead byte drawn by a half-trained model is a U+FFFD in every sample and in
+    /// every pair built from it, a stray \x01 a box). Empty for a pretrained model's
+    /// tokenizer, whose merges split characters on purpose.
     pub fn unproducible(&self) -> &[u32] {
         &self.unproducible
     }
@@ -235,7 +236,8 @@ impl Tokenizer {
     }
 }
 
-/// The ids of `inner`'s byte-level tokens that decode to no whole character.
+/// The ids of `inner`'s byte-level tokens that decode to no whole character, or to a control
+/// character.
 fn partial_characters(inner: &HfTokenizer) -> Vec<u32> {
     if !matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
         return Vec::new();
@@ -246,9 +248,13 @@ fn partial_characters(inner: &HfTokenizer) -> Vec<u32> {
             let token = inner.id_to_token(id).unwrap_or_default();
             // U+FFFD is what the decoder makes of bytes that are not UTF-8, unless the token is
             // that character itself (its three bytes, as byte-level characters).
-            inner.decode(&[id], false).is_ok_and(|text| text.contains('\u{fffd}') && token != "ï¿½")
+            inner.decode(&[id], false).is_ok_and(|text| (text.contains('\u{fffd}') && token != "ï¿½") || text.chars().any(is_stray_control))
         })
         .collect()
+}
+
+fn is_stray_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\t' | '\r')
 }
 
 #[cfg(test)]
@@ -278,19 +284,20 @@ mod tests {
         assert_eq!(again.special, tok.special);
     }
 
-    /// Trained on ASCII text, the tokens that are not whole characters are the 128 high bytes:
-    /// everything else the model may draw decodes without a replacement character.
+    /// Trained on ASCII text, the tokens never drawn are the 128 high bytes and the 30 control
+    /// bytes other than tab, newline and carriage return: everything else decodes to printable
+    /// text.
     #[test]
     fn byte_tokens_that_are_not_whole_characters_are_never_drawn() {
         let tok = Tokenizer::train_on(&crate::data::tasks::generate(300, 1), 300).unwrap();
         let banned: std::collections::BTreeSet<u32> = tok.unproducible().iter().copied().collect();
-        assert_eq!(banned.len(), 128);
+        assert_eq!(banned.len(), 128 + 30);
         let byte = |b: u8| tok.encode(std::str::from_utf8(&[b]).unwrap_or("")).unwrap();
         assert!(banned.contains(&tok.encode("é").unwrap()[0]), "the lead byte of é");
         assert!(!banned.contains(&byte(b'a')[0]));
         for id in 0..tok.vocab_size() as u32 {
             let text = tok.inner.decode(&[id], false).unwrap();
-            assert_eq!(banned.contains(&id), text.contains('\u{fffd}'), "token {id} {text:?}");
+            assert_eq!(banned.contains(&id), text.contains('\u{fffd}') || text.chars().any(is_stray_control), "token {id} {text:?}");
         }
         // Saved and reloaded, the same; a pretrained model's chat tokenizer bans nothing.
         let again = Tokenizer::from_json("t.json", &tok.to_json().unwrap()).unwrap();

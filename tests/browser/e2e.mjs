@@ -101,10 +101,11 @@ if (await failed()) fail(await failed());
 const end = { charts: await chartsDrawn(), rows: await rows(), status: await page.textContent("#status") };
 console.log(`done: ${end.charts} charts, ${end.rows} sample rows, status "${end.status}", storage "${await page.textContent("#storage")}"`);
 if (!/done/.test(end.status)) fail(`status is ${end.status}`);
-// Samples read as text: no replacement character anywhere in the table.
+// Samples read as text: no replacement character (U+FFFD) and no stray control character
+// anywhere in the table.
 const cells = await page.locator("#samples td").allTextContents();
-const garbled = cells.filter((t) => t.includes("\uFFFD"));
-if (garbled.length) fail(`${garbled.length} sample cells hold U+FFFD, e.g. ${JSON.stringify(garbled[0])}`);
+const garbled = cells.filter((t) => /[\uFFFD\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/.test(t));
+if (garbled.length) fail(`${garbled.length} sample cells hold U+FFFD or control characters, e.g. ${JSON.stringify(garbled[0])}`);
 const pairStatus = await page.textContent("#pair-status");
 console.log(`pair status: ${pairStatus}`);
 if (!/pairs kept of/.test(pairStatus)) fail("no pair-quality line after the iterations");
