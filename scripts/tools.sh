@@ -2,12 +2,12 @@
 # The command-line tools the page's build and the browser tests use, at pinned versions, from
 # crates.io: wasm-bindgen (Cargo.lock's version; it brings wasm-bindgen-test-runner), trunk
 # (builds the page) and wasm-pack (runs the wasm tests). Installed under
-# $HOME/.cache/sgpo-tools, outside the checkout, so a fresh clone on the same machine (as CI
+# $SGPO_TOOLS (scripts/env.sh: ~/.cache/sgpo-tools), outside the checkout, so a fresh clone on the same machine (as CI
 # makes) finds them; a second run only checks. Cold: about 11 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-root="$HOME/.cache/sgpo-tools"
+root="$SGPO_TOOLS"
 
 has() { "$1" --version 2>/dev/null | grep -q "$2"; }
 

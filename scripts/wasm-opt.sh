@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 wasm="${1:-${TRUNK_STAGING_DIR:-dist}/sgpo_bg.wasm}"
 if [ "${TRUNK_PROFILE:-release}" != release ]; then exit 0; fi
+source scripts/env.sh
 source scripts/npm-pack.sh
-binaryen="$HOME/.cache/sgpo-tools/binaryen"
+binaryen="$SGPO_TOOLS/binaryen"
 npm_unpack binaryen 132.0.0 sha512-4Usg7yEvwO3FMso3Oov6qkOOHSod1IEv+boKkh77kTljM+eNBouqCTbqWswGzbG+vDNO/b/v2C4gfEh1WgB9Lg== "$binaryen"
 node "$binaryen/bin/wasm-opt" -O1 --enable-bulk-memory --enable-nontrapping-float-to-int \
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \

@@ -9,25 +9,27 @@ import uPlot from "./vendor/uPlot.esm.js";
 const $ = (id) => document.getElementById(id);
 const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank"];
 
-// One chart per metric: [title, event kind, field]. The x axis is the optimiser step (SFT and
+// One chart per metric: [title, event kind, field, y range if fixed]. The x axis is the optimiser step (SFT and
 // the improver's stage 1 on one count, the preference stage's DPO steps on their own) or the
 // iteration; dashed lines mark where a stage or an iteration begins.
 const CHARTS = [
   ["loss (SFT / improver)", "train", "loss"],
   ["loss (DPO)", "dpo", "loss"],
   ["rewards/margins", "dpo", "rewards/margins"],
-  ["rewards/accuracies", "dpo", "rewards/accuracies"],
+  ["rewards/accuracies", "dpo", "rewards/accuracies", [0, 1]],
   ["logps/chosen", "dpo", "logps/chosen"],
   ["logps/rejected", "dpo", "logps/rejected"],
-  ["win rate vs SFT", "iteration", "policy_win_rate_vs_sft"],
-  ["improver win rate", "iteration", "improver_win_rate"],
-  ["kept pairs the judge says point the right way", "iteration", "pairs_right_way"],
-  ["degenerate candidates (unchanged, or empty improvement)", "iteration", "degenerate_share"],
+  ["win rate vs SFT", "iteration", "policy_win_rate_vs_sft", [0, 1]],
+  ["improver win rate", "iteration", "improver_win_rate", [0, 1]],
+  ["kept pairs the judge says point the right way", "iteration", "pairs_right_way", [0, 1]],
+  ["degenerate candidates (unchanged, or empty improvement)", "iteration", "degenerate_share", [0, 1]],
   ["tokens/s (SFT, improver, DPO)", ["train", "dpo"], "tokens/s"],
 ];
 let series = CHARTS.map(() => []);
 let marks = CHARTS.map(() => []); // x positions of stage and iteration boundaries
-const axisName = (kind) => (kind === "iteration" ? "iteration" : "step");
+// A chart fed by several kinds of event (tokens/s of SFT, stage 1 and DPO) counts updates:
+// their step numbers are not one sequence.
+const axisName = (kind) => (Array.isArray(kind) ? "update" : kind === "iteration" ? "iteration" : "step");
 
 // The boundaries of chart `i`, dashed, under its line.
 const drawMarks = (i) => (u) => {
@@ -46,9 +48,19 @@ const drawMarks = (i) => (u) => {
   g.restore();
 };
 
+// Tick labels with as many decimals as the tick spacing needs (a DPO loss moving in the fifth
+// digit reads 0.69313, 0.69315, not 0.693 three times).
+const ticks = (u, splits) => {
+  const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 1;
+  const decimals = Math.min(8, Math.max(0, -Math.floor(Math.log10(step || 1))));
+  return splits.map((v) => (Math.abs(v) >= 1e5 ? v.toExponential(1) : v.toFixed(decimals)));
+};
+
+const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+
 // One uPlot per metric: a step (or iteration) axis, points marked, the value under the cursor
 // in the legend.
-const charts = CHARTS.map(([title, kind], i) => {
+const charts = CHARTS.map(([title, kind, , range], i) => {
   const fig = document.createElement("figure");
   $("charts").append(fig);
   return new uPlot(
@@ -56,10 +68,11 @@ const charts = CHARTS.map(([title, kind], i) => {
       title,
       width: 320,
       height: 180,
-      scales: { x: { time: false } },
-      axes: [{ label: axisName([].concat(kind)[0]), size: 36, labelSize: 16 }, { size: 48 }],
+      scales: { x: { time: false }, y: range ? { range } : {} },
+      // Steps and iterations are whole numbers: whole-number ticks only.
+      axes: [{ label: axisName(kind), size: 36, labelSize: 16, values: ticks, incrs: WHOLE }, { size: 56, values: ticks }],
       series: [
-        { label: axisName([].concat(kind)[0]) },
+        { label: axisName(kind) },
         { label: "value", stroke: "#2060c0", width: 1.5, points: { show: (u) => u.data[0].length < 40, size: 5 } },
       ],
       legend: { live: true },
@@ -149,13 +162,13 @@ function onEvent(raw) {
   CHARTS.forEach(([, kind, field], i) => {
     const v = e[field];
     if ([].concat(kind).includes(e.event) && typeof v === "number") {
-      series[i].push([xOf(e), v]);
+      series[i].push([Array.isArray(kind) ? series[i].length + 1 : xOf(e), v]);
       redraw(i);
     }
   });
   // Stage boundaries: stage 1 begins after SFT; each iteration's DPO steps begin a new span.
   if (e.event === "train" && e.stage === "improver" && e.step === 1) marks[0].push(xOf(e) - 0.5);
-  if (e.event === "iteration" && e.iteration > 0) CHARTS.forEach(([, kind], i) => [].concat(kind).includes("dpo") && marks[i].push(e.step + 0.5));
+  if (e.event === "iteration" && e.iteration > 0) CHARTS.forEach(([, kind], i) => kind === "dpo" && marks[i].push(e.step + 0.5));
   if (e.event === "sample") addSample(e);
   progress(e, runConfig);
   if (e.event === "iteration" && e.prompts) {
