@@ -45,7 +45,7 @@ pub struct Tokenizer {
     inner: HfTokenizer,
     pub special: SpecialIds,
     format: Format,
-    /// Tokens that are not whole UTF-8 characters on their own (see [`Self::unproducible`]).
+    /// Tokens generation never draws (see [`Self::unproducible`]).
     unproducible: std::sync::Arc<[u32]>,
 }
 
@@ -115,7 +115,7 @@ impl Tokenizer {
         let id = |t: &str| inner.token_to_id(t).ok_or_else(|| tk_err(format!("no id for {t}")));
         let special = SpecialIds { pad: id(PAD)?, end: id(END)? };
         let format = Format::Roles { user: id(USER)?, assistant: id(ASSISTANT)?, draft: id(DRAFT)?, improved: id(IMPROVED)? };
-        let unproducible = partial_characters(&inner).into();
+        let unproducible = unproducible_tokens(&inner).into();
         Ok(Self { inner, special, format, unproducible })
     }
 
@@ -238,7 +238,7 @@ impl Tokenizer {
 
 /// The ids of `inner`'s byte-level tokens that decode to no whole character, or to a control
 /// character.
-fn partial_characters(inner: &HfTokenizer) -> Vec<u32> {
+fn unproducible_tokens(inner: &HfTokenizer) -> Vec<u32> {
     if !matches!(inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
         return Vec::new();
     }

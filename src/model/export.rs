@@ -97,7 +97,12 @@ pub async fn peft_files(model: &TextModel, base_path: &str) -> Result<Option<Vec
     Ok(Some(files))
 }
 
-async fn safetensors_bytes(named: Vec<NamedTensor>) -> Result<Vec<u8>> {
+pub(crate) async fn safetensors_bytes(named: Vec<NamedTensor>) -> Result<Vec<u8>> {
+    safetensors_with(named, HashMap::from([("format".to_string(), "pt".to_string())])).await
+}
+
+/// `named` as an F32 safetensors file, read back asynchronously; `info` is its metadata.
+pub(crate) async fn safetensors_with(named: Vec<NamedTensor>, info: HashMap<String, String>) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
     for t in named {
         let values = readback::floats(t.values).await?;
@@ -108,6 +113,5 @@ async fn safetensors_bytes(named: Vec<NamedTensor>) -> Result<Vec<u8>> {
         .iter()
         .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?)))
         .collect::<Result<Vec<_>>>()?;
-    let info = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::tensor::serialize(views, Some(info)).map_err(|e| Error::Config(format!("cannot write safetensors: {e}")))
 }

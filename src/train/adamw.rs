@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::config::OptimConfig;
 use crate::error::{Error, Result};
-use crate::readback;
+use crate::model::NamedTensor;
+use crate::model::export::safetensors_with;
 
 /// The `format` the saved state declares; anything else is refused.
 const FORMAT: &str = "sgpo-adamw-1";
@@ -58,16 +58,11 @@ impl AdamW {
         let mut info = HashMap::from([("format".to_string(), FORMAT.to_string())]);
         for (path, m) in &self.moments {
             for (suffix, t) in [("exp_avg", &m.first), ("exp_avg_sq", &m.second)] {
-                let bytes: Vec<u8> = readback::floats(t.clone()).await?.iter().flat_map(|v| v.to_le_bytes()).collect();
-                tensors.push((format!("{path}.{suffix}"), bytes));
+                tensors.push(NamedTensor { name: format!("{path}.{suffix}"), shape: t.dims().to_vec(), values: t.clone() });
             }
             info.insert(format!("{path}.step"), m.time.to_string());
         }
-        let views = tensors
-            .iter()
-            .map(|(name, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, vec![bytes.len() / 4], bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?)))
-            .collect::<Result<Vec<_>>>()?;
-        safetensors::tensor::serialize(views, Some(info)).map_err(|e| Error::Config(format!("cannot write the optimiser state: {e}")))
+        safetensors_with(tensors, info).await
     }
 
     /// The state `to_bytes` wrote; `file` names the bytes in errors. The moments wait on the
@@ -99,14 +94,6 @@ impl AdamW {
         Ok(optim)
     }
 
-    /// How many parameters have moments (those that have had a gradient).
-    pub fn len(&self) -> usize {
-        self.moments.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.moments.is_empty()
-    }
 }
 
 struct Update<'a> {
