@@ -131,3 +131,60 @@ async fn a_page_run_resumed_from_snapshots_matches_an_uninterrupted_one_on_webgp
     let (expected, resumed) = resume::straight_and_resumed(&webgpu().await).await;
     assert_eq!(resumed, expected);
 }
+
+/// The page's road from a model file (a GGUF fixture; LoRA, no SFT; stage 1, then DPO) on
+/// WebGPU against the same run on the CPU backend compiled to wasm: every loss agrees (both
+/// draw the same tokens from the same seed, so they train on the same pairs).
+#[wasm_bindgen_test]
+async fn a_gguf_model_run_with_lora_matches_the_cpu_backend_on_webgpu() {
+    use sgpo::config::PipelineConfig;
+    use sgpo::pipeline::{Inputs, ModelFiles, Pipeline};
+
+    let name = "llama-tiny.Q8_0.gguf";
+    let bytes = include_bytes!("fixtures/llama-tiny.Q8_0.gguf").to_vec();
+    let inputs = Inputs { model: Some(ModelFiles { name: name.into(), files: [(name.to_string(), bytes)].into() }), ..Inputs::default() };
+    let config = PipelineConfig { lora_rank: 4, improver_steps: 2, prompts_per_iteration: 4, eval_examples: 2, max_new_tokens: 4, ..resume::config() };
+    let mut runs = Vec::new();
+    for device in [Device::flex(), webgpu().await] {
+        let mut events = Vec::new();
+        let start = js_sys::Date::now();
+        resume::run_to_end(Pipeline::new(config.clone(), &inputs, &device, None).unwrap(), &mut events).await;
+        web_sys::console::log_1(&format!("{device:?}: {:.1} s", (js_sys::Date::now() - start) / 1e3).into());
+        runs.push(resume::losses(&events));
+    }
+    let (cpu, gpu) = (&runs[0], &runs[1]);
+    assert!(cpu.iter().any(|(stage, _, _)| stage == "improver") && cpu.iter().any(|(stage, _, _)| stage == "dpo"), "{cpu:?}");
+    assert!(cpu.iter().all(|(stage, _, _)| stage != "sft"), "a model run has no SFT: {cpu:?}");
+    assert_eq!(cpu.len(), gpu.len());
+    for ((stage, step, a), (_, _, b)) in cpu.iter().zip(gpu) {
+        assert!((a - b).abs() < 1e-3, "{stage} step {step}: loss {a} on the CPU, {b} on WebGPU");
+    }
+}
+
+/// A snapshot reaches JS with its files as `Uint8Array`s (stored as such in IndexedDB and read
+/// back in one copy each; as arrays of numbers a reload of the test's tiny run took 2.5 min to
+/// resume), and the engine resumes from it.
+#[wasm_bindgen_test]
+async fn snapshots_cross_to_javascript_as_byte_arrays_and_resume() {
+    use js_sys::{Object, Reflect, Uint8Array};
+    use sgpo::config::PipelineConfig;
+    use sgpo::device::DeviceChoice;
+    use sgpo::web::Engine;
+    use wasm_bindgen::{JsCast, JsValue};
+
+    let config = serde_wasm_bindgen::to_value(&PipelineConfig { device: DeviceChoice::Cpu, ..resume::config() }).unwrap();
+    let mut engine = Engine::create(config.clone(), JsValue::UNDEFINED, JsValue::UNDEFINED).await.unwrap();
+    engine.step().await.unwrap();
+    let snapshot = engine.snapshot().await.unwrap();
+    let files = Reflect::get(&snapshot, &"files".into()).unwrap();
+    let names = Object::keys(files.unchecked_ref::<Object>());
+    assert!(names.length() >= 5, "{names:?}");
+    for name in names.iter() {
+        let bytes = Reflect::get(&files, &name).unwrap();
+        assert!(bytes.is_instance_of::<Uint8Array>(), "{name:?} is not a Uint8Array");
+    }
+    let resumed = Engine::create(config, JsValue::UNDEFINED, snapshot).await.unwrap();
+    let step = |e: &Engine| Reflect::get(&e.position().unwrap(), &"step".into()).unwrap().as_f64();
+    assert_eq!(step(&resumed), Some(1.0));
+    assert_eq!(step(&resumed), step(&engine));
+}

@@ -56,6 +56,9 @@ const ticks = (u, splits) => {
   return splits.map((v) => (Math.abs(v) >= 1e5 ? v.toExponential(1) : v.toFixed(decimals)));
 };
 
+// The value axis as wide as its longest label (a fixed width cut the minus off "-0.0001").
+const valueAxisSize = (u, values) => 16 + 7 * Math.max(4, ...(values || []).map((v) => v.length));
+
 const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
 
 // One uPlot per metric: a step (or iteration) axis, points marked, the value under the cursor
@@ -70,7 +73,7 @@ const charts = CHARTS.map(([title, kind, , range], i) => {
       height: 180,
       scales: { x: { time: false }, y: range ? { range } : {} },
       // Steps and iterations are whole numbers: whole-number ticks only.
-      axes: [{ label: axisName(kind), size: 36, labelSize: 16, values: ticks, incrs: WHOLE }, { size: 56, values: ticks }],
+      axes: [{ label: axisName(kind), size: 36, labelSize: 16, values: ticks, incrs: WHOLE }, { size: valueAxisSize, values: ticks }],
       series: [
         { label: axisName(kind) },
         { label: "value", stroke: "#2060c0", width: 1.5, points: { show: (u) => u.data[0].length < 40, size: 5 } },
@@ -328,7 +331,7 @@ async function readCheckpoint(input) {
 }
 
 // The form's values: the engine's defaults (the worker sends them), a saved run's, or the user's.
-const FIELDS = [...KNOBS, "method", "preset", "task"];
+const FIELDS = [...KNOBS, "method", "preset", "task", "device"];
 for (const k of FIELDS) $(k).addEventListener("input", () => ($(k).dataset.set = "1"));
 function setField(k, v) {
   $(k).value = v;
@@ -341,7 +344,7 @@ function fillDefaults(defaults) {
 }
 
 function readConfig() {
-  const config = { task: $("task").value, preset: $("preset").value, method: $("method").value, cpu: useCpu };
+  const config = { task: $("task").value, preset: $("preset").value, method: $("method").value, device: useCpu ? "cpu" : $("device").value };
   for (const k of KNOBS) config[k] = Number($(k).value);
   return config;
 }
@@ -366,7 +369,7 @@ $("start").onclick = async () => {
     reset();
     banner("");
     running(true);
-    status(useCpu ? "starting the CPU backend…" : "starting WebGPU…");
+    status(runConfig.device === "cpu" ? "starting the CPU backend…" : "starting WebGPU…");
     newWorker();
     worker.postMessage({ kind: "start", config: runConfig, inputs });
   } catch (e) {

@@ -142,7 +142,7 @@ async function withModel(inputs) {
 /// `fresh`: a new run, which replaces the saved one only once its engine exists (a run that
 /// cannot start must not cost the user the run they had).
 async function open(config, inputs, resume, fresh) {
-  if (!config.cpu && !(await hasWebgpu())) {
+  if (config.device !== "cpu" && !(await hasWebgpu())) {
     postMessage({
       kind: "no-webgpu",
       error: "This browser exposes no WebGPU (navigator.gpu): use a recent Chrome or Edge (Firefox Nightly and Safari 26 too), or start Chromium with --enable-unsafe-webgpu. You can also run on the CPU backend compiled to wasm (slow).",
@@ -175,7 +175,10 @@ onmessage = async (msg) => {
     } else if (kind === "resume") {
       const saved = await store.loadRun();
       if (!saved || !saved.checkpoint) throw new Error("no saved checkpoint to resume from");
-      const cfg = { ...saved.run.config, cpu: msg.data.cpu ?? saved.run.config.cpu };
+      // Runs saved before the device knob existed recorded `cpu: true|false`.
+      const { cpu, ...config } = saved.run.config;
+      if (cpu !== undefined) config.device = cpu ? "cpu" : "wgpu";
+      const cfg = msg.data.cpu ? { ...config, device: "cpu" } : config;
       lastSave = Date.now();
       await open(cfg, saved.run.inputs, saved.checkpoint, false);
     } else if (kind === "pause") {

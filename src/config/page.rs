@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceChoice;
+
 use super::{DEFAULT_EVAL_FRACTION, DataSource, DpoLoss, Method, OptimConfig, SftConfig, SgpoConfig};
 
 /// Built-in training examples a page run draws.
@@ -36,8 +38,10 @@ pub struct PipelineConfig {
     /// Vocabulary of the tokenizer trained in the tab when none is given.
     pub vocab_size: usize,
     pub seed: u64,
-    /// Run on burn's CPU backend (in a browser: compiled to wasm, for browsers without WebGPU).
-    pub cpu: bool,
+    /// Where the run's tensors live, as the CLI's `--device`: `wgpu` is WebGPU, `cpu` burn's CPU
+    /// backend (compiled to wasm in a browser), `auto` WebGPU unless its only adapter is a
+    /// software rasteriser (SwiftShader), where the CPU backend is faster.
+    pub device: DeviceChoice,
     /// LoRA rank for a model with weights (0: every weight trains); presets ignore it.
     pub lora_rank: usize,
 }
@@ -65,7 +69,7 @@ impl Default for PipelineConfig {
             lr: sgpo.dpo_optim.lr,
             temperature: sgpo.draft_temperature,
             seed: sft.seed,
-            cpu: false,
+            device: DeviceChoice::Auto,
             // LoRA by default for real models: a tab holds the frozen weights once and trains a
             // few megabytes, and its checkpoints hold only those.
             lora_rank: 8,

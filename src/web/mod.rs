@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::PipelineConfig;
-use crate::device::{BufferLimits, is_software_adapter};
+use crate::device::{BufferLimits, DeviceChoice, is_software_adapter};
 use crate::generate::{Decoder, SamplingConfig};
 use crate::metrics::Event;
 use crate::pipeline::{Inputs, ModelFiles, NamedText, Pipeline, Position, Snapshot};
@@ -25,9 +25,11 @@ fn js_err(e: impl std::fmt::Display) -> JsValue {
 }
 
 /// As JSON would have it (`None` as `null`, not `undefined`): the events the page stores and
-/// downloads are then the same lines as a native `metrics.jsonl`. Bytes become `Uint8Array`s.
+/// downloads are then the same lines as a native `metrics.jsonl`. Bytes become `Uint8Array`s
+/// (JSON's arrays of numbers made IndexedDB hold a checkpoint as one number per byte, and
+/// reading one back took minutes).
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
-    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible().serialize_bytes_as_arrays(false)).map_err(js_err)
 }
 
 /// A value from JS, or its default when JS passed nothing; `what` names it in errors.
@@ -104,6 +106,42 @@ struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
 }
 
+/// The device, its WebGPU handle, a line saying what it is, and its buffer limits.
+type Opened = (Device, Option<Gpu>, String, Option<BufferLimits>);
+
+fn cpu_backend(why: &str) -> Opened {
+    (Device::flex(), None, format!("the CPU backend compiled to wasm{why}"), None)
+}
+
+/// What WebGPU's default adapter is, without opening a device on it.
+async fn webgpu_adapter_info() -> Result<wgpu::AdapterInfo, JsValue> {
+    let adapter = wgpu::Instance::default()
+        .request_adapter(&wgpu::RequestAdapterOptions::default())
+        .await
+        .map_err(|e| js_err(format!("WebGPU has no adapter: {e}")))?;
+    Ok(adapter.get_info())
+}
+
+async fn open_webgpu(software: bool) -> Result<Opened, JsValue> {
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| js_err(format!("WebGPU could not start: {e:?}")))?;
+    let info = setup.adapter.get_info();
+    let note = if software { " — a software adapter: expect it to be slow" } else { "" };
+    let limits = setup.device.limits();
+    let limits = BufferLimits { max_buffer_size: limits.max_buffer_size, max_storage_binding: limits.max_storage_buffer_binding_size as u64 };
+    let lost = Arc::new(Mutex::new(None));
+    let flag = lost.clone();
+    setup.device.set_device_lost_callback(move |reason, message| {
+        *flag.lock().expect("lost flag") = Some(format!("{reason:?}: {message}"));
+    });
+    let gpu = Gpu { device: setup.device.clone(), lost };
+    // Browsers report an adapter's description only to pages that ask for it (often empty).
+    let name = if info.name.is_empty() { "the browser's adapter" } else { info.name.as_str() };
+    Ok((device, Some(gpu), format!("WebGPU: {name}{note}"), Some(limits)))
+}
+
 #[wasm_bindgen]
 pub struct Engine {
     device: Device,
@@ -119,31 +157,25 @@ impl Engine {
         to_js(&PipelineConfig::default())
     }
 
-    /// Open WebGPU (or the CPU backend when `config.cpu`) and start a run, or continue the one
+    /// Open the device `config.device` names (`auto`: as the CLI's) and start a run, or continue the one
     /// `resume` holds (`{files: {name: Uint8Array}, sft_model?: Uint8Array}`).
     pub async fn create(config: JsValue, inputs: JsValue, resume: JsValue) -> Result<Engine, JsValue> {
         console_error_panic_hook();
         let config: PipelineConfig = from_js("config", config)?;
         let inputs = from_js::<JsInputs>("inputs", inputs)?.into_inputs()?;
-        let (device, gpu, adapter, limits) = if config.cpu {
-            (Device::flex(), None, "the CPU backend compiled to wasm (no WebGPU: slow)".to_string(), None)
-        } else {
-            let (device, setup) = Device::wgpu_options()
-                .init_with_setup_async()
-                .await
-                .map_err(|e| js_err(format!("WebGPU could not start: {e:?}")))?;
-            let info = setup.adapter.get_info();
-            let software = is_software_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu);
-            let note = if software { " — a software adapter: expect it to be slow" } else { "" };
-            let limits = setup.device.limits();
-            let limits = BufferLimits { max_buffer_size: limits.max_buffer_size, max_storage_binding: limits.max_storage_buffer_binding_size as u64 };
-            let lost = Arc::new(Mutex::new(None));
-            let flag = lost.clone();
-            setup.device.set_device_lost_callback(move |reason, message| {
-                *flag.lock().expect("lost flag") = Some(format!("{reason:?}: {message}"));
-            });
-            let gpu = Gpu { device: setup.device.clone(), lost };
-            (device, Some(gpu), format!("WebGPU: {} ({:?}){note}", info.name, info.backend), Some(limits))
+        let (device, gpu, adapter, limits) = match config.device {
+            DeviceChoice::Cpu => cpu_backend(""),
+            choice => {
+                let info = webgpu_adapter_info().await?;
+                let software = is_software_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu);
+                if software && choice == DeviceChoice::Auto {
+                    cpu_backend(
+                        ": WebGPU's only adapter here is a software rasteriser, slower than the CPU backend (choose the device WebGPU to use it anyway)",
+                    )
+                } else {
+                    open_webgpu(software).await?
+                }
+            }
         };
         let pipeline = if resume.is_undefined() || resume.is_null() {
             Pipeline::new(config, &inputs, &device, limits).map_err(js_err)?

@@ -1,7 +1,8 @@
 // The page's own defaults, start to finish, in headless Chromium: how long the run takes, the
 // held-out scores it reports, no U+FFFD in the samples, and a screenshot. Not part of the test
 // command (minutes on a software adapter); the README's page numbers come from it.
-// Usage: node tests/browser/defaults-run.mjs URL OUT_DIR   (NO_WEBGPU=1: the CPU fallback)
+// Usage: node tests/browser/defaults-run.mjs URL OUT_DIR   (NO_WEBGPU=1: the CPU fallback;
+// DEVICE=wgpu: WebGPU even on a software adapter)
 import { chromium } from "playwright-core";
 import { mkdirSync, writeFileSync } from "node:fs";
 
@@ -22,14 +23,22 @@ const loadStart = Date.now();
 await page.goto(url);
 await page.waitForFunction(() => document.body.dataset.defaults, null, limit);
 const loaded = (Date.now() - loadStart) / 1000;
+// DEVICE=wgpu|cpu overrides the page's `auto` (which takes the CPU backend on SwiftShader).
+if (process.env.DEVICE) await page.selectOption("#device", process.env.DEVICE);
 await page.click("#start");
 if (noWebgpu) {
   await page.waitForFunction(() => document.body.dataset.noWebgpu || document.body.dataset.error, null, limit);
   await page.click("#start");
 }
 const started = Date.now();
+// Where a long run stands, once a minute.
+const progress = setInterval(async () => {
+  const status = await page.textContent("#status").catch(() => "?");
+  console.log(`${Math.round((Date.now() - started) / 1000)} s: ${status}`);
+}, 60000);
 await page.waitForFunction(() => document.body.dataset.done || document.body.dataset.error, null, limit);
 const seconds = (Date.now() - started) / 1000;
+clearInterval(progress);
 const error = await page.evaluate(() => document.body.dataset.error);
 if (error) throw new Error(error);
 const cells = await page.locator("#samples td").allTextContents();

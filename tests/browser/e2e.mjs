@@ -1,7 +1,8 @@
 // Drives the page in headless Chromium: start a short SGPO run, wait for the charts and the
 // sample table, reload mid-run and resume from the saved checkpoint, finish, download the
-// checkpoint, metrics and pairs, save a screenshot. Then SGPO with LoRA from a GGUF model
-// picked in a file input, reloaded mid-run and resumed without picking it again.
+// checkpoint, metrics and pairs, save a screenshot; on the device WebGPU. Then SGPO with LoRA
+// from a GGUF model picked in a file input on the device `auto`, reloaded mid-run and resumed
+// without picking it again.
 // Usage: node tests/browser/e2e.mjs URL OUT_DIR
 // With NO_WEBGPU=1 Chromium starts without WebGPU: the page must say so and run on the CPU
 // backend compiled to wasm when asked to.
@@ -21,9 +22,12 @@ const browser = await chromium.launch({
 });
 const context = await browser.newContext({ viewport: { width: 1100, height: 1200 }, acceptDownloads: true });
 const page = await context.newPage();
-page.on("console", (m) => console.log(`[page] ${m.text()}`));
-page.on("pageerror", (e) => console.log(`[page error] ${e}`));
+page.on("console", (m) => log(`[page] ${m.text()}`));
+page.on("pageerror", (e) => log(`[page error] ${e}`));
 
+// Seconds since the start on every line: where a slow CI run spends its time.
+const t0 = Date.now();
+const log = (line) => console.log(`[${Math.round((Date.now() - t0) / 1000)} s] ${line}`);
 function fail(why) {
   console.error(`failed: ${why}`);
   process.exit(1);
@@ -40,6 +44,9 @@ await page.goto(url);
 await defaultsLoaded(page);
 const beta = await page.inputValue("#beta");
 if (beta !== "0.1" || (await page.inputValue("#sft_steps")) !== "1000") fail(`the form did not get the engine's defaults (beta ${beta})`);
+if ((await page.inputValue("#device")) !== "auto") fail("the device knob does not default to auto");
+// On SwiftShader `auto` would take the CPU backend (faster there): this pass is about WebGPU.
+if (!noWebgpu) await page.selectOption("#device", "wgpu");
 // SFT_STEPS: a longer SFT for a screenshot whose samples read as answers (default: the test's 20).
 const sftSteps = Number(process.env.SFT_STEPS || 20);
 await page.fill("#sft_steps", String(sftSteps));
@@ -52,7 +59,7 @@ await page.fill("#batch_size", "4");
 await page.click("#start");
 if (noWebgpu) {
   await wait(() => document.body.dataset.noWebgpu || document.body.dataset.error);
-  console.log(`status: ${await page.textContent("#status")}`);
+  log(`status: ${await page.textContent("#status")}`);
   await page.click("#start");
 }
 
@@ -64,10 +71,13 @@ await page.waitForFunction(() => {
   return b.error || b.deviceLost || b.done || (saved && (saved.iteration >= 2 || (saved.iteration === 1 && saved.stage === "pairs")));
 }, null, { timeout: limit, polling: 50 });
 if (await failed()) fail(await failed());
+const adapter = await page.evaluate(() => document.body.dataset.adapter);
+log(`running on ${adapter}`);
+if (noWebgpu !== !adapter.startsWith("WebGPU")) fail(`this pass should not run on ${adapter}`);
 await page.click("#pause");
 await wait(() => document.body.dataset.paused === "1" || document.body.dataset.done);
 const before = { charts: await chartsDrawn(), rows: await rows(), saved: JSON.parse(await page.evaluate(() => document.body.dataset.saved)) };
-console.log(`before reload: ${before.charts} charts drawn, ${before.rows} sample rows, saved at ${JSON.stringify(before.saved)}`);
+log(`before reload: ${before.charts} charts drawn, ${before.rows} sample rows, saved at ${JSON.stringify(before.saved)}`);
 if (before.charts < 7 || before.rows === 0) fail("charts or samples did not fill before the reload");
 if (before.saved.done) fail("the run finished before the reload: make it longer");
 await page.screenshot({ path: `${out}/before-reload.png`, fullPage: true });
@@ -75,13 +85,13 @@ await page.screenshot({ path: `${out}/before-reload.png`, fullPage: true });
 await page.reload();
 await wait(() => document.body.dataset.savedRun);
 const after = { charts: await chartsDrawn(), rows: await rows(), banner: await page.textContent("#banner") };
-console.log(`after reload: ${after.charts} charts redrawn from storage, ${after.rows} sample rows; banner: ${after.banner}`);
+log(`after reload: ${after.charts} charts redrawn from storage, ${after.rows} sample rows; banner: ${after.banner}`);
 if (after.charts < before.charts || after.rows < before.rows) fail("the reloaded page lost saved charts or samples");
 await page.click("#resume");
 await wait(() => document.body.dataset.resumedFrom || document.body.dataset.error);
 if (await failed()) fail(await failed());
 const resumedFrom = Number(await page.evaluate(() => document.body.dataset.resumedFrom));
-console.log(`resumed from step ${resumedFrom}`);
+log(`resumed from step ${resumedFrom}`);
 
 if (!noWebgpu) {
   // The GPU device is lost (as after a driver reset): the page keeps the last checkpoint and
@@ -91,7 +101,7 @@ if (!noWebgpu) {
   await wait(() => document.body.dataset.deviceLost || document.body.dataset.error || document.body.dataset.done);
   const lost = await page.evaluate(() => document.body.dataset.deviceLost);
   if (!lost) fail(`losing the device gave ${await page.evaluate(() => document.body.dataset.error || "no error")}`);
-  console.log(`device lost: ${lost}; banner: ${await page.textContent("#banner")}`);
+  log(`device lost: ${lost}; banner: ${await page.textContent("#banner")}`);
   await page.click("#banner button");
   await wait(() => document.body.dataset.adapter && !document.body.dataset.deviceLost && document.body.dataset.resumedFrom);
 }
@@ -99,7 +109,7 @@ await wait(() => document.body.dataset.done || document.body.dataset.error || do
 if (await failed()) fail(await failed());
 
 const end = { charts: await chartsDrawn(), rows: await rows(), status: await page.textContent("#status") };
-console.log(`done: ${end.charts} charts, ${end.rows} sample rows, status "${end.status}", storage "${await page.textContent("#storage")}"`);
+log(`done: ${end.charts} charts, ${end.rows} sample rows, status "${end.status}", storage "${await page.textContent("#storage")}"`);
 if (!/done/.test(end.status)) fail(`status is ${end.status}`);
 // Samples read as text: no replacement character (U+FFFD) and no stray control character
 // anywhere in the table.
@@ -107,7 +117,7 @@ const cells = await page.locator("#samples td").allTextContents();
 const garbled = cells.filter((t) => /[\uFFFD\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/.test(t));
 if (garbled.length) fail(`${garbled.length} sample cells hold U+FFFD or control characters, e.g. ${JSON.stringify(garbled[0])}`);
 const pairStatus = await page.textContent("#pair-status");
-console.log(`pair status: ${pairStatus}`);
+log(`pair status: ${pairStatus}`);
 if (!/pairs kept of/.test(pairStatus)) fail("no pair-quality line after the iterations");
 await page.screenshot({ path: `${out}/page.png`, fullPage: true });
 
@@ -115,13 +125,13 @@ for (const [button, file] of [["#dl-checkpoint", "sgpo-run.tar"], ["#dl-metrics"
   const [download] = await Promise.all([page.waitForEvent("download"), page.click(button)]);
   await download.saveAs(`${out}/${file}`);
 }
-console.log(`saved ${out}/page.png, sgpo-run.tar, metrics.jsonl, pairs.jsonl`);
+log(`saved ${out}/page.png, sgpo-run.tar, metrics.jsonl, pairs.jsonl`);
 
 // The resumed run continued rather than restarted: every SFT step and iteration once.
 const events = readFileSync(`${out}/metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
 const sft = events.filter((e) => e.event === "train" && e.stage === "sft").map((e) => e.step);
 const iterations = events.filter((e) => e.event === "iteration" && e.iteration > 0).map((e) => e.iteration);
-console.log(`metrics: SFT steps ${sft[0]}..${sft[sft.length - 1]} (${sft.length} events), iterations [${iterations}]`);
+log(`metrics: SFT steps ${sft[0]}..${sft[sft.length - 1]} (${sft.length} events), iterations [${iterations}]`);
 if (sft.length !== sftSteps || new Set(sft).size !== sftSteps) fail("SFT steps missing or repeated across the reload");
 if (iterations.join() !== [...Array(iterationCount).keys()].map((i) => i + 1).join()) fail("iterations missing or repeated across the reload");
 const pairs = readFileSync(`${out}/pairs.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
@@ -142,7 +152,7 @@ if (noWebgpu) {
   await p2.waitForFunction(() => document.body.dataset.done || document.body.dataset.error, null, { timeout: limit, polling: 200 });
   if (await p2.evaluate(() => document.body.dataset.error)) fail(`with storage full: ${await p2.evaluate(() => document.body.dataset.error)}`);
   const banner = await p2.textContent("#banner");
-  console.log(`quota: ${banner}`);
+  log(`quota: ${banner}`);
   if (!/storage is full/.test(banner)) fail(`no quota message: ${await p2.evaluate(() => document.body.dataset.error)}`);
 }
 
@@ -161,7 +171,7 @@ if (noWebgpu) {
   await up.click("#start");
   await up.waitForFunction(() => document.body.dataset.error, null, { timeout: limit });
   const bad = await up.evaluate(() => document.body.dataset.error);
-  console.log(`bad upload: ${bad}`);
+  log(`bad upload: ${bad}`);
   if (!bad.includes("bad.jsonl:2")) fail("the error does not name the file and line");
   await up.evaluate(() => delete document.body.dataset.error);
   await up.setInputFiles("#data", `${out}/alpaca.jsonl`);
@@ -176,17 +186,19 @@ if (noWebgpu) {
   const ev = readFileSync(`${out}/init-metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
   const sftEvents = ev.filter((e) => e.event === "train" && e.stage === "sft").length;
   const samples = ev.filter((e) => e.event === "sample").map((e) => e.prompt);
-  console.log(`from the uploaded checkpoint: ${sftEvents} SFT steps, ${samples.length} samples, e.g. "${samples[0]}"`);
+  log(`from the uploaded checkpoint: ${sftEvents} SFT steps, ${samples.length} samples, e.g. "${samples[0]}"`);
   if (sftEvents !== 0 || !ev.some((e) => e.event === "iteration" && e.iteration === 1)) fail("the uploaded checkpoint did not start the preference stage");
   const instructions = new Set(lines.filter((l) => l.trim()).map((l) => JSON.parse(l).instruction));
   if (!samples.length || !samples.every((p) => instructions.has(p.split("\n")[0]))) fail("samples are not from the uploaded dataset");
 }
 // A model with weights: a GGUF fixture from the file input, SGPO with LoRA (on by default for
-// models) and no SFT; a reload mid-run resumes from the browser's copy of the file.
-{
+// models) and no SFT; a reload mid-run resumes from the browser's copy of the file. On the
+// device `auto`, which takes WebGPU on a GPU and the CPU backend on a software adapter such as
+// SwiftShader. (The same run on WebGPU itself is compared with the CPU backend in tests/web.rs.)
+if (!noWebgpu) {
   const ctx = await browser.newContext({ acceptDownloads: true });
   const mp = await ctx.newPage();
-  mp.on("console", (m) => console.log(`[model page] ${m.text()}`));
+  mp.on("console", (m) => log(`[model page] ${m.text()}`));
   await mp.goto(url);
   await defaultsLoaded(mp);
   const rank = await mp.inputValue("#lora_rank");
@@ -200,10 +212,11 @@ if (noWebgpu) {
   await mp.fill("#max_new_tokens", "8");
   await mp.click("#start");
   const mwait = (fn) => mp.waitForFunction(fn, null, { timeout: limit, polling: 50 });
-  if (noWebgpu) {
-    await mwait(() => document.body.dataset.noWebgpu || document.body.dataset.error);
-    await mp.click("#start");
-  }
+  await mwait(() => document.body.dataset.adapter || document.body.dataset.error);
+  const software = await mp.evaluate(async () => (await navigator.gpu.requestAdapter()).info.isFallbackAdapter);
+  const madapter = await mp.evaluate(() => document.body.dataset.adapter);
+  log(`device auto on ${software ? "a software" : "a hardware"} adapter: ${madapter}`);
+  if (software !== /CPU backend.*software rasteriser/.test(madapter)) fail(`auto chose ${madapter}`);
   await mwait(() => {
     const b = document.body.dataset;
     const saved = b.saved && JSON.parse(b.saved);
@@ -219,14 +232,14 @@ if (noWebgpu) {
   await mwait(() => document.body.dataset.savedRun);
   if ((await mp.evaluate(() => document.getElementById("model").files.length)) !== 0) fail("the file input kept its file across the reload");
   await mp.click("#resume");
-  await mwait(() => document.body.dataset.done || document.body.dataset.error || document.body.dataset.noWebgpu);
+  await mwait(() => document.body.dataset.done || document.body.dataset.error);
   if (await mp.evaluate(() => document.body.dataset.error)) fail(`model run after reload: ${await mp.evaluate(() => document.body.dataset.error)}`);
   const [metrics] = await Promise.all([mp.waitForEvent("download"), mp.click("#dl-metrics")]);
   await metrics.saveAs(`${out}/model-metrics.jsonl`);
   const ev = readFileSync(`${out}/model-metrics.jsonl`, "utf8").trim().split("\n").map((l) => JSON.parse(l));
   const count = (stage) => ev.filter((e) => e.event === "train" && e.stage === stage).length;
   const its = ev.filter((e) => e.event === "iteration" && e.iteration > 0).map((e) => e.iteration);
-  console.log(`model run: saved at ${JSON.stringify(savedAt)} before the reload; ${count("sft")} SFT steps, ${count("improver")} improver steps, iterations [${its}], status "${await mp.textContent("#status")}"`);
+  log(`model run: saved at ${JSON.stringify(savedAt)} before the reload; ${count("sft")} SFT steps, ${count("improver")} improver steps, iterations [${its}], status "${await mp.textContent("#status")}"`);
   if (count("sft") !== 0 || count("improver") !== 4 || its.join() !== "1,2") fail("the model run did not run stage 1 and two iterations once each without SFT");
   await mp.screenshot({ path: `${out}/model-page.png`, fullPage: true });
   await ctx.close();
