@@ -297,6 +297,7 @@ function onMessage({ data }) {
     running(false);
     $("start").textContent = "start on the CPU (slow)";
     useCpu = true;
+    setField("device", "cpu");
     // A saved run can go on on the CPU too.
     store.loadRun().then((saved) => {
       if (saved?.checkpoint && !saved.checkpoint.position.done) {
@@ -391,7 +392,8 @@ async function resumeSaved() {
   running(true);
   status(`resuming from ${describe(saved.checkpoint.position)}…`);
   newWorker();
-  worker.postMessage({ kind: "resume", cpu: useCpu || undefined });
+  // The device as the form has it now: a run saved on one device resumes on another.
+  worker.postMessage({ kind: "resume", device: useCpu ? "cpu" : $("device").value });
 }
 
 $("resume").onclick = resumeSaved;

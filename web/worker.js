@@ -178,7 +178,7 @@ onmessage = async (msg) => {
       // Runs saved before the device knob existed recorded `cpu: true|false`.
       const { cpu, ...config } = saved.run.config;
       if (cpu !== undefined) config.device = cpu ? "cpu" : "wgpu";
-      const cfg = msg.data.cpu ? { ...config, device: "cpu" } : config;
+      const cfg = msg.data.device ? { ...config, device: msg.data.device } : config;
       lastSave = Date.now();
       await open(cfg, saved.run.inputs, saved.checkpoint, false);
     } else if (kind === "pause") {

@@ -72,6 +72,9 @@ impl std::str::FromStr for DpoLoss {
 pub enum ImproverTargets {
     /// Apply the first ceil(alpha * n) edits of the token edit script from draft to SFT answer.
     Edit(f32),
+    /// Apply ceil(alpha * n) edits (at least one), drawn at random, of the word-level edit
+    /// script from draft to SFT answer: always whole words.
+    Words(f32),
     /// The model itself, shown the draft and the SFT answer, writes the target.
     Reference,
     /// The SFT answer itself (ablation: no incremental step).
@@ -84,10 +87,16 @@ impl std::str::FromStr for ImproverTargets {
         match s {
             "reference" => Ok(Self::Reference),
             "sft" => Ok(Self::Sft),
-            _ => match s.strip_prefix("edit:").map(str::parse::<f32>) {
-                Some(Ok(a)) if a > 0.0 && a <= 1.0 => Ok(Self::Edit(a)),
-                _ => Err(Error::Config(format!("improver_targets {s:?}: use edit:ALPHA (0 < ALPHA <= 1), reference or sft"))),
-            },
+            _ => {
+                let (kind, alpha) = s.split_once(':').unwrap_or((s, ""));
+                match (kind, alpha.parse::<f32>()) {
+                    ("edit", Ok(a)) if a > 0.0 && a <= 1.0 => Ok(Self::Edit(a)),
+                    ("words", Ok(a)) if a > 0.0 && a <= 1.0 => Ok(Self::Words(a)),
+                    _ => Err(Error::Config(format!(
+                        "improver_targets {s:?}: use edit:ALPHA or words:ALPHA (0 < ALPHA <= 1), reference or sft"
+                    ))),
+                }
+            }
         }
     }
 }
@@ -103,6 +112,7 @@ impl From<ImproverTargets> for String {
     fn from(t: ImproverTargets) -> String {
         match t {
             ImproverTargets::Edit(a) => format!("edit:{a}"),
+            ImproverTargets::Words(a) => format!("words:{a}"),
             ImproverTargets::Reference => "reference".into(),
             ImproverTargets::Sft => "sft".into(),
         }

@@ -52,18 +52,42 @@ fn edit_script<T: PartialEq>(from: &[T], to: &[T]) -> Vec<Op> {
     ops
 }
 
+/// How many of `n` edits a step of size `alpha` takes.
+fn edits_for(alpha: f32, n: usize) -> usize {
+    ((alpha.clamp(0.0, 1.0) * n as f32).ceil() as usize).min(n)
+}
+
 /// `edit:ALPHA`: apply the first `ceil(alpha * n)` of the `n` edits that turn `from` into `to`.
 /// The result is exactly that many edits closer to `to`; alpha = 1 gives `to` itself.
 pub fn partial_edit<T: Clone + PartialEq>(from: &[T], to: &[T], alpha: f32) -> Vec<T> {
-    let ops = edit_script(from, to);
-    let n_edits = ops.iter().filter(|&&op| op != Op::Keep).count();
-    let mut budget = ((alpha.clamp(0.0, 1.0) * n_edits as f32).ceil() as usize).min(n_edits);
-    let (mut i, mut j) = (0, 0);
+    let n_edits = edit_script(from, to).iter().filter(|&&op| op != Op::Keep).count();
+    let budget = edits_for(alpha, n_edits);
+    apply_edits(from, to, |k| k < budget)
+}
+
+/// `words:ALPHA`: the same step over whitespace-separated words, with the `ceil(alpha * n)`
+/// edits (at least one) drawn at random rather than from the left, joined by single spaces.
+/// Whole words only, so a target never glues two numbers into one (`3 5` toward `1 3 5` gives
+/// `1 3 5` or stays a word apart, never `13 5`); any k edits of a minimal script leave exactly
+/// n - k, so every target is that many words closer to `to`.
+pub fn word_edit(from: &str, to: &str, alpha: f32, rng: &mut Rng) -> String {
+    let (from, to): (Vec<&str>, Vec<&str>) = (from.split_whitespace().collect(), to.split_whitespace().collect());
+    let n_edits = edit_script(&from, &to).iter().filter(|&&op| op != Op::Keep).count();
+    let mut order: Vec<usize> = (0..n_edits).collect();
+    rng.shuffle(&mut order);
+    let picked = &order[..edits_for(alpha, n_edits).max(n_edits.min(1))];
+    apply_edits(&from, &to, |k| picked.contains(&k)).join(" ")
+}
+
+/// `from` with the edits of the minimal script toward `to` applied where `apply(k)` holds for
+/// the k-th edit (counted from the left).
+fn apply_edits<T: Clone + PartialEq>(from: &[T], to: &[T], apply: impl Fn(usize) -> bool) -> Vec<T> {
+    let (mut i, mut j, mut k) = (0, 0, 0);
     let mut out = Vec::with_capacity(from.len().max(to.len()));
-    for op in ops {
-        let apply = op != Op::Keep && budget > 0;
-        if apply {
-            budget -= 1;
+    for op in edit_script(from, to) {
+        let apply = op != Op::Keep && apply(k);
+        if op != Op::Keep {
+            k += 1;
         }
         match (op, apply) {
             (Op::Keep, _) | (Op::Substitute, false) | (Op::Delete, false) => out.push(from[i].clone()),
@@ -121,6 +145,7 @@ pub async fn improver_data(
             .zip(&drafts)
             .map(|(e, d)| tok.decode(&partial_edit(&tok.encode(d)?, &tok.encode(&e.response)?, alpha)))
             .collect::<Result<_>>()?,
+        ImproverTargets::Words(alpha) => examples.iter().zip(&drafts).map(|(e, d)| word_edit(d, &e.response, alpha, rng)).collect(),
         ImproverTargets::Reference => {
             let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response)).collect();
             improve(decoder, &guided, &drafts, config.max_new_tokens, rng, &mut |_, _| {}).await?
@@ -157,5 +182,35 @@ mod tests {
         assert_eq!(partial_edit(&from, &to, 0.0), from);
         assert_eq!(partial_edit::<char>(&[], &to, 0.5).len(), 4);
         assert_eq!(partial_edit(&to, &to, 0.5), to);
+    }
+
+    fn words(s: &str) -> Vec<&str> {
+        s.split_whitespace().collect()
+    }
+
+    #[test]
+    fn word_edits_are_whole_words_a_random_step_closer() {
+        let (from, to) = ("3 5", "1 3 5");
+        // The token-level step glues the inserted digit to the next number; words never do.
+        assert_eq!(word_edit(from, to, 0.5, &mut Rng::new(0)), "1 3 5");
+        let (from, to) = ("the   cat sat on mat", "a cat sat on the red mat today");
+        let n = edit_distance(&words(from), &words(to));
+        assert_eq!(n, 4);
+        let vocabulary: Vec<&str> = words(from).into_iter().chain(words(to)).collect();
+        let mut first_edit_skipped = false;
+        for seed in 0..20 {
+            for alpha in [0.01, 0.25, 0.5, 1.0] {
+                let mid = word_edit(from, to, alpha, &mut Rng::new(seed));
+                let k = ((alpha * n as f32).ceil() as usize).max(1);
+                assert_eq!(mid, words(&mid).join(" "), "single spaces, no stray ones: {mid:?}");
+                assert!(words(&mid).iter().all(|w| vocabulary.contains(w)), "{mid:?}");
+                assert_eq!(edit_distance(&words(&mid), &words(to)), n - k, "alpha {alpha}: {mid:?}");
+                assert_eq!(edit_distance(&words(from), &words(&mid)), k, "alpha {alpha}: {mid:?}");
+                first_edit_skipped |= k == 1 && words(&mid)[0] == "the";
+            }
+        }
+        assert!(first_edit_skipped, "edits are drawn at random, not always the leftmost");
+        assert_eq!(word_edit(to, to, 0.5, &mut Rng::new(1)), to);
+        assert_eq!(word_edit("", "a b", 0.5, &mut Rng::new(1)), "a");
     }
 }

@@ -157,7 +157,8 @@ impl Engine {
         to_js(&PipelineConfig::default())
     }
 
-    /// Open the device `config.device` names (`auto`: as the CLI's) and start a run, or continue the one
+    /// Open the device `config.device` names (`auto`: WebGPU unless its adapter is a software
+    /// one, as the CLI's; without WebGPU at all the page asks first) and start a run, or continue the one
     /// `resume` holds (`{files: {name: Uint8Array}, sft_model?: Uint8Array}`).
     pub async fn create(config: JsValue, inputs: JsValue, resume: JsValue) -> Result<Engine, JsValue> {
         console_error_panic_hook();

@@ -26,7 +26,7 @@ const loaded = (Date.now() - loadStart) / 1000;
 // DEVICE=wgpu|cpu overrides the page's `auto` (which takes the CPU backend on SwiftShader).
 if (process.env.DEVICE) await page.selectOption("#device", process.env.DEVICE);
 await page.click("#start");
-if (noWebgpu) {
+if (noWebgpu && process.env.DEVICE !== "cpu") {
   await page.waitForFunction(() => document.body.dataset.noWebgpu || document.body.dataset.error, null, limit);
   await page.click("#start");
 }

@@ -1,8 +1,8 @@
 // Drives the page in headless Chromium: start a short SGPO run, wait for the charts and the
 // sample table, reload mid-run and resume from the saved checkpoint, finish, download the
-// checkpoint, metrics and pairs, save a screenshot; on the device WebGPU. Then SGPO with LoRA
-// from a GGUF model picked in a file input on the device `auto`, reloaded mid-run and resumed
-// without picking it again.
+// checkpoint, metrics and pairs, save a screenshot; on the device WebGPU. Then (not with
+// NO_WEBGPU=1) SGPO with LoRA from a GGUF model picked in a file input on the device `auto`,
+// reloaded mid-run and resumed without picking it again.
 // Usage: node tests/browser/e2e.mjs URL OUT_DIR
 // With NO_WEBGPU=1 Chromium starts without WebGPU: the page must say so and run on the CPU
 // backend compiled to wasm when asked to.
@@ -213,6 +213,7 @@ if (!noWebgpu) {
   await mp.click("#start");
   const mwait = (fn) => mp.waitForFunction(fn, null, { timeout: limit, polling: 50 });
   await mwait(() => document.body.dataset.adapter || document.body.dataset.error);
+  if (await mp.evaluate(() => document.body.dataset.error)) fail(`model run: ${await mp.evaluate(() => document.body.dataset.error)}`);
   const software = await mp.evaluate(async () => (await navigator.gpu.requestAdapter()).info.isFallbackAdapter);
   const madapter = await mp.evaluate(() => document.body.dataset.adapter);
   log(`device auto on ${software ? "a software" : "a hardware"} adapter: ${madapter}`);
