@@ -13,6 +13,7 @@ use crate::eval::win_rate;
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary};
 use crate::model::TextModel;
+use crate::rng::Rng;
 use crate::sgpo::SgpoRun;
 use crate::train::SftRun;
 
@@ -49,6 +50,31 @@ pub fn mean_ci(xs: &[f64]) -> (f64, f64) {
     }
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     (mean, t975(n - 1) * (var / n as f64).sqrt())
+}
+
+/// The bootstrap distribution of the mean of `scores[seed][prompt]`, sorted: each of
+/// `resamples` draws seeds and prompts with replacement, one prompt draw shared by every seed
+/// of that resample, so scores that are per-prompt differences of two methods stay paired.
+pub fn bootstrap_means(scores: &[Vec<f64>], resamples: usize, rng: &mut Rng) -> Vec<f64> {
+    let (n_seeds, n_prompts) = (scores.len(), scores.first().map_or(0, Vec::len));
+    assert!(n_seeds > 0 && n_prompts > 0 && scores.iter().all(|s| s.len() == n_prompts), "a score per seed and prompt");
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let prompts: Vec<usize> = (0..n_prompts).map(|_| rng.below(n_prompts)).collect();
+            let total: f64 = (0..n_seeds).map(|_| prompts.iter().map(|&p| scores[rng.below(n_seeds)][p]).sum::<f64>()).sum();
+            total / (n_seeds * n_prompts) as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    means
+}
+
+/// The mean of `scores[seed][prompt]` and its 95% paired-bootstrap percentile interval.
+pub fn bootstrap_interval(scores: &[Vec<f64>], resamples: usize, rng: &mut Rng) -> (f64, f64, f64) {
+    let means = bootstrap_means(scores, resamples, rng);
+    let quantile = |q: f64| means[((q * resamples as f64).ceil() as usize).clamp(1, resamples) - 1];
+    let mean = scores.iter().flatten().sum::<f64>() / scores.iter().map(Vec::len).sum::<usize>() as f64;
+    (mean, quantile(0.025), quantile(0.975))
 }
 
 fn cell(xs: &[f64]) -> String {
@@ -218,6 +244,27 @@ mod tests {
         // sd = 1, n = 3: 4.303 / sqrt(3).
         assert!((h - 4.303 / 3f64.sqrt()).abs() < 1e-9);
         assert!(mean_ci(&[5.0]).1.is_nan());
+    }
+
+    #[test]
+    fn bootstrap_matches_the_hand_computed_distribution() {
+        // One seed, prompts scored 0, 0, 1: a resample's mean is k/3 with k ~ Binomial(3, 1/3),
+        // so P = 8/27, 12/27, 6/27, 1/27 for 0, 1/3, 2/3, 1.
+        let scores = vec![vec![0.0, 0.0, 1.0]];
+        let means = bootstrap_means(&scores, 40_000, &mut Rng::new(7));
+        for (k, p) in [8.0, 12.0, 6.0, 1.0].into_iter().enumerate() {
+            let share = means.iter().filter(|&&m| (m - k as f64 / 3.0).abs() < 1e-9).count() as f64 / 40_000.0;
+            assert!((share - p / 27.0).abs() < 0.01, "k = {k}: {share} vs {}", p / 27.0);
+        }
+        // 2.5%: 0 (P(0) = 0.30); 97.5%: 1, since P(mean <= 2/3) = 26/27 = 0.963 < 0.975.
+        let (mean, low, high) = bootstrap_interval(&scores, 40_000, &mut Rng::new(7));
+        assert!((mean - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!((low, high), (0.0, 1.0));
+        // Seeds resampled too: two seeds scoring 1 and 0 on both prompts give 1, 1/2, 0 with
+        // P = 1/4, 1/2, 1/4; constant scores give a point.
+        let (_, low, high) = bootstrap_interval(&[vec![1.0, 1.0], vec![0.0, 0.0]], 10_000, &mut Rng::new(1));
+        assert_eq!((low, high), (0.0, 1.0));
+        assert_eq!(bootstrap_interval(&vec![vec![0.25; 4]; 3], 1000, &mut Rng::new(2)), (0.25, 0.25, 0.25));
     }
 
     #[test]
