@@ -60,9 +60,9 @@ fn edits_for(alpha: f32, n: usize) -> usize {
 /// `edit:ALPHA`: apply the first `ceil(alpha * n)` of the `n` edits that turn `from` into `to`.
 /// The result is exactly that many edits closer to `to`; alpha = 1 gives `to` itself.
 pub fn partial_edit<T: Clone + PartialEq>(from: &[T], to: &[T], alpha: f32) -> Vec<T> {
-    let n_edits = edit_script(from, to).iter().filter(|&&op| op != Op::Keep).count();
-    let budget = edits_for(alpha, n_edits);
-    apply_edits(from, to, |k| k < budget)
+    let ops = edit_script(from, to);
+    let budget = edits_for(alpha, edit_count(&ops));
+    apply_edits(from, to, &ops, |k| k < budget)
 }
 
 /// `words:ALPHA`: the same step over whitespace-separated words, with the `ceil(alpha * n)`
@@ -72,19 +72,24 @@ pub fn partial_edit<T: Clone + PartialEq>(from: &[T], to: &[T], alpha: f32) -> V
 /// n - k, so every target is that many words closer to `to`.
 pub fn word_edit(from: &str, to: &str, alpha: f32, rng: &mut Rng) -> String {
     let (from, to): (Vec<&str>, Vec<&str>) = (from.split_whitespace().collect(), to.split_whitespace().collect());
-    let n_edits = edit_script(&from, &to).iter().filter(|&&op| op != Op::Keep).count();
+    let ops = edit_script(&from, &to);
+    let n_edits = edit_count(&ops);
     let mut order: Vec<usize> = (0..n_edits).collect();
     rng.shuffle(&mut order);
     let picked = &order[..edits_for(alpha, n_edits).max(n_edits.min(1))];
-    apply_edits(&from, &to, |k| picked.contains(&k)).join(" ")
+    apply_edits(&from, &to, &ops, |k| picked.contains(&k)).join(" ")
 }
 
-/// `from` with the edits of the minimal script toward `to` applied where `apply(k)` holds for
-/// the k-th edit (counted from the left).
-fn apply_edits<T: Clone + PartialEq>(from: &[T], to: &[T], apply: impl Fn(usize) -> bool) -> Vec<T> {
+fn edit_count(ops: &[Op]) -> usize {
+    ops.iter().filter(|&&op| op != Op::Keep).count()
+}
+
+/// `from` with the edits of `ops` (the minimal script from `from` to `to`) applied where
+/// `apply(k)` holds for the k-th edit (counted from the left).
+fn apply_edits<T: Clone + PartialEq>(from: &[T], to: &[T], ops: &[Op], apply: impl Fn(usize) -> bool) -> Vec<T> {
     let (mut i, mut j, mut k) = (0, 0, 0);
     let mut out = Vec::with_capacity(from.len().max(to.len()));
-    for op in edit_script(from, to) {
+    for &op in ops {
         let apply = op != Op::Keep && apply(k);
         if op != Op::Keep {
             k += 1;
