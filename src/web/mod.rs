@@ -122,12 +122,13 @@ async fn webgpu_adapter_info() -> Result<wgpu::AdapterInfo, JsValue> {
     Ok(adapter.get_info())
 }
 
-async fn open_webgpu(software: bool) -> Result<Opened, JsValue> {
+async fn open_webgpu() -> Result<Opened, JsValue> {
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
         .await
         .map_err(|e| js_err(format!("WebGPU could not start: {e:?}")))?;
     let info = setup.adapter.get_info();
+    let software = is_software_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu);
     let note = if software { " — a software adapter: expect it to be slow" } else { "" };
     let limits = setup.device.limits();
     let limits = BufferLimits { max_buffer_size: limits.max_buffer_size, max_storage_binding: limits.max_storage_buffer_binding_size as u64 };
@@ -174,7 +175,7 @@ impl Engine {
                         ": WebGPU's only adapter here is a software rasteriser, slower than the CPU backend (choose the device WebGPU to use it anyway)",
                     )
                 } else {
-                    open_webgpu(software).await?
+                    open_webgpu().await?
                 }
             }
         };
