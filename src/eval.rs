@@ -69,18 +69,47 @@ pub fn table(summary: &EvalSummary) -> String {
     s
 }
 
-/// Held-out win rate of `policy` against `baseline` (judge-based, ties half), and the policy's
-/// mean score. Both decoders share a tokenizer.
-pub async fn win_rate(policy: &Decoder<'_>, baseline: &Decoder<'_>, examples: &[Example], max_new_tokens: usize) -> Result<(f32, f32)> {
+/// A policy against a baseline on held-out examples, prompt by prompt.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The policy's judge score per prompt.
+    pub scores: Vec<f32>,
+    /// Per prompt: 1 when the judge scores the policy's answer above the baseline's, 0.5 on a
+    /// tie, 0 below.
+    pub wins: Vec<f32>,
+}
+
+impl Comparison {
+    /// Judge both answers to each example against its reference.
+    pub fn of(examples: &[Example], mine: &[String], theirs: &[String]) -> Self {
+        let mut c = Self::default();
+        for ((e, a), b) in examples.iter().zip(mine).zip(theirs) {
+            let (sa, sb) = (judge(a, &e.response), judge(b, &e.response));
+            c.scores.push(sa);
+            c.wins.push(if sa > sb { 1.0 } else if sa == sb { 0.5 } else { 0.0 });
+        }
+        c
+    }
+
+    /// Share of prompts won, ties half.
+    pub fn win_rate(&self) -> f32 {
+        mean(&self.wins)
+    }
+
+    pub fn mean_score(&self) -> f32 {
+        mean(&self.scores)
+    }
+}
+
+fn mean(xs: &[f32]) -> f32 {
+    xs.iter().sum::<f32>() / xs.len().max(1) as f32
+}
+
+/// Held-out comparison of `policy` against `baseline` (judge-based; both decoders share a
+/// tokenizer), from their greedy answers.
+pub async fn compare(policy: &Decoder<'_>, baseline: &Decoder<'_>, examples: &[Example], max_new_tokens: usize) -> Result<Comparison> {
     let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
     let mine = policy.greedy_answers(&prompts, max_new_tokens).await?;
     let theirs = baseline.greedy_answers(&prompts, max_new_tokens).await?;
-    let (mut wins, mut score) = (0.0, 0.0);
-    for ((e, a), b) in examples.iter().zip(&mine).zip(&theirs) {
-        let (sa, sb) = (judge(a, &e.response), judge(b, &e.response));
-        score += sa;
-        wins += if sa > sb { 1.0 } else if sa == sb { 0.5 } else { 0.0 };
-    }
-    let n = examples.len().max(1) as f32;
-    Ok((wins / n, score / n))
+    Ok(Comparison::of(examples, &mine, &theirs))
 }

@@ -1,31 +1,173 @@
-//! The reproduction table: SFT once per setting (all examples labeled, or a few labeled and
-//! the rest as bare prompts), then each preference method from that same SFT model over
-//! several seeds, against SFT and a compute-matched SFT that trains as many more steps as
-//! stage 1 takes. Drivers print the events; the outcomes are the table.
+//! The reproduction table as a protocol: the built-in tasks split into train, validation and
+//! test; SFT per setting and SFT seed, trained until its validation score stops improving;
+//! then every preference row from that SFT model over several seeds, and the compute-matched
+//! SFT that trains as many more steps as stage 1 takes. Every knob is chosen on validation
+//! (`Split::Validation`, the default); the test split is for the table, once. Each outcome
+//! keeps its per-prompt results, so the report gives win/tie/loss counts, intervals by paired
+//! bootstrap over runs and prompts, and per-family rows. Drivers print the events.
 
+use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DataSource, Method, SftConfig, SgpoConfig};
 use crate::data::{Example, RunData, Tokenizer, policy_seqs, tasks};
 use crate::error::{Error, Result};
-use crate::eval::win_rate;
+use crate::eval::{Comparison, evaluate};
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary};
-use crate::model::TextModel;
+use crate::model::{Model, TextModel};
 use crate::rng::Rng;
-use crate::sgpo::SgpoRun;
+use crate::sgpo::{SgpoRun, Stage};
 use crate::train::SftRun;
 
-/// One finished run of one method and seed.
+/// Which held-out half a run is scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// For choosing every knob; the runs also monitor their progress on it.
+    #[default]
+    Validation,
+    /// For the table: touched once, after the knobs are fixed.
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Validation => "validation",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "validation" => Ok(Self::Validation),
+            "test" => Ok(Self::Test),
+            other => Err(Error::Config(format!("split {other:?}: use validation or test"))),
+        }
+    }
+}
+
+/// The built-in tasks in three parts that share no prompt.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    pub train: Vec<Example>,
+    pub validation: Vec<Example>,
+    pub test: Vec<Example>,
+}
+
+impl Splits {
+    /// `n_held_out` held-out examples (drawn family by family, none seen in training),
+    /// repeats removed, dealt alternately (family by family) into validation and test, so both
+    /// have the same family mix.
+    pub fn builtin(n_train: usize, n_held_out: usize, seed: u64) -> Self {
+        let (train, held_out) = tasks::builtin_split(n_train, n_held_out, seed);
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<Example> = held_out.into_iter().filter(|e| seen.insert(e.prompt.clone())).collect();
+        let (mut validation, mut test) = (Vec::new(), Vec::new());
+        let mut dealt: std::collections::HashMap<Option<String>, usize> = Default::default();
+        for e in unique {
+            let n = dealt.entry(e.task.clone()).or_default();
+            *n += 1;
+            if *n % 2 == 1 { validation.push(e) } else { test.push(e) }
+        }
+        Self { train, validation, test }
+    }
+
+    pub fn held_out(&self, split: Split) -> &[Example] {
+        match split {
+            Split::Validation => &self.validation,
+            Split::Test => &self.test,
+        }
+    }
+}
+
+/// A preference row of the table: a method and the settings that make it that row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Sgpo,
+    /// SGPO improving with the SFT model as it is (no stage 1).
+    SgpoNoStage1,
+    Spin,
+    /// SPIN from the stage-1 model: stage 1's supervised steps without SGPO's pairs.
+    SpinAfterStage1,
+    /// SGPO keeping only the pairs the judge rates chosen above rejected. A diagnostic: the
+    /// judge reads the references, so this is the ceiling for a label-free filter, not a method.
+    JudgeFilter,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 5] = [Self::Sgpo, Self::SgpoNoStage1, Self::Spin, Self::SpinAfterStage1, Self::JudgeFilter];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sgpo => "sgpo",
+            Self::SgpoNoStage1 => "sgpo-no-stage1",
+            Self::Spin => "spin",
+            Self::SpinAfterStage1 => "spin-after-stage1",
+            Self::JudgeFilter => "judge-filter",
+        }
+    }
+
+    /// `base` (the shared preference settings) made into this row's run of `seed`.
+    pub fn config(self, base: &SgpoConfig, seed: u64) -> SgpoConfig {
+        let config = SgpoConfig { seed, spin_after_stage1: false, judge_filter: false, ..base.clone() };
+        match self {
+            Self::Sgpo => SgpoConfig { method: Method::Sgpo, ..config },
+            Self::SgpoNoStage1 => SgpoConfig { method: Method::Sgpo, improver_steps: 0, ..config },
+            Self::Spin => SgpoConfig { method: Method::Spin, ..config },
+            Self::SpinAfterStage1 => SgpoConfig { method: Method::Spin, spin_after_stage1: true, ..config },
+            Self::JudgeFilter => SgpoConfig { method: Method::Sgpo, judge_filter: true, ..config },
+        }
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+            Error::Config(format!("experiment row {s:?}: use any of {}", names.join(", ")))
+        })
+    }
+}
+
+/// What a run cost beyond its SFT model (for the `sft` row: SFT's own steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Compute {
+    pub optimizer_steps: usize,
+    /// Preference pairs trained on, summed over iterations.
+    pub pairs: usize,
+    /// Tokens generated to make training data (stage 1's and the pairs'), not evaluation's.
+    pub generated_tokens: usize,
+}
+
+/// One finished run of one row, SFT seed and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub setting: String,
     pub method: String,
+    pub sft_seed: u64,
     pub seed: u64,
-    /// Held-out win rate against the SFT model, ties half.
+    pub split: Split,
+    /// Held-out win rate against the SFT model of the same SFT seed, ties half.
     pub win_rate: f32,
     pub mean_score: f32,
+    /// Per held-out prompt, in the split's order.
+    pub comparison: Comparison,
+    pub compute: Compute,
+}
+
+/// Stop SFT when the validation score has not improved for `patience` evaluations, `every`
+/// steps apart, and keep the best model seen (`SftConfig::steps` is the most it trains).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plateau {
+    pub every: usize,
+    pub patience: usize,
 }
 
 /// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
@@ -77,42 +219,109 @@ pub fn bootstrap_interval(scores: &[Vec<f64>], resamples: usize, rng: &mut Rng) 
     (mean, quantile(0.025), quantile(0.975))
 }
 
-fn cell(xs: &[f64]) -> String {
-    let (m, h) = mean_ci(xs);
-    if h.is_nan() { format!("{m:.3}") } else { format!("{m:.3} ± {h:.3}") }
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
-/// A markdown table per setting, methods in the order given.
-pub fn table(outcomes: &[Outcome], setting: &str, methods: &[&str]) -> String {
-    let mut s = String::from("| method | seeds | win rate vs SFT (95% CI) | mean score (95% CI) |\n| --- | --- | --- | --- |\n");
-    for method in methods {
-        let rows: Vec<&Outcome> = outcomes.iter().filter(|o| o.setting == setting && o.method == *method).collect();
-        if rows.is_empty() {
+/// The outcomes of `row` in `setting`, one per run.
+fn runs<'a>(outcomes: &'a [Outcome], setting: &str, row: &str) -> Vec<&'a Outcome> {
+    outcomes.iter().filter(|o| o.setting == setting && o.method == row).collect()
+}
+
+/// Resamples of the paired bootstrap; the draws are seeded, so a report reads the same twice.
+const RESAMPLES: usize = 2000;
+
+fn interval(per_run: Vec<Vec<f64>>) -> String {
+    let (m, lo, hi) = bootstrap_interval(&per_run, RESAMPLES, &mut Rng::new(0xb007));
+    format!("{m:.3} [{lo:.3}, {hi:.3}]")
+}
+
+/// A markdown table of one setting, rows in the order given (absent rows left out):
+/// win/tie/loss over every run and prompt, win rate and mean score with 95% paired-bootstrap
+/// intervals, and the compute per run.
+pub fn table(outcomes: &[Outcome], setting: &str, rows: &[&str]) -> String {
+    let mut s = String::from(
+        "| row | runs | win / tie / loss | win rate vs SFT [95% CI] | mean score [95% CI] | optimiser steps | pairs | generated tokens |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for row in rows {
+        let rs = runs(outcomes, setting, row);
+        if rs.is_empty() {
             continue;
         }
-        let wins: Vec<f64> = rows.iter().map(|o| o.win_rate as f64).collect();
-        let scores: Vec<f64> = rows.iter().map(|o| o.mean_score as f64).collect();
-        s.push_str(&format!("| {method} | {} | {} | {} |\n", rows.len(), cell(&wins), cell(&scores)));
+        let count = |v: f32| rs.iter().flat_map(|o| &o.comparison.wins).filter(|&&w| w == v).count();
+        let per_run = |f: fn(&Outcome) -> &Vec<f32>| rs.iter().map(|o| f(o).iter().map(|&x| x as f64).collect()).collect();
+        let per = |f: fn(&Compute) -> usize| mean(&rs.iter().map(|o| f(&o.compute) as f64).collect::<Vec<_>>());
+        s.push_str(&format!(
+            "| {row} | {} | {} / {} / {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+            rs.len(),
+            count(1.0),
+            count(0.5),
+            count(0.0),
+            interval(per_run(|o| &o.comparison.wins)),
+            interval(per_run(|o| &o.comparison.scores)),
+            per(|c| c.optimizer_steps),
+            per(|c| c.pairs),
+            per(|c| c.generated_tokens),
+        ));
     }
     s
 }
 
+/// Win rate against SFT per task family (over every run), rows in the order given.
+pub fn family_table(outcomes: &[Outcome], setting: &str, rows: &[&str], held_out: &[Example]) -> String {
+    let task = |e: &Example| e.task.clone().unwrap_or_else(|| "data".into());
+    let mut families: Vec<String> = held_out.iter().map(task).collect();
+    families.sort();
+    families.dedup();
+    let n = |f: &String| held_out.iter().filter(|e| task(e) == *f).count();
+    let mut s = format!("| row | {} |\n|{}\n", families.iter().map(|f| format!("{f} ({})", n(f))).collect::<Vec<_>>().join(" | "), " --- |".repeat(families.len() + 1));
+    for row in rows {
+        let rs = runs(outcomes, setting, row);
+        if rs.is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = families
+            .iter()
+            .map(|f| {
+                let wins: Vec<f64> = rs
+                    .iter()
+                    .flat_map(|o| o.comparison.wins.iter().zip(held_out).filter(|(_, e)| task(e) == *f).map(|(&w, _)| w as f64))
+                    .collect();
+                format!("{:.2}", mean(&wins))
+            })
+            .collect();
+        s.push_str(&format!("| {row} | {} |\n", cells.join(" | ")));
+    }
+    s
+}
 
 /// What to compare and at what size.
 #[derive(Debug, Clone)]
 pub struct ExperimentPlan {
+    /// SFT models per setting (seeds `sft.seed`, `sft.seed + 1`, ...).
+    pub sft_seeds: u64,
+    /// Preference runs per SFT model and row.
     pub seeds: u64,
     /// Labeled examples in the few-labeled setting; the next `unlabeled` become bare prompts.
     pub few_labeled: usize,
     pub unlabeled: usize,
-    /// The SFT every setting starts from (built-in tasks).
+    /// Held-out examples before the split into validation and test.
+    pub held_out: usize,
+    /// The SFT every setting starts from (built-in tasks; `steps` is the most it trains).
     pub sft: SftConfig,
-    /// The preference settings; the method and seed vary.
+    /// `None`: SFT trains exactly `sft.steps`.
+    pub plateau: Option<Plateau>,
+    /// The preference settings every row shares.
     pub sgpo: SgpoConfig,
-    pub methods: Vec<Method>,
+    pub variants: Vec<Variant>,
+    pub settings: Vec<&'static str>,
+    pub split: Split,
 }
 
 pub const SETTINGS: [&str; 2] = ["all-labeled", "few-labeled"];
+
+/// SGPO's model after stage 1, before any preference step (measured inside the `sgpo` runs).
+pub const STAGE1_ROW: &str = "stage1";
 
 impl ExperimentPlan {
     /// The compute-matched baseline's name: `sft+N`, N the optimiser steps stage 1 takes.
@@ -122,115 +331,207 @@ impl ExperimentPlan {
 
     /// The table's rows, in order.
     pub fn rows(&self) -> Vec<String> {
-        let mut rows: Vec<String> = self.methods.iter().map(|m| m.name().to_string()).collect();
-        rows.extend([self.sft_more(), "sft".to_string()]);
+        let mut rows = vec!["sft".to_string(), self.sft_more()];
+        if self.variants.contains(&Variant::Sgpo) {
+            rows.push(STAGE1_ROW.into());
+        }
+        rows.extend(self.variants.iter().map(|v| v.name().to_string()));
         rows
+    }
+
+    pub fn splits(&self) -> Result<Splits> {
+        let DataSource::Builtin { n_train, family: None, .. } = self.sft.data else {
+            return Err(Error::Config("the experiment runs on every built-in task family".into()));
+        };
+        Ok(Splits::builtin(n_train, self.held_out, self.sft.seed))
     }
 }
 
 /// What an experiment reports while it runs.
 #[derive(Debug, Clone)]
 pub enum ExperimentEvent {
-    /// SFT of a setting, `step` of `total`.
-    Sft { setting: &'static str, step: usize, total: usize },
-    /// A preference iteration of one method and seed finished.
-    Iteration { setting: &'static str, method: Method, seed: u64, summary: IterationSummary },
+    /// SFT of a setting, `step` of at most `total`.
+    Sft { setting: &'static str, sft_seed: u64, step: usize, total: usize },
+    /// SFT's validation score at `step` (with a plateau rule).
+    SftEval { setting: &'static str, sft_seed: u64, step: usize, mean_score: f32, best_step: usize },
+    /// A preference iteration of one row and seed finished.
+    Iteration { setting: &'static str, row: &'static str, sft_seed: u64, seed: u64, summary: IterationSummary },
     /// A row's run finished (drivers save these: a rerun skips what `done` holds).
     Finished(Outcome),
 }
 
-/// Run every (setting, method, seed) that `done` lacks; returns the outcomes in the order they
-/// finished, each also sent as [`ExperimentEvent::Finished`].
-pub async fn run(plan: &ExperimentPlan, done: &[Outcome], device: &Device, on_event: &mut dyn FnMut(ExperimentEvent)) -> Result<Vec<Outcome>> {
-    let DataSource::Builtin { n_train, n_eval, family: None } = plan.sft.data else {
-        return Err(Error::Config("the experiment runs on every built-in task family".into()));
-    };
-    let (train_set, eval_all) = tasks::builtin_split(n_train, n_eval, plan.sft.seed);
-    let eval_set: Vec<Example> = eval_all.into_iter().take(plan.sgpo.eval_examples).collect();
-    let sft_more = plan.sft_more();
-    let once = |m: &str| m == "sft" || m == sft_more;
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    for setting in SETTINGS {
-        let have = |o: &[Outcome], m: &str, seed: u64| o.iter().any(|x| x.setting == setting && x.method == m && x.seed == seed);
-        let missing = |m: &str, seed: u64| !(once(m) && seed > 0) && !have(done, m, seed);
-        if !plan.rows().iter().any(|m| (0..plan.seeds).any(|seed| missing(m, seed))) {
+/// Greedy answers of `model` to the prompts of `examples`.
+async fn answers(model: &Model, tokenizer: &Tokenizer, examples: &[Example], max_new: usize, device: &Device) -> Result<Vec<String>> {
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    Decoder::new(model, tokenizer, device).greedy_answers(&prompts, max_new).await
+}
+
+/// SFT from `sft_seed`, to a plateau of the validation score when the plan has one: returns the
+/// model (the best seen) and the step it was taken at.
+async fn train_sft(
+    plan: &ExperimentPlan,
+    setting: &'static str,
+    sft_seed: u64,
+    tok: &Tokenizer,
+    labeled: &[Example],
+    validation: &[Example],
+    device: &Device,
+    on_event: &mut dyn FnMut(ExperimentEvent),
+) -> Result<(TextModel, usize)> {
+    let config = SftConfig { seed: plan.sft.seed + sft_seed, ..plan.sft.clone() };
+    let mut run = SftRun::new(config, tok.clone(), labeled, device)?;
+    let mut best: Option<(f32, usize, Model)> = None;
+    let mut since_best = 0;
+    while !run.is_done() {
+        let step = run.step().await?.step;
+        on_event(ExperimentEvent::Sft { setting, sft_seed, step, total: plan.sft.steps });
+        let Some(plateau) = plan.plateau else { continue };
+        if step % plateau.every != 0 && !run.is_done() {
             continue;
         }
-        let (labeled, unlabeled): (Vec<Example>, Vec<String>) = if setting == "all-labeled" {
-            (train_set.clone(), Vec::new())
+        let model = run.model.valid();
+        let (summary, _) = evaluate(&Decoder::new(&model, tok, device), validation, plan.sgpo.max_new_tokens, step).await?;
+        if best.as_ref().is_none_or(|(score, _, _)| summary.mean_score > *score) {
+            best = Some((summary.mean_score, step, model));
+            since_best = 0;
         } else {
-            let rest = &train_set[plan.few_labeled..(plan.few_labeled + plan.unlabeled).min(train_set.len())];
-            (train_set[..plan.few_labeled].to_vec(), rest.iter().map(|e| e.prompt.clone()).collect())
+            since_best += 1;
+        }
+        let best_step = best.as_ref().map_or(step, |b| b.1);
+        on_event(ExperimentEvent::SftEval { setting, sft_seed, step, mean_score: summary.mean_score, best_step });
+        if since_best >= plateau.patience {
+            break;
+        }
+    }
+    let last = run.text_model();
+    Ok(match best {
+        Some((_, step, model)) => (TextModel { model, ..last }, step),
+        None => (last, run.state.step),
+    })
+}
+
+/// Run every (setting, SFT seed, row, seed) that `done` lacks; returns the outcomes in the
+/// order they finished, each also sent as [`ExperimentEvent::Finished`].
+pub async fn run(plan: &ExperimentPlan, done: &[Outcome], device: &Device, on_event: &mut dyn FnMut(ExperimentEvent)) -> Result<Vec<Outcome>> {
+    let splits = plan.splits()?;
+    let held_out = splits.held_out(plan.split);
+    let max_new = plan.sgpo.max_new_tokens;
+    let sft_more = plan.sft_more();
+    let once = |row: &str| row == "sft" || row == sft_more;
+    let rows = plan.rows();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for &setting in &plan.settings {
+        let (labeled, unlabeled): (Vec<Example>, Vec<String>) = if setting == "all-labeled" {
+            (splits.train.clone(), Vec::new())
+        } else {
+            let rest = &splits.train[plan.few_labeled..(plan.few_labeled + plan.unlabeled).min(splits.train.len())];
+            (splits.train[..plan.few_labeled].to_vec(), rest.iter().map(|e| e.prompt.clone()).collect())
         };
-        // SFT once per setting; the tokenizer sees every text of the setting, labels or not.
+        // The tokenizer sees every text of the setting, labels or not; one per setting.
         let texts = labeled.iter().flat_map(|e| [e.prompt.as_str(), e.response.as_str()]).chain(unlabeled.iter().map(|p| p.as_str()));
         let tok = Tokenizer::train(texts, plan.sft.vocab_size)?;
-        let mut sft_run = SftRun::new(plan.sft.clone(), tok, &labeled, device)?;
-        while !sft_run.is_done() {
-            let step = sft_run.step().await?.step;
-            on_event(ExperimentEvent::Sft { setting, step, total: plan.sft.steps });
-        }
-        let sft = sft_run.text_model();
-        let baseline = Decoder::new(&sft.model, &sft.tokenizer, device);
-        let max_new = plan.sgpo.max_new_tokens;
-        let mut finish = |method: String, seed: u64, (win_rate, mean_score): (f32, f32), on_event: &mut dyn FnMut(ExperimentEvent)| {
-            let o = Outcome { setting: setting.into(), method, seed, win_rate, mean_score };
-            on_event(ExperimentEvent::Finished(o.clone()));
-            outcomes.push(o);
-        };
-        if missing("sft", 0) {
-            let result = win_rate(&baseline, &baseline, &eval_set, max_new).await?;
-            finish("sft".into(), 0, result, on_event);
-        }
-        if missing(&sft_more, 0) {
-            // Policy examples only, with stage 1's optimiser and step count.
-            let more = SftConfig { steps: plan.sgpo.stage1_steps(), optim: plan.sgpo.improver_optim.clone(), ..plan.sft.clone() };
-            let seqs = policy_seqs(&sft.tokenizer, &labeled, sft.config.max_seq_len)?;
-            let start = TextModel { model: sft_run.model.clone(), ..sft.clone() };
-            let mut run = SftRun::from_model("sft", more, start, seqs, device)?;
-            while !run.is_done() {
-                run.step().await?;
+        for sft_seed in 0..plan.sft_seeds {
+            let have = |o: &[Outcome], row: &str, seed: u64| {
+                o.iter().any(|x| x.setting == setting && x.method == row && x.sft_seed == sft_seed && x.seed == seed && x.split == plan.split)
+            };
+            let missing = |row: &str, seed: u64| !(once(row) && seed > 0) && !have(done, row, seed);
+            if !rows.iter().any(|row| (0..plan.seeds).any(|seed| missing(row, seed))) {
+                continue;
             }
-            let model = run.text_model().model;
-            let result = win_rate(&Decoder::new(&model, &sft.tokenizer, device), &baseline, &eval_set, max_new).await?;
-            finish(sft_more.clone(), 0, result, on_event);
-        }
-        for seed in 0..plan.seeds {
-            for &method in &plan.methods {
-                if !missing(method.name(), seed) {
-                    continue;
+            let (sft, sft_steps) = train_sft(plan, setting, sft_seed, &tok, &labeled, &splits.validation, device, on_event).await?;
+            let baseline = answers(&sft.model, &sft.tokenizer, held_out, max_new, device).await?;
+            let mut finish = |row: &str, seed: u64, comparison: Comparison, compute: Compute, on_event: &mut dyn FnMut(ExperimentEvent)| {
+                let o = Outcome {
+                    setting: setting.into(),
+                    method: row.into(),
+                    sft_seed,
+                    seed,
+                    split: plan.split,
+                    win_rate: comparison.win_rate(),
+                    mean_score: comparison.mean_score(),
+                    comparison,
+                    compute,
+                };
+                on_event(ExperimentEvent::Finished(o.clone()));
+                outcomes.push(o);
+            };
+            let score = |model: &Model| {
+                let model = model.clone();
+                let (sft, baseline) = (&sft, &baseline);
+                async move {
+                    let mine = answers(&model, &sft.tokenizer, held_out, max_new, device).await?;
+                    Ok::<_, Error>(Comparison::of(held_out, &mine, baseline))
                 }
-                let config = SgpoConfig { method, seed, ..plan.sgpo.clone() };
-                let data = RunData { labeled: labeled.clone(), unlabeled: unlabeled.clone(), pairs: Vec::new(), eval: eval_set.clone() };
-                let mut run = SgpoRun::new(config, sft.clone(), plan.sft.clone(), data, device)?;
+            };
+            if missing("sft", 0) {
+                finish("sft", 0, Comparison::of(held_out, &baseline, &baseline), Compute { optimizer_steps: sft_steps, ..Compute::default() }, on_event);
+            }
+            if missing(&sft_more, 0) {
+                // Policy examples only, with stage 1's optimiser and step count.
+                let more = SftConfig { steps: plan.sgpo.stage1_steps(), optim: plan.sgpo.improver_optim.clone(), seed: plan.sft.seed + sft_seed, ..plan.sft.clone() };
+                let seqs = policy_seqs(&sft.tokenizer, &labeled, sft.config.max_seq_len)?;
+                let start = TextModel { model: sft.model.clone().fork(&crate::train::autodiff(device)).train(), ..sft.clone() };
+                let mut run = SftRun::from_model("sft", more, start, seqs, device)?;
                 while !run.is_done() {
-                    let mut summaries = Vec::new();
-                    run.advance(&mut |e| if let Event::Iteration(i) = e { summaries.push(i) }).await?;
-                    for summary in summaries {
-                        on_event(ExperimentEvent::Iteration { setting, method, seed, summary });
-                    }
+                    run.step().await?;
                 }
-                let policy = run.policy();
-                let result = win_rate(&Decoder::new(&policy, &sft.tokenizer, device), &baseline, &eval_set, max_new).await?;
-                finish(method.name().into(), seed, result, on_event);
+                let comparison = score(&run.model.valid()).await?;
+                finish(&sft_more, 0, comparison, Compute { optimizer_steps: run.state.step, ..Compute::default() }, on_event);
+            }
+            for seed in 0..plan.seeds {
+                for &variant in &plan.variants {
+                    if !missing(variant.name(), seed) {
+                        continue;
+                    }
+                    let config = variant.config(&plan.sgpo, seed);
+                    let data = RunData { labeled: labeled.clone(), unlabeled: unlabeled.clone(), pairs: Vec::new(), eval: splits.validation.clone() };
+                    let mut run = SgpoRun::new(config, sft.clone(), plan.sft.clone(), data, device)?;
+                    let mut pairs = 0;
+                    let mut stage1_pending = variant == Variant::Sgpo && missing(STAGE1_ROW, seed);
+                    while !run.is_done() {
+                        let mut summaries = Vec::new();
+                        run.advance(&mut |e| if let Event::Iteration(i) = e { summaries.push(i) }).await?;
+                        for summary in summaries {
+                            pairs += summary.pairs_built;
+                            on_event(ExperimentEvent::Iteration { setting, row: variant.name(), sft_seed, seed, summary });
+                        }
+                        let after_stage1 = run.stage == Stage::Pairs && run.iteration == 0 && run.step() > 0;
+                        if stage1_pending && after_stage1 {
+                            stage1_pending = false;
+                            let compute = Compute { optimizer_steps: run.step(), pairs: 0, generated_tokens: run.generated_tokens() };
+                            finish(STAGE1_ROW, seed, score(&run.policy()).await?, compute, on_event);
+                        }
+                    }
+                    let compute = Compute { optimizer_steps: run.step(), pairs, generated_tokens: run.generated_tokens() };
+                    finish(variant.name(), seed, score(&run.policy()).await?, compute, on_event);
+                }
             }
         }
     }
     Ok(outcomes)
 }
 
-/// The markdown report: one table per setting.
-pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> String {
+/// The markdown report: per setting, the table and the per-family win rates.
+pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
+    let splits = plan.splits()?;
+    let held_out = splits.held_out(plan.split);
+    let outcomes: Vec<Outcome> = outcomes.iter().filter(|o| o.split == plan.split).cloned().collect();
     let rows = plan.rows();
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     let mut md = format!(
-        "Built-in tasks, held-out {} prompts, judge-based win rate against the SFT model (ties half), {} seeds.\n\n",
-        plan.sgpo.eval_examples, plan.seeds
+        "Built-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds; intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
+        plan.split.name(),
+        held_out.len(),
+        splits.validation.len(),
+        splits.test.len(),
+        plan.sft_seeds,
+        plan.seeds
     );
-    for setting in SETTINGS {
-        md.push_str(&format!("### {setting}\n\n{}\n", table(outcomes, setting, &rows)));
+    for &setting in &plan.settings {
+        md.push_str(&format!("### {setting}\n\n{}\n", table(&outcomes, setting, &rows)));
+        md.push_str(&format!("Win rate against SFT by task family ({setting}):\n\n{}\n", family_table(&outcomes, setting, &rows, held_out)));
     }
-    md
+    Ok(md)
 }
 
 #[cfg(test)]
@@ -267,13 +568,55 @@ mod tests {
         assert_eq!(bootstrap_interval(&vec![vec![0.25; 4]; 3], 1000, &mut Rng::new(2)), (0.25, 0.25, 0.25));
     }
 
+    fn outcome(method: &str, sft_seed: u64, seed: u64, wins: &[f32], scores: &[f32]) -> Outcome {
+        let comparison = Comparison { wins: wins.to_vec(), scores: scores.to_vec() };
+        Outcome {
+            setting: "a".into(),
+            method: method.into(),
+            sft_seed,
+            seed,
+            split: Split::Validation,
+            win_rate: comparison.win_rate(),
+            mean_score: comparison.mean_score(),
+            comparison,
+            compute: Compute { optimizer_steps: 10 + seed as usize, pairs: 4, generated_tokens: 100 },
+        }
+    }
+
     #[test]
-    fn table_lists_each_method_once() {
-        let o = |method: &str, seed, w| Outcome { setting: "a".into(), method: method.into(), seed, win_rate: w, mean_score: 0.5 };
-        let t = table(&[o("sgpo", 0, 0.6), o("sgpo", 1, 0.7), o("sft", 0, 0.5)], "a", &["sgpo", "spin", "sft"]);
-        assert!(t.contains("| sgpo | 2 | 0.650 ± "));
-        assert!(t.contains("| sft | 1 | 0.500 | 0.500 |"));
+    fn table_counts_every_prompt_of_every_run() {
+        let outcomes = [
+            outcome("sgpo", 0, 0, &[1.0, 0.5, 0.0], &[1.0, 0.5, 0.0]),
+            outcome("sgpo", 0, 1, &[1.0, 1.0, 0.0], &[1.0, 1.0, 0.0]),
+            outcome("sft", 0, 0, &[0.5, 0.5, 0.5], &[0.5, 0.5, 0.5]),
+        ];
+        let t = table(&outcomes, "a", &["sft", "sgpo", "spin"]);
+        // Three wins, one tie, two losses over two runs; steps 10 and 11 average to 10.5 (printed 10).
+        assert!(t.contains("| sgpo | 2 | 3 / 1 / 2 | 0.583 ["), "{t}");
+        assert!(t.contains("| 10 | 4 | 100 |"), "{t}");
+        // Every prompt tied: the interval is a point.
+        assert!(t.contains("| sft | 1 | 0 / 3 / 0 | 0.500 [0.500, 0.500] | 0.500 [0.500, 0.500] |"), "{t}");
         assert!(!t.contains("spin"));
+        let held_out: Vec<Example> = ["x", "y", "x"]
+            .iter()
+            .map(|task| Example { prompt: String::new(), response: String::new(), task: Some(task.to_string()) })
+            .collect();
+        let f = family_table(&outcomes, "a", &["sgpo"], &held_out);
+        // x: prompts 0 and 2 of both runs (1, 0, 1, 0); y: prompt 1 (0.5, 1).
+        assert!(f.contains("| row | x (2) | y (1) |") && f.contains("| sgpo | 0.50 | 0.75 |"), "{f}");
+    }
+
+    #[test]
+    fn held_out_halves_share_no_prompt_and_mix_families_alike() {
+        let s = Splits::builtin(500, 400, 3);
+        let train: std::collections::HashSet<&str> = s.train.iter().map(|e| e.prompt.as_str()).collect();
+        let val: std::collections::HashSet<&str> = s.validation.iter().map(|e| e.prompt.as_str()).collect();
+        assert_eq!(val.len(), s.validation.len(), "no repeats");
+        assert!(s.test.iter().all(|e| !val.contains(e.prompt.as_str()) && !train.contains(e.prompt.as_str())));
+        for family in tasks::FAMILIES {
+            let n = |xs: &[Example]| xs.iter().filter(|e| e.task.as_deref() == Some(family)).count();
+            assert!(n(&s.validation) > 0 && n(&s.validation) - n(&s.test) <= 1, "{family}: {} vs {}", n(&s.validation), n(&s.test));
+        }
     }
 
     /// The whole table at toy size: every row of both settings once, SFT against itself a
@@ -282,10 +625,13 @@ mod tests {
     fn experiment_fills_every_row_and_resumes_from_its_outcomes() {
         let device = Device::flex();
         let plan = ExperimentPlan {
+            sft_seeds: 1,
             seeds: 1,
             few_labeled: 40,
             unlabeled: 60,
+            held_out: 18,
             sft: SftConfig { preset: "tiny".into(), steps: 6, batch_size: 8, vocab_size: 120, data: DataSource::builtin(180, 18), ..SftConfig::default() },
+            plateau: Some(Plateau { every: 2, patience: 1 }),
             sgpo: SgpoConfig {
                 iterations: 1,
                 improver_steps: 2,
@@ -296,22 +642,45 @@ mod tests {
                 eval_examples: 9,
                 ..SgpoConfig::default()
             },
-            methods: vec![Method::Sgpo, Method::Spin],
+            variants: Variant::ALL.to_vec(),
+            settings: SETTINGS.to_vec(),
+            split: Split::Validation,
         };
         let mut events = Vec::new();
         let outcomes = pollster::block_on(run(&plan, &[], &device, &mut |e| events.push(e))).unwrap();
+        let rows = plan.rows();
+        assert_eq!(rows.len(), 8, "{rows:?}");
         for setting in SETTINGS {
-            for row in ["sgpo", "spin", "sft+2", "sft"] {
-                assert_eq!(outcomes.iter().filter(|o| o.setting == setting && o.method == row).count(), 1, "{setting} {row}");
+            for row in &rows {
+                assert_eq!(outcomes.iter().filter(|o| o.setting == setting && o.method == *row).count(), 1, "{setting} {row}");
             }
         }
+        let held_out = plan.splits().unwrap().validation.len();
+        assert!(outcomes.iter().all(|o| o.comparison.wins.len() == held_out && o.comparison.scores.len() == held_out));
         let sft = outcomes.iter().find(|o| o.method == "sft").unwrap();
         assert_eq!(sft.win_rate, 0.5);
+        // SFT stopped at an evaluation (every 2 steps, at most 6).
+        assert!([2, 4, 6].contains(&sft.compute.optimizer_steps), "{:?}", sft.compute);
+        let row = |name: &str| outcomes.iter().find(|o| o.setting == "all-labeled" && o.method == name).unwrap().compute;
+        // Stage 1 (2 steps) is inside SGPO's count, absent without it; SPIN generates drafts only.
+        assert_eq!(row("stage1").optimizer_steps, 2);
+        assert!(row("sgpo").optimizer_steps > 2 && row("sgpo").pairs > 0 && row("sgpo").generated_tokens > row("stage1").generated_tokens);
+        assert_eq!(row("sgpo-no-stage1").optimizer_steps, row("sgpo-no-stage1").pairs.div_ceil(4));
+        assert_eq!(row("spin-after-stage1").optimizer_steps, 2 + row("spin-after-stage1").pairs.div_ceil(4));
+        // Same seed, same drafts and improvements: the filter only removes pairs, and what it
+        // keeps the judge rates better.
+        assert!(row("judge-filter").pairs <= row("sgpo").pairs);
+        let judged = events.iter().filter_map(|e| match e {
+            ExperimentEvent::Iteration { row: "judge-filter", summary, .. } => summary.pairs_judged,
+            _ => None,
+        });
+        assert!(judged.into_iter().all(|[_, tied, worse]| tied + worse == 0));
         let finished = events.iter().filter(|e| matches!(e, ExperimentEvent::Finished(_))).count();
         assert_eq!(finished, outcomes.len());
-        assert!(events.iter().any(|e| matches!(e, ExperimentEvent::Iteration { method: Method::Sgpo, .. })));
-        let md = report(&plan, &outcomes);
-        assert!(md.contains("### few-labeled") && md.contains("| sft+2 | 1 |"), "{md}");
+        assert!(events.iter().any(|e| matches!(e, ExperimentEvent::Iteration { row: "sgpo", .. })));
+        assert!(events.iter().any(|e| matches!(e, ExperimentEvent::SftEval { step: 2, .. })));
+        let md = report(&plan, &outcomes).unwrap();
+        assert!(md.contains("### few-labeled") && md.contains("| sft+2 | 1 |") && md.contains("| judge-filter |"), "{md}");
         let again = pollster::block_on(run(&plan, &outcomes, &device, &mut |_| {})).unwrap();
         assert!(again.is_empty());
     }

@@ -248,17 +248,19 @@ pub const DECODE_BATCH: usize = 64;
 
 /// What decoding text needs besides the prompts: the model, its tokenizer, the device, and how
 /// many rows run at once.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Decoder<'a> {
     pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     pub device: &'a Device,
     pub batch_size: usize,
+    /// Tokens generated through this decoder so far (the experiment reports compute with it).
+    pub generated: std::cell::Cell<usize>,
 }
 
 impl<'a> Decoder<'a> {
     pub fn new(model: &'a Model, tokenizer: &'a Tokenizer, device: &'a Device) -> Self {
-        Self { model, tokenizer, device, batch_size: DECODE_BATCH }
+        Self { model, tokenizer, device, batch_size: DECODE_BATCH, generated: Default::default() }
     }
 
     /// Continue every prompt (token ids in any role), `batch_size` rows at a time, and decode.
@@ -276,6 +278,7 @@ impl<'a> Decoder<'a> {
         for chunk in prompts.chunks(self.batch_size.max(1)) {
             for tokens in generate(self.model, chunk, sampling, stop, rng, true, self.device).await? {
                 generated += tokens.len();
+                self.generated.set(self.generated.get() + tokens.len());
                 out.push(self.tokenizer.decode(&tokens)?);
             }
             progress(out.len(), generated);

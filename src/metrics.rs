@@ -73,6 +73,12 @@ pub struct IterationSummary {
     /// Kept pairs whose chosen answer is empty.
     #[serde(default)]
     pub pairs_empty_chosen: usize,
+    /// Pairs dropped by the judge filter (a diagnostic setting).
+    #[serde(default)]
+    pub pairs_filtered: usize,
+    /// Tokens the run has generated for training data so far (stage 1 and pairs).
+    #[serde(default)]
+    pub generated_tokens: usize,
     /// Kept pairs with a reference, by what the judge says of chosen against rejected
     /// (better, tied, worse): how many of the pairs DPO trains on point the right way.
     #[serde(default)]
@@ -97,6 +103,8 @@ impl IterationSummary {
             pairs_built: 0,
             pairs_unchanged: 0,
             pairs_empty_chosen: 0,
+            pairs_filtered: 0,
+            generated_tokens: 0,
             pairs_judged: None,
             improver_win_rate: None,
             policy_win_rate_vs_sft: None,

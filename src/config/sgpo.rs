@@ -126,13 +126,21 @@ pub struct SgpoConfig {
     /// Preference iterations T.
     pub iterations: usize,
     pub improver_targets: ImproverTargets,
-    /// Stage 1: optimiser steps on improver examples mixed with policy examples.
+    /// Stage 1: optimiser steps on improver examples mixed with policy examples; 0 skips stage
+    /// 1 (SGPO then improves with the model as it is: an ablation).
     pub improver_steps: usize,
     /// Stage 1: examples whose drafts become improver data.
     pub improver_examples: usize,
     pub improver_optim: OptimConfig,
     /// Rebuild and retrain the improver with the current model before each later iteration.
     pub refresh_improver: bool,
+    /// SPIN starts after stage 1 too (an ablation: it separates stage 1's supervised steps
+    /// from the preference step they precede).
+    pub spin_after_stage1: bool,
+    /// Keep only pairs whose chosen answer the judge scores above the rejected one. A
+    /// diagnostic, not a method: it reads the reference answers (the ceiling a perfect
+    /// label-free filter could reach); prompts without a reference give no pairs.
+    pub judge_filter: bool,
     /// Prompts drawn per iteration to build pairs from.
     pub prompts_per_iteration: usize,
     /// Passes over each iteration's pairs.
@@ -162,6 +170,8 @@ impl Default for SgpoConfig {
             improver_examples: 2000,
             improver_optim: OptimConfig { lr: 1e-3, warmup_steps: 20, ..OptimConfig::default() },
             refresh_improver: false,
+            spin_after_stage1: false,
+            judge_filter: false,
             prompts_per_iteration: 512,
             dpo_epochs: 1,
             batch_size: 16,

@@ -44,6 +44,8 @@ pub struct PairSet {
     pub unchanged: usize,
     /// Kept pairs whose chosen answer is empty.
     pub empty_chosen: usize,
+    /// Dropped by the judge filter (`judge_filter`): not judged better than the draft.
+    pub filtered: usize,
     /// Kept pairs with a reference: the judge rates chosen better, the same, worse.
     pub judged: Option<[usize; 3]>,
     pub improver_win_rate: Option<f32>,
@@ -138,6 +140,8 @@ pub async fn build_pairs(
         }
         if exact_match(&better, &draft) {
             set.unchanged += 1;
+        } else if cfg.judge_filter && !scores.is_some_and(|(d, b)| b > d) {
+            set.filtered += 1;
         } else {
             set.empty_chosen += usize::from(better.trim().is_empty());
             if let Some((d, b)) = scores {

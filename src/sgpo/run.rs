@@ -12,7 +12,7 @@ use crate::config::{DpoLoss, Method, SftConfig, SgpoConfig};
 use crate::data::judge::exact_match;
 use crate::data::{RunData, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
-use crate::eval::win_rate;
+use crate::eval::compare;
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
 use crate::config::ModelConfig;
@@ -92,6 +92,9 @@ pub struct SgpoRun {
     /// Optimiser steps of the whole run, stage 1's and DPO's: one monotonic counter, so no two
     /// logged events of different steps share a number.
     pub(super) step: usize,
+    /// Tokens the run generated (stage 1's drafts and targets, the pairs' drafts and
+    /// improvements); the held-out evaluations are not counted.
+    pub(super) generated_tokens: usize,
     pub(super) rng: Rng,
     pub(super) device: Device,
     /// Checkpoints hold the LoRA adapters only: the driver rebuilds the run from the model file
@@ -132,6 +135,7 @@ impl SgpoRun {
             dpo: None,
             last_pairs: Vec::new(),
             step: 0,
+            generated_tokens: 0,
             rng,
             device: device.clone(),
             adapters_only: false,
@@ -145,6 +149,22 @@ impl SgpoRun {
     /// Optimiser steps so far, stage 1's and DPO's together.
     pub fn step(&self) -> usize {
         self.step
+    }
+
+    /// Tokens generated to build training data so far (not counting evaluation).
+    pub fn generated_tokens(&self) -> usize {
+        self.generated_tokens
+    }
+
+    /// Stage 1 comes first: SGPO's improver, unless `improver_steps` is 0; SPIN's only as the
+    /// `spin_after_stage1` ablation.
+    fn runs_stage1(&self) -> bool {
+        let wanted = match self.config.method {
+            Method::Sgpo => true,
+            Method::Spin => self.config.spin_after_stage1,
+            Method::Dpo => false,
+        };
+        wanted && self.config.improver_steps > 0
     }
 
     /// Iterations whose DPO has finished.
@@ -172,11 +192,11 @@ impl SgpoRun {
     pub async fn advance(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         let sgpo = self.config.method == Method::Sgpo;
         match self.stage {
-            Stage::Start if sgpo => self.start_improver().await?,
+            Stage::Start if self.runs_stage1() => self.start_improver().await?,
             Stage::Start => self.stage = Stage::Pairs,
             Stage::Improver => self.improver_step(on_event).await?,
             Stage::Pairs if self.iteration >= self.config.iterations => self.stage = Stage::Done,
-            Stage::Pairs if sgpo && self.config.refresh_improver && self.improver_round < self.iteration => {
+            Stage::Pairs if sgpo && self.runs_stage1() && self.config.refresh_improver && self.improver_round < self.iteration => {
                 self.improver_round = self.iteration;
                 self.start_improver().await?;
             }
@@ -203,6 +223,7 @@ impl SgpoRun {
         picked.truncate(n);
         let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
         let improver = improver_data(&decoder, &picked, &self.config, max_len, &mut self.rng).await?;
+        self.generated_tokens += decoder.generated.get();
         let mut seqs = improver.clone();
         seqs.extend(policy_seqs(&self.sft.tokenizer, &picked, max_len)?);
         let start = TextModel { model: self.trainer.model.clone(), ..self.sft.clone() };
@@ -267,6 +288,7 @@ impl SgpoRun {
         let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
         let set = build_pairs(&decoder, &items, &self.data.pairs, &self.config, self.iteration, &mut self.rng, on_event).await?;
         let generation_rate = rate(set.generated_tokens, started);
+        self.generated_tokens += set.generated_tokens;
         for c in set.samples {
             on_event(Event::Sample(Sample {
                 iteration: self.iteration,
@@ -289,6 +311,7 @@ impl SgpoRun {
             pairs_built: set.pairs.len(),
             pairs_unchanged: set.unchanged,
             pairs_empty_chosen: set.empty_chosen,
+            pairs_filtered: set.filtered,
             pairs_judged: set.judged,
             improver_win_rate: set.improver_win_rate,
             tokens_per_s: generation_rate,
@@ -330,13 +353,14 @@ impl SgpoRun {
 
     /// Add the held-out win rate against the SFT model and the mean score.
     async fn finish_summary(&self, mut summary: IterationSummary) -> Result<IterationSummary> {
+        summary.generated_tokens = self.generated_tokens;
         if !self.data.eval.is_empty() {
             let policy = self.policy().merged();
             let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
             let sft = Decoder::new(&self.sft.model, &self.sft.tokenizer, &self.device);
-            let (w, s) = win_rate(&mine, &sft, &self.data.eval, self.config.max_new_tokens).await?;
-            summary.policy_win_rate_vs_sft = Some(w);
-            summary.mean_score = Some(s);
+            let result = compare(&mine, &sft, &self.data.eval, self.config.max_new_tokens).await?;
+            summary.policy_win_rate_vs_sft = Some(result.win_rate());
+            summary.mean_score = Some(result.mean_score());
         }
         Ok(summary)
     }

@@ -19,6 +19,9 @@ struct SavedProgress {
     improver_round: usize,
     /// The run's optimiser steps, stage 1's and DPO's.
     step: usize,
+    /// Tokens generated for training data (saved before this was counted: 0).
+    #[serde(default)]
+    generated_tokens: usize,
     /// DPO updates so far (the DPO schedule's position).
     dpo_steps: usize,
     rng: Rng,
@@ -42,6 +45,7 @@ impl SgpoRun {
             iteration: self.iteration,
             improver_round: self.improver_round,
             step: self.step,
+            generated_tokens: self.generated_tokens,
             dpo_steps: self.trainer.step,
             rng: self.rng,
             improver_seqs: self.improver_seqs.clone(),
@@ -79,6 +83,7 @@ impl SgpoRun {
         }
         self.improver_round = saved.improver_round;
         self.step = saved.step;
+        self.generated_tokens = saved.generated_tokens;
         self.rng = saved.rng;
         self.improver_seqs = saved.improver_seqs;
         self.dpo = saved.dpo;

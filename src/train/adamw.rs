@@ -5,7 +5,9 @@
 //!
 //! Update, per parameter with a gradient `g` at step `t` (as burn's `AdamW`):
 //! `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
-//! `w = w (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
+//! `w = w (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`,
+//! except that vectors (RMSNorm gains) are not decayed, as in nanoGPT and TRL: decay pulls a
+//! gain towards 0, which is not a simpler model but a differently scaled one.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -136,10 +138,45 @@ impl ModuleMapper for Update<'_> {
             let delta = first.div(second.sqrt().add_scalar(EPSILON));
             moments.insert(path, state);
             let weights = tensor.inner().reshape([n]);
-            let decay = lr * weight_decay as f64;
+            let decay = if D == 1 { 0.0 } else { lr * weight_decay as f64 };
             let weights = if decay == 0.0 { weights } else { weights.mul_scalar(1.0 - decay) };
             let updated = Tensor::from_inner((weights - delta.mul_scalar(lr)).reshape(shape));
             if require_grad { updated.require_grad() } else { updated }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::{Device, Tensor};
+
+    use super::*;
+    use crate::train::autodiff;
+
+    #[derive(Module, Debug)]
+    struct Two {
+        gain: Param<Tensor<1>>,
+        weight: Param<Tensor<2>>,
+    }
+
+    /// With a zero gradient the update is decay alone: the matrix shrinks by `1 - lr wd`, the
+    /// gain (a vector) keeps its value.
+    #[test]
+    fn weight_decay_spares_vectors() {
+        let device = autodiff(&Device::flex());
+        let two = Two {
+            gain: Param::from_tensor(Tensor::<1>::ones([3], &device).require_grad()),
+            weight: Param::from_tensor(Tensor::<2>::ones([2, 3], &device).require_grad()),
+        };
+        let loss = (two.gain.val().sum() + two.weight.val().sum()).mul_scalar(0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &two);
+        let config = OptimConfig { weight_decay: 0.5, ..OptimConfig::default() };
+        let two = AdamW::new(&config).step(0.1, two, grads);
+        let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(values(two.gain.val()), vec![1.0; 3]);
+        for w in values(two.weight.val().reshape([6])) {
+            assert!((w - 0.95).abs() < 1e-6, "{w}");
+        }
     }
 }
