@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DataSource, Method, SftConfig, SgpoConfig};
+use crate::config::{DataSource, Method, PairFilter, SftConfig, SgpoConfig};
 use crate::data::{Example, RunData, Tokenizer, policy_seqs, tasks};
 use crate::error::{Error, Result};
 use crate::eval::{Comparison, evaluate};
@@ -115,13 +115,13 @@ impl Variant {
 
     /// `base` (the shared preference settings) made into this row's run of `seed`.
     pub fn config(self, base: &SgpoConfig, seed: u64) -> SgpoConfig {
-        let config = SgpoConfig { seed, spin_after_stage1: false, judge_filter: false, ..base.clone() };
+        let config = SgpoConfig { seed, spin_after_stage1: false, ..base.clone() };
         match self {
             Self::Sgpo => SgpoConfig { method: Method::Sgpo, ..config },
             Self::SgpoNoStage1 => SgpoConfig { method: Method::Sgpo, improver_steps: 0, ..config },
             Self::Spin => SgpoConfig { method: Method::Spin, ..config },
             Self::SpinAfterStage1 => SgpoConfig { method: Method::Spin, spin_after_stage1: true, ..config },
-            Self::JudgeFilter => SgpoConfig { method: Method::Sgpo, judge_filter: true, ..config },
+            Self::JudgeFilter => SgpoConfig { method: Method::Sgpo, pair_filter: PairFilter::Judge, ..config },
         }
     }
 }

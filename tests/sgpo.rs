@@ -8,9 +8,13 @@ use burn::tensor::Device;
 use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
-use sgpo::config::{OptimConfig, SftConfig, SgpoConfig};
+use sgpo::config::{OptimConfig, PairFilter, SftConfig, SgpoConfig};
 use sgpo::data::{Example, PreferencePair, RunData, Tokenizer};
 use sgpo::metrics::Event;
+use sgpo::generate::Decoder;
+use sgpo::rng::Rng;
+use sgpo::sgpo::improver::improvement_margins;
+use sgpo::sgpo::pairs::{PromptItem, build_pairs};
 use sgpo::sgpo::{Pair, SgpoRun, Stage};
 use sgpo::train::{ScoredPair, SftRun, score_pairs};
 
@@ -81,6 +85,50 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     let margin_before = margin(&block_on(score_pairs(&before, &tok, &trl, false, max_len, &device)).unwrap());
     let margin_after = margin(&block_on(score_pairs(&run.policy(), &tok, &trl, false, max_len, &device)).unwrap());
     assert!(margin_after > margin_before + 0.5, "margin {margin_before} -> {margin_after}");
+}
+
+/// Each label-free filter keeps what it promises, from the same drafts and improvements: a
+/// margin no pair reaches keeps none, one every pair passes keeps all, and what `confidence:0`
+/// keeps has a margin of at least 0; `majority` keeps only rewrites most samples agree on; the
+/// judge (a diagnostic) keeps only pairs it rates better.
+#[test]
+fn pair_filters_keep_what_they_promise() {
+    let device = Device::flex();
+    let (sft, train, eval) = tiny_sft(&device, 600, 80);
+    let tok = sft.tokenizer.clone();
+    let config = SgpoConfig { iterations: 1, improver_steps: 30, improver_examples: 150, max_new_tokens: 12, ..SgpoConfig::default() };
+    let data = RunData { labeled: train.clone(), eval, ..RunData::default() };
+    let mut run = SgpoRun::new(config.clone(), sft.text_model(), sft.config.clone(), data, &device).unwrap();
+    while run.stage != Stage::Pairs {
+        block_on(run.advance(&mut |_| {})).unwrap();
+    }
+    let policy = run.policy();
+    let decoder = Decoder::new(&policy, &tok, &device);
+    let items: Vec<PromptItem> =
+        train.iter().take(48).map(|e| PromptItem { prompt: e.prompt.clone(), reference: Some(e.response.clone()) }).collect();
+    let max_len = run.model_config().max_seq_len;
+    let pairs = |filter: &str| {
+        let cfg = SgpoConfig { pair_filter: filter.parse().unwrap(), ..config.clone() };
+        block_on(build_pairs(&decoder, &items, &[], &cfg, max_len, 1, &mut Rng::new(5), &mut |_| {})).unwrap()
+    };
+    let all = pairs("none");
+    assert!(all.pairs.len() >= 5 && all.filtered == 0, "{} pairs", all.pairs.len());
+    let lenient = pairs("confidence:-1000");
+    assert_eq!((lenient.pairs, lenient.filtered), (all.pairs.clone(), 0));
+    let strict = pairs("confidence:1000");
+    assert_eq!((strict.pairs.len(), strict.filtered), (0, all.pairs.len()));
+    let zero = pairs("confidence:0");
+    assert_eq!(zero.pairs.len() + zero.filtered, all.pairs.len());
+    let field = |f: fn(&Pair) -> &String| zero.pairs.iter().map(|p| f(p).clone()).collect::<Vec<_>>();
+    let margins = block_on(improvement_margins(&decoder, &field(|p| &p.prompt), &field(|p| &p.rejected), &field(|p| &p.chosen), max_len)).unwrap();
+    assert!(margins.iter().all(|&m| m >= 0.0), "{margins:?}");
+    let majority = pairs("majority:3:1");
+    assert_eq!(majority.pairs.len() + majority.filtered + majority.unchanged, items.len());
+    let judged = pairs("judge");
+    assert!(judged.judged.is_none_or(|[_, tied, worse]| tied + worse == 0));
+    assert_eq!(judged.judged.map_or(0, |[better, ..]| better), judged.pairs.len());
+    assert_eq!(judged.pairs.len() + judged.filtered, all.pairs.len());
+    assert_eq!(PairFilter::Judge, "judge".parse().unwrap());
 }
 
 /// A tiny model after `steps` of SFT on `n_train` built-in examples, and the data.

@@ -15,7 +15,7 @@ pub use lora::{LoraConfig, LoraTarget};
 pub use model::{ModelConfig, PRESETS};
 pub use page::PipelineConfig;
 pub use sft::{OptimConfig, SftConfig};
-pub use sgpo::{DpoLoss, ImproverTargets, Method, SgpoConfig};
+pub use sgpo::{DpoLoss, ImproverTargets, Method, PairFilter, SgpoConfig};
 
 use serde::{Deserialize, Serialize};
 

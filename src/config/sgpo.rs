@@ -119,6 +119,65 @@ impl From<ImproverTargets> for String {
     }
 }
 
+/// Which of SGPO's candidates (a draft and its improvement, when they differ) DPO trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PairFilter {
+    /// Every changed draft.
+    None,
+    /// The improver's own confidence: keep a pair when, in the improver role, the improvement's
+    /// mean log-prob per token exceeds that of writing the draft back unchanged by at least
+    /// `margin` nats.
+    Confidence(f32),
+    /// Self-consistency: `k` improvements per draft sampled at the draft temperature; the most
+    /// frequent becomes the chosen answer when at least `share` of them agree on it.
+    Majority { k: usize, share: f32 },
+    /// Keep pairs whose chosen answer the judge scores above the rejected one. A diagnostic,
+    /// not a method: it reads the reference answers (the ceiling a perfect label-free filter
+    /// could reach); prompts without a reference give no pairs.
+    Judge,
+}
+
+impl std::str::FromStr for PairFilter {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let parsed = match parts.as_slice() {
+            ["none"] => Some(Self::None),
+            ["judge"] => Some(Self::Judge),
+            ["confidence", m] => m.parse::<f32>().ok().filter(|m| m.is_finite()).map(Self::Confidence),
+            ["majority", k, share] => match (k.parse::<usize>(), share.parse::<f32>()) {
+                (Ok(k), Ok(share)) if k >= 2 && share > 0.0 && share <= 1.0 => Some(Self::Majority { k, share }),
+                _ => None,
+            },
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            Error::Config(format!(
+                "pair_filter {s:?}: use none, confidence:MARGIN (nats per token, finite), majority:K:SHARE (K >= 2, 0 < SHARE <= 1) or judge"
+            ))
+        })
+    }
+}
+
+impl TryFrom<String> for PairFilter {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<PairFilter> for String {
+    fn from(f: PairFilter) -> String {
+        match f {
+            PairFilter::None => "none".into(),
+            PairFilter::Confidence(m) => format!("confidence:{m}"),
+            PairFilter::Majority { k, share } => format!("majority:{k}:{share}"),
+            PairFilter::Judge => "judge".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SgpoConfig {
@@ -137,10 +196,8 @@ pub struct SgpoConfig {
     /// SPIN starts after stage 1 too (an ablation: it separates stage 1's supervised steps
     /// from the preference step they precede).
     pub spin_after_stage1: bool,
-    /// Keep only pairs whose chosen answer the judge scores above the rejected one. A
-    /// diagnostic, not a method: it reads the reference answers (the ceiling a perfect
-    /// label-free filter could reach); prompts without a reference give no pairs.
-    pub judge_filter: bool,
+    /// Which of SGPO's changed drafts become pairs (SPIN and DPO are not filtered).
+    pub pair_filter: PairFilter,
     /// Prompts drawn per iteration to build pairs from.
     pub prompts_per_iteration: usize,
     /// Passes over each iteration's pairs.
@@ -171,7 +228,7 @@ impl Default for SgpoConfig {
             improver_optim: OptimConfig { lr: 1e-3, warmup_steps: 20, ..OptimConfig::default() },
             refresh_improver: false,
             spin_after_stage1: false,
-            judge_filter: false,
+            pair_filter: PairFilter::None,
             prompts_per_iteration: 512,
             dpo_epochs: 1,
             batch_size: 16,
@@ -217,5 +274,17 @@ mod tests {
         let c: SgpoConfig = serde_json::from_str(r#"{"improver_targets": "reference", "loss": "ipo"}"#).unwrap();
         assert_eq!((c.improver_targets, c.loss), (ImproverTargets::Reference, DpoLoss::Ipo));
         assert!(serde_json::from_str::<SgpoConfig>(r#"{"improver_targets": "magic"}"#).is_err());
+        for (text, filter) in [
+            ("none", PairFilter::None),
+            ("judge", PairFilter::Judge),
+            ("confidence:-0.5", PairFilter::Confidence(-0.5)),
+            ("majority:5:0.6", PairFilter::Majority { k: 5, share: 0.6 }),
+        ] {
+            assert_eq!(text.parse::<PairFilter>().unwrap(), filter);
+            assert_eq!(String::from(filter), text);
+        }
+        for bad in ["majority:1:0.5", "majority:3:0", "majority:3:1.5", "confidence:nan", "confidence", "best"] {
+            assert!(bad.parse::<PairFilter>().unwrap_err().to_string().contains("majority:K:SHARE"), "{bad}");
+        }
     }
 }

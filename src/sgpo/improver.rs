@@ -3,10 +3,12 @@
 //! training data, and the rewriting of drafts.
 
 use crate::config::{ImproverTargets, SgpoConfig};
+use crate::data::judge::exact_match;
 use crate::data::{Example, TokenSeq};
 use crate::error::Result;
 use crate::generate::{Decoder, SamplingConfig};
 use crate::rng::Rng;
+use crate::train::sequence_scores;
 
 /// One step of a token-level edit script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,18 +113,70 @@ fn apply_edits<T: Clone + PartialEq>(from: &[T], to: &[T], ops: &[Op], apply: im
     out
 }
 
-/// The improver role: rewrite each draft, greedily.
+/// The improver role: rewrite each draft (greedily, unless `sampling` says otherwise).
 pub async fn improve(
     decoder: &Decoder<'_>,
     prompts: &[String],
     drafts: &[String],
-    max_new_tokens: usize,
+    sampling: &SamplingConfig,
     rng: &mut Rng,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<String>> {
     let tok = decoder.tokenizer;
     let ids = prompts.iter().zip(drafts).map(|(p, d)| tok.improver_prompt(p, d)).collect::<Result<Vec<_>>>()?;
-    decoder.complete(&ids, &SamplingConfig::greedy(max_new_tokens), rng, progress).await
+    decoder.complete(&ids, sampling, rng, progress).await
+}
+
+/// Self-consistency: `k` improvements of each draft sampled with `sampling`. Per draft, the
+/// most frequent rewrite (the first drawn among equals; answers compared as the judge's exact
+/// match does) and the share of the `k` that agree with it.
+pub async fn majority_improvements(
+    decoder: &Decoder<'_>,
+    prompts: &[String],
+    drafts: &[String],
+    sampling: &SamplingConfig,
+    k: usize,
+    rng: &mut Rng,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<(String, f32)>> {
+    let mut votes: Vec<Vec<String>> = vec![Vec::with_capacity(k); prompts.len()];
+    let mut tokens_before = 0;
+    for _ in 0..k {
+        let mut tokens_now = 0;
+        let round = improve(decoder, prompts, drafts, sampling, rng, &mut |done, tokens| {
+            tokens_now = tokens;
+            progress(done, tokens_before + tokens)
+        })
+        .await?;
+        tokens_before += tokens_now;
+        for (v, r) in votes.iter_mut().zip(round) {
+            v.push(r);
+        }
+    }
+    Ok(votes.into_iter().map(|v| majority(&v)).collect())
+}
+
+/// The most frequent of `answers` (the first of equals) and its share.
+pub fn majority(answers: &[String]) -> (String, f32) {
+    let count = |a: &String| answers.iter().filter(|b| exact_match(a, b)).count();
+    let best = answers.iter().fold(None::<(&String, usize)>, |best, a| {
+        let n = count(a);
+        if best.is_none_or(|(_, m)| n > m) { Some((a, n)) } else { best }
+    });
+    best.map_or((String::new(), 0.0), |(a, n)| (a.clone(), n as f32 / answers.len() as f32))
+}
+
+/// The improver's confidence in each rewrite: in the improver role, the mean log-prob per token
+/// of `improved` minus that of writing `draft` back unchanged (sequences cut to `max_len`).
+pub async fn improvement_margins(decoder: &Decoder<'_>, prompts: &[String], drafts: &[String], improved: &[String], max_len: usize) -> Result<Vec<f32>> {
+    let tok = decoder.tokenizer;
+    let mut seqs = Vec::with_capacity(2 * prompts.len());
+    for ((p, d), i) in prompts.iter().zip(drafts).zip(improved) {
+        seqs.push(TokenSeq::improver(tok, p, d, i)?.fit(max_len + 1));
+        seqs.push(TokenSeq::improver(tok, p, d, d)?.fit(max_len + 1));
+    }
+    let scores = sequence_scores(decoder.model, &seqs, tok.special.pad, true, decoder.device).await?;
+    Ok(scores.chunks(2).map(|s| s[0] - s[1]).collect())
 }
 
 /// The text a reference-guided improver sees as its prompt.
@@ -153,7 +207,7 @@ pub async fn improver_data(
         ImproverTargets::Words(alpha) => examples.iter().zip(&drafts).map(|(e, d)| word_edit(d, &e.response, alpha, rng)).collect(),
         ImproverTargets::Reference => {
             let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response)).collect();
-            improve(decoder, &guided, &drafts, config.max_new_tokens, rng, &mut |_, _| {}).await?
+            improve(decoder, &guided, &drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
         }
     };
     examples
@@ -166,6 +220,14 @@ pub async fn improver_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn majority_is_the_most_frequent_answer_first_among_equals() {
+        let answers = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(majority(&answers(&["1 2", "3", "1  2", "3 "])), ("1 2".to_string(), 0.5));
+        assert_eq!(majority(&answers(&["a", "b", "b"])), ("b".to_string(), 2.0 / 3.0));
+        assert_eq!(majority(&answers(&["a", "b"])), ("a".to_string(), 0.5));
+    }
     use crate::data::judge::levenshtein as edit_distance;
 
     fn chars(s: &str) -> Vec<char> {

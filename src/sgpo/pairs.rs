@@ -3,9 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::improver::improve;
-use crate::config::SgpoConfig;
-use crate::config::Method;
+use super::improver::{improve, improvement_margins, majority_improvements};
+use crate::config::{Method, PairFilter, SgpoConfig};
 use crate::data::PreferencePair;
 use crate::data::judge::{exact_match, judge};
 use crate::error::Result;
@@ -44,7 +43,7 @@ pub struct PairSet {
     pub unchanged: usize,
     /// Kept pairs whose chosen answer is empty.
     pub empty_chosen: usize,
-    /// Dropped by the judge filter (`judge_filter`): not judged better than the draft.
+    /// Changed drafts the pair filter (`pair_filter`) dropped.
     pub filtered: usize,
     /// Kept pairs with a reference: the judge rates chosen better, the same, worse.
     pub judged: Option<[usize; 3]>,
@@ -71,12 +70,15 @@ const SAMPLES_PER_ITERATION: usize = 8;
 
 
 /// Stage 2, one iteration's pairs. For SGPO: the policy samples a draft, the same model
-/// improves it, and (improved, draft) is a pair unless nothing changed.
+/// improves it, and (improved, draft) is a pair unless nothing changed or `cfg.pair_filter`
+/// drops it. `max_len` bounds the sequences the confidence filter scores.
+#[allow(clippy::too_many_arguments)]
 pub async fn build_pairs(
     decoder: &Decoder<'_>,
     items: &[PromptItem],
     fixed: &[PreferencePair],
     cfg: &SgpoConfig,
+    max_len: usize,
     iteration: usize,
     rng: &mut Rng,
     on_event: &mut dyn FnMut(Event),
@@ -110,20 +112,39 @@ pub async fn build_pairs(
         on_event(Event::Progress(progress(d, t)))
     })
     .await?;
-    let chosen = match method {
-        Method::Sgpo => {
+    // Per candidate: the chosen answer, and whether the label-free filter keeps it.
+    let (chosen, keep): (Vec<String>, Vec<bool>) = match (method, cfg.pair_filter) {
+        (Method::Sgpo, PairFilter::Majority { k, share }) => {
             let progress = report("improving", now_seconds());
-            improve(decoder, &prompts, &drafts, cfg.max_new_tokens, rng, &mut |d, t| {
+            let sampled = SamplingConfig::sampled(cfg.max_new_tokens, cfg.draft_temperature);
+            let votes = majority_improvements(decoder, &prompts, &drafts, &sampled, k, rng, &mut |d, t| {
                 generated[1] = t;
                 on_event(Event::Progress(progress(d, t)))
             })
-            .await?
+            .await?;
+            votes.into_iter().map(|(answer, agreed)| (answer, agreed >= share)).unzip()
         }
-        _ => items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(),
+        (Method::Sgpo, filter) => {
+            let progress = report("improving", now_seconds());
+            let improved = improve(decoder, &prompts, &drafts, &SamplingConfig::greedy(cfg.max_new_tokens), rng, &mut |d, t| {
+                generated[1] = t;
+                on_event(Event::Progress(progress(d, t)))
+            })
+            .await?;
+            let keep = match filter {
+                PairFilter::Confidence(margin) => {
+                    improvement_margins(decoder, &prompts, &drafts, &improved, max_len).await?.into_iter().map(|m| m >= margin).collect()
+                }
+                _ => vec![true; improved.len()],
+            };
+            (improved, keep)
+        }
+        _ => (items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(), vec![true; items.len()]),
     };
     let mut set = PairSet { generated_tokens: generated[0] + generated[1], ..PairSet::default() };
     let (mut wins, mut judged) = (0usize, 0usize);
-    for ((item, draft), better) in items.iter().zip(drafts).zip(chosen) {
+    let judge_filter = method == Method::Sgpo && cfg.pair_filter == PairFilter::Judge;
+    for (((item, draft), better), kept) in items.iter().zip(drafts).zip(chosen).zip(keep) {
         let scores = item.reference.as_ref().map(|r| (judge(&draft, r), judge(&better, r)));
         if let Some((d, b)) = scores {
             judged += 1;
@@ -140,7 +161,7 @@ pub async fn build_pairs(
         }
         if exact_match(&better, &draft) {
             set.unchanged += 1;
-        } else if cfg.judge_filter && !scores.is_some_and(|(d, b)| b > d) {
+        } else if !kept || judge_filter && !scores.is_some_and(|(d, b)| b > d) {
             set.filtered += 1;
         } else {
             set.empty_chosen += usize::from(better.trim().is_empty());

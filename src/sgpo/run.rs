@@ -286,7 +286,8 @@ impl SgpoRun {
         let policy = self.trainer.model.for_decoding();
         let items = self.draw_prompts();
         let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
-        let set = build_pairs(&decoder, &items, &self.data.pairs, &self.config, self.iteration, &mut self.rng, on_event).await?;
+        let max_len = self.sft.config.max_seq_len;
+        let set = build_pairs(&decoder, &items, &self.data.pairs, &self.config, max_len, self.iteration, &mut self.rng, on_event).await?;
         let generation_rate = rate(set.generated_tokens, started);
         self.generated_tokens += set.generated_tokens;
         for c in set.samples {

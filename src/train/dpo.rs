@@ -38,6 +38,18 @@ fn batch_logps(model: &Model, seqs: &[&TokenSeq], pad: u32, normalize: bool, dev
     (logps, batch)
 }
 
+/// Each sequence's response log-prob under `model` (summed, or averaged per token when
+/// `normalize`), 32 sequences a batch.
+pub async fn sequence_scores(model: &Model, seqs: &[TokenSeq], pad: u32, normalize: bool, device: &Device) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(seqs.len());
+    for chunk in seqs.chunks(64) {
+        let refs: Vec<&TokenSeq> = chunk.iter().collect();
+        let (logps, _) = batch_logps(model, &refs, pad, normalize, device);
+        out.extend(readback::floats(logps).await?);
+    }
+    Ok(out)
+}
+
 /// Tokenise pairs in the policy role and score them once under the frozen `reference` model.
 pub async fn score_pairs(
     reference: &Model,
@@ -47,23 +59,20 @@ pub async fn score_pairs(
     max_len: usize,
     device: &Device,
 ) -> Result<Vec<ScoredPair>> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(32) {
-        let mut seqs = Vec::with_capacity(chunk.len() * 2);
-        for p in chunk {
-            seqs.push(TokenSeq::policy(tok, &p.prompt, &p.chosen)?.fit(max_len + 1));
-            seqs.push(TokenSeq::policy(tok, &p.prompt, &p.rejected)?.fit(max_len + 1));
-        }
-        let refs: Vec<&TokenSeq> = seqs.iter().collect();
-        let (logps, _) = batch_logps(reference, &refs, tok.special.pad, normalize, device);
-        let logps = readback::floats(logps).await?;
-        let mut it = seqs.into_iter();
-        for pair_logps in logps.chunks(2) {
-            let (chosen, rejected) = (it.next().expect("chosen"), it.next().expect("rejected"));
-            out.push(ScoredPair { chosen, rejected, reference_chosen: pair_logps[0], reference_rejected: pair_logps[1] });
-        }
+    let mut seqs = Vec::with_capacity(pairs.len() * 2);
+    for p in pairs {
+        seqs.push(TokenSeq::policy(tok, &p.prompt, &p.chosen)?.fit(max_len + 1));
+        seqs.push(TokenSeq::policy(tok, &p.prompt, &p.rejected)?.fit(max_len + 1));
     }
-    Ok(out)
+    let logps = sequence_scores(reference, &seqs, tok.special.pad, normalize, device).await?;
+    let mut it = seqs.into_iter();
+    Ok(logps
+        .chunks(2)
+        .map(|pair_logps| {
+            let (chosen, rejected) = (it.next().expect("chosen"), it.next().expect("rejected"));
+            ScoredPair { chosen, rejected, reference_chosen: pair_logps[0], reference_rejected: pair_logps[1] }
+        })
+        .collect())
 }
 
 /// The DPO learner: the policy being trained and its optimiser.

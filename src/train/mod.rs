@@ -7,6 +7,6 @@ pub mod objective;
 pub mod optim;
 pub mod sft;
 
-pub use dpo::{PreferenceTrainer, ScoredPair, score_pairs};
+pub use dpo::{PreferenceTrainer, ScoredPair, score_pairs, sequence_scores};
 pub use optim::{autodiff, clip_grad_norm};
 pub use sft::SftRun;
