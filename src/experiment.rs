@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::eval::{Comparison, evaluate};
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary};
-use crate::model::{Model, TextModel};
+use crate::checkpoint::crc32_hex;
+use crate::config::ModelConfig;
+use crate::model::{Model, TextModel, load_model, model_bytes};
 use crate::rng::Rng;
 use crate::sgpo::{SgpoRun, Stage};
 use crate::train::SftRun;
@@ -347,6 +349,29 @@ impl ExperimentPlan {
     }
 }
 
+/// Where trained SFT models wait between experiments, so that runs differing only in their
+/// preference settings (as tuning on validation does) train each SFT model once.
+pub trait SftStore {
+    /// The model's bytes (`model_bytes`) and the step it was taken at, if stored under `key`.
+    fn load(&mut self, key: &str) -> Option<(Vec<u8>, usize)>;
+    fn save(&mut self, key: &str, model: &[u8], step: usize) -> Result<()>;
+}
+
+impl ExperimentPlan {
+    /// The store's key for an SFT model: the setting, the SFT seed and a checksum of everything
+    /// that shapes it (its settings, the plateau rule, the data sizes, the answer length the
+    /// plateau is judged at).
+    pub fn sft_key(&self, setting: &str, sft_seed: u64) -> String {
+        let shape = serde_json::json!({
+            "sft": self.sft,
+            "plateau": self.plateau.map(|p| [p.every, p.patience]),
+            "data": [self.few_labeled, self.unlabeled, self.held_out],
+            "max_new_tokens": self.sgpo.max_new_tokens,
+        });
+        format!("{setting}-sft{sft_seed}-{}", crc32_hex(shape.to_string().as_bytes()))
+    }
+}
+
 /// What an experiment reports while it runs.
 #[derive(Debug, Clone)]
 pub enum ExperimentEvent {
@@ -411,8 +436,15 @@ async fn train_sft(
 }
 
 /// Run every (setting, SFT seed, row, seed) that `done` lacks; returns the outcomes in the
-/// order they finished, each also sent as [`ExperimentEvent::Finished`].
-pub async fn run(plan: &ExperimentPlan, done: &[Outcome], device: &Device, on_event: &mut dyn FnMut(ExperimentEvent)) -> Result<Vec<Outcome>> {
+/// order they finished, each also sent as [`ExperimentEvent::Finished`]. SFT models come from
+/// `store` when it has them, and go there when trained.
+pub async fn run(
+    plan: &ExperimentPlan,
+    done: &[Outcome],
+    store: &mut dyn SftStore,
+    device: &Device,
+    on_event: &mut dyn FnMut(ExperimentEvent),
+) -> Result<Vec<Outcome>> {
     let splits = plan.splits()?;
     let held_out = splits.held_out(plan.split);
     let max_new = plan.sgpo.max_new_tokens;
@@ -438,7 +470,19 @@ pub async fn run(plan: &ExperimentPlan, done: &[Outcome], device: &Device, on_ev
             if !rows.iter().any(|row| (0..plan.seeds).any(|seed| missing(row, seed))) {
                 continue;
             }
-            let (sft, sft_steps) = train_sft(plan, setting, sft_seed, &tok, &labeled, &splits.validation, device, on_event).await?;
+            let key = plan.sft_key(setting, sft_seed);
+            let (sft, sft_steps) = match store.load(&key) {
+                Some((bytes, step)) => {
+                    let config = ModelConfig::preset(&plan.sft.preset, tok.vocab_size())?;
+                    let model = load_model(&config, &bytes, device, &key)?;
+                    (TextModel { config, tokenizer: tok.clone(), model }, step)
+                }
+                None => {
+                    let (sft, step) = train_sft(plan, setting, sft_seed, &tok, &labeled, &splits.validation, device, on_event).await?;
+                    store.save(&key, &model_bytes(&sft.model).await?, step)?;
+                    (sft, step)
+                }
+            };
             let baseline = answers(&sft.model, &sft.tokenizer, held_out, max_new, device).await?;
             let mut finish = |row: &str, seed: u64, comparison: Comparison, compute: Compute, on_event: &mut dyn FnMut(ExperimentEvent)| {
                 let o = Outcome {
@@ -619,6 +663,19 @@ mod tests {
         }
     }
 
+    #[derive(Default)]
+    struct Memory(std::collections::HashMap<String, (Vec<u8>, usize)>);
+
+    impl SftStore for Memory {
+        fn load(&mut self, key: &str) -> Option<(Vec<u8>, usize)> {
+            self.0.get(key).cloned()
+        }
+        fn save(&mut self, key: &str, model: &[u8], step: usize) -> Result<()> {
+            self.0.insert(key.into(), (model.to_vec(), step));
+            Ok(())
+        }
+    }
+
     /// The whole table at toy size: every row of both settings once, SFT against itself a
     /// tie, and a rerun that already has every outcome runs nothing.
     #[test]
@@ -647,7 +704,8 @@ mod tests {
             split: Split::Validation,
         };
         let mut events = Vec::new();
-        let outcomes = pollster::block_on(run(&plan, &[], &device, &mut |e| events.push(e))).unwrap();
+        let mut store = Memory::default();
+        let outcomes = pollster::block_on(run(&plan, &[], &mut store, &device, &mut |e| events.push(e))).unwrap();
         let rows = plan.rows();
         assert_eq!(rows.len(), 8, "{rows:?}");
         for setting in SETTINGS {
@@ -681,7 +739,17 @@ mod tests {
         assert!(events.iter().any(|e| matches!(e, ExperimentEvent::SftEval { step: 2, .. })));
         let md = report(&plan, &outcomes).unwrap();
         assert!(md.contains("### few-labeled") && md.contains("| sft+2 | 1 |") && md.contains("| judge-filter |"), "{md}");
-        let again = pollster::block_on(run(&plan, &outcomes, &device, &mut |_| {})).unwrap();
+        let again = pollster::block_on(run(&plan, &outcomes, &mut store, &device, &mut |_| {})).unwrap();
         assert!(again.is_empty());
+        // A second experiment that differs in its preference settings reuses the stored SFT
+        // models: no SFT step, the same SFT scores.
+        assert_eq!(store.0.len(), 2);
+        let other = ExperimentPlan { sgpo: SgpoConfig { beta: 0.2, ..plan.sgpo.clone() }, variants: vec![Variant::Spin], ..plan.clone() };
+        let mut events = Vec::new();
+        let rerun = pollster::block_on(run(&other, &[], &mut store, &device, &mut |e| events.push(e))).unwrap();
+        assert!(!events.iter().any(|e| matches!(e, ExperimentEvent::Sft { .. })));
+        let sft_scores = |o: &[Outcome]| o.iter().filter(|o| o.method == "sft").map(|o| o.comparison.clone()).collect::<Vec<_>>();
+        assert_eq!(sft_scores(&rerun), sft_scores(&outcomes));
+        assert_ne!(other.sft_key("all-labeled", 0), ExperimentPlan { held_out: 20, ..plan.clone() }.sft_key("all-labeled", 0));
     }
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use pollster::block_on;
 
 use sgpo::config::{SftConfig, SgpoConfig};
-use sgpo::experiment::{self, ExperimentEvent, ExperimentPlan, Outcome, Plateau, SETTINGS, Split, Variant};
+use sgpo::experiment::{self, ExperimentEvent, ExperimentPlan, Outcome, Plateau, SETTINGS, SftStore, Split, Variant};
 use sgpo::native::{read_json, write_atomic};
 
 use crate::common::{DeviceArg, bar, fmt_opt};
@@ -19,6 +19,10 @@ pub struct ExperimentArgs {
     /// experiment-SPLIT.md (the tables).
     #[arg(long)]
     out: PathBuf,
+    /// Directory of trained SFT models, shared by experiments whose SFT is the same (tuning
+    /// runs, the test run after them); default OUT/sft.
+    #[arg(long)]
+    sft_store: Option<PathBuf>,
     /// The held-out half the table scores: validation (to choose settings on) or test (once,
     /// for the table you report).
     #[arg(long, default_value = "validation")]
@@ -60,6 +64,25 @@ pub struct ExperimentArgs {
     rows: Vec<Variant>,
     #[command(flatten)]
     device: DeviceArg,
+}
+
+/// SFT models as `KEY.bpk` with the step they were taken at in `KEY.step`.
+struct SftDir(PathBuf);
+
+impl SftStore for SftDir {
+    fn load(&mut self, key: &str) -> Option<(Vec<u8>, usize)> {
+        let step = std::fs::read_to_string(self.0.join(format!("{key}.step"))).ok()?.trim().parse().ok()?;
+        let model = std::fs::read(self.0.join(format!("{key}.bpk"))).ok()?;
+        eprintln!("SFT model {key} (step {step}) from {}", self.0.display());
+        Some((model, step))
+    }
+
+    fn save(&mut self, key: &str, model: &[u8], step: usize) -> sgpo::error::Result<()> {
+        std::fs::create_dir_all(&self.0).map_err(|e| sgpo::error::Error::file(self.0.display(), e))?;
+        // The model first: a step file is only ever next to a whole model.
+        write_atomic(&self.0.join(format!("{key}.bpk")), model)?;
+        write_atomic(&self.0.join(format!("{key}.step")), step.to_string().as_bytes())
+    }
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
@@ -140,7 +163,8 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let new = block_on(experiment::run(&plan, &outcomes, &device, &mut on_event))?;
+    let mut store = SftDir(args.sft_store.clone().unwrap_or_else(|| args.out.join("sft")));
+    let new = block_on(experiment::run(&plan, &outcomes, &mut store, &device, &mut on_event))?;
     pb.finish_and_clear();
     if let Some(e) = failure {
         return Err(anyhow::anyhow!("{}: {e}", results_path.display()));
