@@ -73,9 +73,12 @@ pub struct IterationSummary {
     /// Kept pairs whose chosen answer is empty.
     #[serde(default)]
     pub pairs_empty_chosen: usize,
-    /// Pairs dropped by the judge filter (a diagnostic setting).
+    /// Changed drafts the pair filter dropped.
     #[serde(default)]
     pub pairs_filtered: usize,
+    /// Among kept pairs, the share whose chosen answer is the policy's own greedy answer.
+    #[serde(default)]
+    pub chosen_is_greedy: Option<f32>,
     /// Tokens the run has generated for training data so far (stage 1 and pairs).
     #[serde(default)]
     pub generated_tokens: usize,
@@ -104,6 +107,7 @@ impl IterationSummary {
             pairs_unchanged: 0,
             pairs_empty_chosen: 0,
             pairs_filtered: 0,
+            chosen_is_greedy: None,
             generated_tokens: 0,
             pairs_judged: None,
             improver_win_rate: None,

@@ -129,6 +129,17 @@ fn pair_filters_keep_what_they_promise() {
     assert_eq!(judged.judged.map_or(0, |[better, ..]| better), judged.pairs.len());
     assert_eq!(judged.pairs.len() + judged.filtered, all.pairs.len());
     assert_eq!(PairFilter::Judge, "judge".parse().unwrap());
+    // More drafts: two samples per prompt and the greedy answer where no sample equals it.
+    let cfg = SgpoConfig { drafts_per_prompt: 2, greedy_draft: true, ..config.clone() };
+    let more = block_on(build_pairs(&decoder, &items, &[], &cfg, max_len, 1, &mut Rng::new(5), &mut |_| {})).unwrap();
+    assert!(more.candidates > 2 * items.len() && more.candidates <= 3 * items.len(), "{}", more.candidates);
+    assert_eq!(more.pairs.len() + more.unchanged + more.filtered, more.candidates);
+    let greedy = block_on(decoder.greedy_answers(&items.iter().map(|i| i.prompt.clone()).collect::<Vec<_>>(), 12)).unwrap();
+    let share = |set: &sgpo::sgpo::PairSet| {
+        let n = set.pairs.iter().filter(|p| greedy.iter().zip(&items).any(|(g, i)| i.prompt == p.prompt && sgpo::data::judge::exact_match(g, &p.chosen))).count();
+        n as f32 / set.pairs.len() as f32
+    };
+    assert_eq!(all.chosen_is_greedy, Some(share(&all)));
 }
 
 /// A tiny model after `steps` of SFT on `n_train` built-in examples, and the data.

@@ -77,6 +77,7 @@ impl SgpoConfig {
         at_least("dpo_epochs", self.dpo_epochs, 1)?;
         at_least("batch_size", self.batch_size, 1)?;
         at_least("max_new_tokens", self.max_new_tokens, 1)?;
+        at_least("drafts_per_prompt", self.drafts_per_prompt, 1)?;
         positive("beta", self.beta)?;
         between("label_smoothing", self.label_smoothing, 0.0, 0.5, false)?;
         non_negative("improver_sft_weight", self.improver_sft_weight)?;

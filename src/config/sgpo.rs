@@ -211,6 +211,11 @@ pub struct SgpoConfig {
     pub dpo_optim: OptimConfig,
     /// Temperature of the policy's drafts (the rejected side).
     pub draft_temperature: f32,
+    /// Sampled drafts per prompt.
+    pub drafts_per_prompt: usize,
+    /// The policy's greedy answer is a draft too (unless a sample equals it): pairs on what
+    /// greedy decoding says, which sampled drafts alone cannot move.
+    pub greedy_draft: bool,
     pub max_new_tokens: usize,
     /// Held-out prompts for the per-iteration win rate against the SFT model.
     pub eval_examples: usize,
@@ -240,6 +245,8 @@ impl Default for SgpoConfig {
             // score even with SPIN's ground-truth chosen answers; 5e-5 for one epoch did not.
             dpo_optim: OptimConfig::constant(5e-5),
             draft_temperature: 1.0,
+            drafts_per_prompt: 1,
+            greedy_draft: false,
             max_new_tokens: 32,
             eval_examples: 180,
             seed: 1,

@@ -129,7 +129,8 @@ pub async fn improve(
 
 /// Self-consistency: `k` improvements of each draft sampled with `sampling`. Per draft, the
 /// most frequent rewrite (the first drawn among equals; answers compared as the judge's exact
-/// match does) and the share of the `k` that agree with it.
+/// match does) and the share of the `k` that agree with it. `progress(rewrites done of
+/// k * drafts, tokens)`.
 pub async fn majority_improvements(
     decoder: &Decoder<'_>,
     prompts: &[String],
@@ -141,11 +142,11 @@ pub async fn majority_improvements(
 ) -> Result<Vec<(String, f32)>> {
     let mut votes: Vec<Vec<String>> = vec![Vec::with_capacity(k); prompts.len()];
     let mut tokens_before = 0;
-    for _ in 0..k {
+    for round in 0..k {
         let mut tokens_now = 0;
         let round = improve(decoder, prompts, drafts, sampling, rng, &mut |done, tokens| {
             tokens_now = tokens;
-            progress(done, tokens_before + tokens)
+            progress(round * prompts.len() + done, tokens_before + tokens)
         })
         .await?;
         tokens_before += tokens_now;

@@ -45,6 +45,11 @@ pub struct PairSet {
     pub empty_chosen: usize,
     /// Changed drafts the pair filter (`pair_filter`) dropped.
     pub filtered: usize,
+    /// Drafts made (each prompt's samples and, with `greedy_draft`, its greedy answer).
+    pub candidates: usize,
+    /// Among kept pairs, how often the chosen answer is the policy's own greedy answer: pairs
+    /// that can sharpen the sampling distribution but not move greedy decoding.
+    pub chosen_is_greedy: Option<f32>,
     /// Kept pairs with a reference: the judge rates chosen better, the same, worse.
     pub judged: Option<[usize; 3]>,
     pub improver_win_rate: Option<f32>,
@@ -92,32 +97,46 @@ pub async fn build_pairs(
         return Ok(PairSet { pairs, ..PairSet::default() });
     }
     let items: Vec<&PromptItem> = items.iter().filter(|i| method == Method::Sgpo || i.reference.is_some()).collect();
-    let prompts: Vec<String> = items.iter().map(|i| i.prompt.clone()).collect();
-    let total = prompts.len();
-    let report = |stage: &'static str, started: f64| {
-        move |done: usize, tokens: usize| Progress {
-            stage: stage.to_string(),
-            iteration,
-            done,
-            total,
-            tokens_per_s: rate(tokens, started),
-        }
+    let ids = items.iter().map(|i| decoder.tokenizer.policy_prompt(&i.prompt)).collect::<Result<Vec<_>>>()?;
+    let report = |stage: &'static str, total: usize| {
+        let started = now_seconds();
+        move |done: usize, tokens: usize| Progress { stage: stage.to_string(), iteration, done, total, tokens_per_s: rate(tokens, started) }
     };
+    // Drafts: `drafts_per_prompt` samples of every prompt, then (with `greedy_draft`) the
+    // greedy answer when no sample already equals it. `owner[c]`: candidate c's item.
     let sampling = SamplingConfig::sampled(cfg.max_new_tokens, cfg.draft_temperature);
-    let ids = prompts.iter().map(|p| decoder.tokenizer.policy_prompt(p)).collect::<Result<Vec<_>>>()?;
-    let mut generated = [0usize; 2];
-    let progress = report("generating", now_seconds());
-    let drafts = decoder.complete(&ids, &sampling, rng, &mut |d, t| {
+    let owner: Vec<usize> = (0..cfg.drafts_per_prompt).flat_map(|_| 0..items.len()).collect();
+    let repeated: Vec<Vec<u32>> = owner.iter().map(|&i| ids[i].clone()).collect();
+    let mut generated = [0usize; 3];
+    let progress = report("generating", repeated.len());
+    let mut drafts = decoder.complete(&repeated, &sampling, rng, &mut |d, t| {
         generated[0] = t;
         on_event(Event::Progress(progress(d, t)))
     })
     .await?;
+    // The policy's own greedy answers: a draft source, and the yardstick of how often the
+    // chosen answer is just what the policy would say anyway.
+    let progress = report("greedy answers", items.len());
+    let greedy = decoder.complete(&ids, &SamplingConfig::greedy(cfg.max_new_tokens), rng, &mut |d, t| {
+        generated[2] = t;
+        on_event(Event::Progress(progress(d, t)))
+    })
+    .await?;
+    let mut owner = owner;
+    if cfg.greedy_draft {
+        for (i, answer) in greedy.iter().enumerate() {
+            if !owner.iter().zip(&drafts).any(|(&o, d)| o == i && exact_match(d, answer)) {
+                owner.push(i);
+                drafts.push(answer.clone());
+            }
+        }
+    }
+    let prompts: Vec<String> = owner.iter().map(|&i| items[i].prompt.clone()).collect();
     // Per candidate: the chosen answer, and whether the label-free filter keeps it.
     let (chosen, keep): (Vec<String>, Vec<bool>) = match (method, cfg.pair_filter) {
         (Method::Sgpo, PairFilter::Majority { k, share }) => {
-            let progress = report("improving", now_seconds());
-            let sampled = SamplingConfig::sampled(cfg.max_new_tokens, cfg.draft_temperature);
-            let votes = majority_improvements(decoder, &prompts, &drafts, &sampled, k, rng, &mut |d, t| {
+            let progress = report("improving", prompts.len() * k);
+            let votes = majority_improvements(decoder, &prompts, &drafts, &sampling, k, rng, &mut |d, t| {
                 generated[1] = t;
                 on_event(Event::Progress(progress(d, t)))
             })
@@ -125,7 +144,7 @@ pub async fn build_pairs(
             votes.into_iter().map(|(answer, agreed)| (answer, agreed >= share)).unzip()
         }
         (Method::Sgpo, filter) => {
-            let progress = report("improving", now_seconds());
+            let progress = report("improving", prompts.len());
             let improved = improve(decoder, &prompts, &drafts, &SamplingConfig::greedy(cfg.max_new_tokens), rng, &mut |d, t| {
                 generated[1] = t;
                 on_event(Event::Progress(progress(d, t)))
@@ -139,12 +158,15 @@ pub async fn build_pairs(
             };
             (improved, keep)
         }
-        _ => (items.iter().map(|i| i.reference.clone().unwrap_or_default()).collect(), vec![true; items.len()]),
+        _ => (owner.iter().map(|&i| items[i].reference.clone().unwrap_or_default()).collect(), vec![true; owner.len()]),
     };
-    let mut set = PairSet { generated_tokens: generated[0] + generated[1], ..PairSet::default() };
-    let (mut wins, mut judged) = (0usize, 0usize);
+    // The greedy answers are a measurement unless they are drafts; evaluation is not counted.
+    let greedy_tokens = if cfg.greedy_draft { generated[2] } else { 0 };
+    let mut set = PairSet { candidates: owner.len(), generated_tokens: generated[0] + generated[1] + greedy_tokens, ..PairSet::default() };
+    let (mut wins, mut judged, mut chosen_greedy) = (0usize, 0usize, 0usize);
     let judge_filter = method == Method::Sgpo && cfg.pair_filter == PairFilter::Judge;
-    for (((item, draft), better), kept) in items.iter().zip(drafts).zip(chosen).zip(keep) {
+    for (((&i, draft), better), kept) in owner.iter().zip(drafts).zip(chosen).zip(keep) {
+        let item = items[i];
         let scores = item.reference.as_ref().map(|r| (judge(&draft, r), judge(&better, r)));
         if let Some((d, b)) = scores {
             judged += 1;
@@ -165,6 +187,7 @@ pub async fn build_pairs(
             set.filtered += 1;
         } else {
             set.empty_chosen += usize::from(better.trim().is_empty());
+            chosen_greedy += usize::from(exact_match(&better, &greedy[i]));
             if let Some((d, b)) = scores {
                 let counts = set.judged.get_or_insert([0; 3]);
                 counts[if b > d { 0 } else if b == d { 1 } else { 2 }] += 1;
@@ -173,6 +196,7 @@ pub async fn build_pairs(
         }
     }
     set.improver_win_rate = (judged > 0).then(|| wins as f32 / judged as f32);
+    set.chosen_is_greedy = (!set.pairs.is_empty()).then(|| chosen_greedy as f32 / set.pairs.len() as f32);
     Ok(set)
 }
 

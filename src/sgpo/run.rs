@@ -313,6 +313,7 @@ impl SgpoRun {
             pairs_unchanged: set.unchanged,
             pairs_empty_chosen: set.empty_chosen,
             pairs_filtered: set.filtered,
+            chosen_is_greedy: set.chosen_is_greedy,
             pairs_judged: set.judged,
             improver_win_rate: set.improver_win_rate,
             tokens_per_s: generation_rate,

@@ -10,7 +10,7 @@ use clap::Args;
 use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
-use sgpo::config::{DpoLoss, ImproverTargets, Method, PreferenceSource, RunConfig, SgpoConfig};
+use sgpo::config::{DpoLoss, ImproverTargets, Method, PairFilter, PreferenceSource, RunConfig, SgpoConfig};
 use sgpo::metrics::Event;
 use sgpo::native::{EventLog, RunLock, data_changed, load_preference_data, read_json, write_atomic};
 use sgpo::sgpo::{SgpoRun, trl_jsonl};
@@ -51,10 +51,20 @@ pub struct TrainArgs {
     /// edit:ALPHA, words:ALPHA, reference or sft.
     #[arg(long)]
     improver_targets: Option<ImproverTargets>,
+    /// Stage-1 steps; 0 skips stage 1.
     #[arg(long)]
     improver_steps: Option<usize>,
     #[arg(long)]
     prompts_per_iteration: Option<usize>,
+    /// Which changed drafts become pairs: none, confidence:MARGIN, majority:K:SHARE or judge
+    /// (a diagnostic that reads the references).
+    #[arg(long)]
+    pair_filter: Option<PairFilter>,
+    #[arg(long)]
+    drafts_per_prompt: Option<usize>,
+    /// The policy's greedy answer is a draft too.
+    #[arg(long)]
+    greedy_draft: bool,
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long)]
@@ -99,6 +109,9 @@ impl TrainArgs {
         if let Some(v) = self.improver_targets { c.improver_targets = v; }
         if let Some(v) = self.improver_steps { c.improver_steps = v; }
         if let Some(v) = self.prompts_per_iteration { c.prompts_per_iteration = v; }
+        if let Some(v) = self.pair_filter { c.pair_filter = v; }
+        if let Some(v) = self.drafts_per_prompt { c.drafts_per_prompt = v; }
+        if self.greedy_draft { c.greedy_draft = true; }
         if let Some(v) = self.lr { c.dpo_optim.lr = v; }
         if let Some(v) = self.seed { c.seed = v; }
         c
