@@ -23,6 +23,7 @@ const CHARTS = [
   ["improver win rate", "iteration", "improver_win_rate", [0, 1]],
   ["kept pairs the judge says point the right way", "iteration", "pairs_right_way", [0, 1]],
   ["degenerate candidates (unchanged, or empty improvement)", "iteration", "degenerate_share", [0, 1]],
+  ["kept pairs whose chosen answer is the policy's own greedy answer", "iteration", "chosen_is_greedy", [0, 1]],
   ["tokens/s (SFT, improver, DPO)", ["train", "dpo"], "tokens/s"],
 ];
 let series = CHARTS.map(() => []);
@@ -155,7 +156,8 @@ function withPairQuality(e) {
 function pairStatus(e) {
   const [better, tied, worse] = e.pairs_judged || [];
   const judge = e.pairs_judged ? `; judge on kept pairs: chosen better ${better}, tied ${tied}, worse ${worse}` : "";
-  const line = `iteration ${e.iteration}: ${e.pairs_built} pairs kept of ${e.prompts} (${e.pairs_unchanged} unchanged dropped, ${e.pairs_empty_chosen || 0} with an empty improvement)${judge}`;
+  const greedy = typeof e.chosen_is_greedy === "number" ? `; chosen = the policy's greedy answer in ${Math.round(100 * e.chosen_is_greedy)}%` : "";
+  const line = `iteration ${e.iteration}: ${e.pairs_built} pairs kept of ${e.prompts} (${e.pairs_unchanged} unchanged dropped, ${e.pairs_empty_chosen || 0} with an empty improvement)${judge}${greedy}`;
   return e.degenerate_share > 0.5 ? `most candidates are degenerate — ${line}` : line;
 }
 
