@@ -359,13 +359,14 @@ pub trait SftStore {
 
 impl ExperimentPlan {
     /// The store's key for an SFT model: the setting, the SFT seed and a checksum of everything
-    /// that shapes it (its settings, the plateau rule, the data sizes, the answer length the
-    /// plateau is judged at).
+    /// that shapes it (its settings, the plateau rule, the data and its generator's version, the
+    /// answer length the plateau is judged at).
     pub fn sft_key(&self, setting: &str, sft_seed: u64) -> String {
         let shape = serde_json::json!({
             "sft": self.sft,
             "plateau": self.plateau.map(|p| [p.every, p.patience]),
             "data": [self.few_labeled, self.unlabeled, self.held_out],
+            "tasks": tasks::GENERATOR_VERSION,
             "max_new_tokens": self.sgpo.max_new_tokens,
         });
         format!("{setting}-sft{sft_seed}-{}", crc32_hex(shape.to_string().as_bytes()))
@@ -555,6 +556,20 @@ pub async fn run(
     Ok(outcomes)
 }
 
+/// `name = value` for every preference setting that differs from its default (the method and
+/// seed, which rows vary, left out).
+fn settings_changed(config: &SgpoConfig) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(mine)), Ok(serde_json::Value::Object(default))) =
+        (serde_json::to_value(config), serde_json::to_value(SgpoConfig::default()))
+    else {
+        return Vec::new();
+    };
+    mine.into_iter()
+        .filter(|(k, v)| !["method", "seed"].contains(&k.as_str()) && default.get(k) != Some(v))
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect()
+}
+
 /// The markdown report: per setting, the table and the per-family win rates.
 pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
     let splits = plan.splits()?;
@@ -562,8 +577,10 @@ pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
     let outcomes: Vec<Outcome> = outcomes.iter().filter(|o| o.split == plan.split).cloned().collect();
     let rows = plan.rows();
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let changed = settings_changed(&plan.sgpo);
     let mut md = format!(
-        "Built-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds; intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
+        "Preference settings changed from the defaults (every row): {}.\n\nBuilt-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds; intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
+        if changed.is_empty() { "none".to_string() } else { changed.join(", ") },
         plan.split.name(),
         held_out.len(),
         splits.validation.len(),
@@ -739,6 +756,8 @@ mod tests {
         assert!(events.iter().any(|e| matches!(e, ExperimentEvent::SftEval { step: 2, .. })));
         let md = report(&plan, &outcomes).unwrap();
         assert!(md.contains("### few-labeled") && md.contains("| sft+2 | 1 |") && md.contains("| judge-filter |"), "{md}");
+        let header = md.lines().next().unwrap();
+        assert!(header.contains("improver_steps = 2") && header.contains("iterations = 1") && !header.contains("seed"), "{header}");
         let again = pollster::block_on(run(&plan, &outcomes, &mut store, &device, &mut |_| {})).unwrap();
         assert!(again.is_empty());
         // A second experiment that differs in its preference settings reuses the stored SFT

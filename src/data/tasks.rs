@@ -4,6 +4,10 @@
 use super::Example;
 use crate::rng::Rng;
 
+/// Raised whenever the generator's output changes, so stored models trained on the old tasks
+/// (the experiment's SFT store) are not taken for new ones.
+pub const GENERATOR_VERSION: u32 = 1;
+
 /// The task families, in a fixed order (their index seeds nothing else).
 pub const FAMILIES: &[&str] = &[
     "sort", "reverse", "add", "dedupe", "count", "upper", "max", "last", "length",
