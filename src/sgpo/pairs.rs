@@ -105,7 +105,7 @@ pub async fn build_pairs(
     // Drafts: `drafts_per_prompt` samples of every prompt, then (with `greedy_draft`) the
     // greedy answer when no sample already equals it. `owner[c]`: candidate c's item.
     let sampling = SamplingConfig::sampled(cfg.max_new_tokens, cfg.draft_temperature);
-    let owner: Vec<usize> = (0..cfg.drafts_per_prompt).flat_map(|_| 0..items.len()).collect();
+    let mut owner: Vec<usize> = (0..cfg.drafts_per_prompt).flat_map(|_| 0..items.len()).collect();
     let repeated: Vec<Vec<u32>> = owner.iter().map(|&i| ids[i].clone()).collect();
     let mut generated = [0usize; 3];
     let progress = report("generating", repeated.len());
@@ -122,10 +122,10 @@ pub async fn build_pairs(
         on_event(Event::Progress(progress(d, t)))
     })
     .await?;
-    let mut owner = owner;
     if cfg.greedy_draft {
+        // Item i's samples are candidates i, i + n, i + 2n, ...
         for (i, answer) in greedy.iter().enumerate() {
-            if !owner.iter().zip(&drafts).any(|(&o, d)| o == i && exact_match(d, answer)) {
+            if !(0..cfg.drafts_per_prompt).any(|k| exact_match(&drafts[k * items.len() + i], answer)) {
                 owner.push(i);
                 drafts.push(answer.clone());
             }
