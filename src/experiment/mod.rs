@@ -4,7 +4,7 @@
 //! SFT that trains as many more steps as stage 1 takes. Every knob is chosen on validation
 //! (`Split::Validation`, the default); the test split is for the table, once. Each outcome
 //! keeps its per-prompt results, so the report gives win/tie/loss counts, intervals by paired
-//! bootstrap over runs and prompts, and per-family rows. Drivers print the events.
+//! bootstrap over runs and prompts, and per-family rows (`report.rs`). Drivers print the events.
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -19,9 +19,11 @@ use crate::metrics::{Event, IterationSummary};
 use crate::checkpoint::crc32_hex;
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel, load_model, model_bytes};
-use crate::rng::Rng;
 use crate::sgpo::{SgpoRun, Stage};
 use crate::train::SftRun;
+
+mod report;
+pub use report::{bootstrap_interval, bootstrap_means, family_table, report, table};
 
 /// Which held-out half a run is scored on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -172,131 +174,6 @@ pub struct Plateau {
     pub patience: usize,
 }
 
-/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
-fn t975(df: usize) -> f64 {
-    const TABLE: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
-    match df {
-        0 => f64::NAN,
-        1..=10 => TABLE[df - 1],
-        _ => 1.96,
-    }
-}
-
-/// Mean and the half-width of its 95% confidence interval (t-distribution over seeds).
-pub fn mean_ci(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len();
-    if n == 0 {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = xs.iter().sum::<f64>() / n as f64;
-    if n == 1 {
-        return (mean, f64::NAN);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (mean, t975(n - 1) * (var / n as f64).sqrt())
-}
-
-/// The bootstrap distribution of the mean of `scores[seed][prompt]`, sorted: each of
-/// `resamples` draws seeds and prompts with replacement, one prompt draw shared by every seed
-/// of that resample, so scores that are per-prompt differences of two methods stay paired.
-pub fn bootstrap_means(scores: &[Vec<f64>], resamples: usize, rng: &mut Rng) -> Vec<f64> {
-    let (n_seeds, n_prompts) = (scores.len(), scores.first().map_or(0, Vec::len));
-    assert!(n_seeds > 0 && n_prompts > 0 && scores.iter().all(|s| s.len() == n_prompts), "a score per seed and prompt");
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| {
-            let prompts: Vec<usize> = (0..n_prompts).map(|_| rng.below(n_prompts)).collect();
-            let total: f64 = (0..n_seeds).map(|_| prompts.iter().map(|&p| scores[rng.below(n_seeds)][p]).sum::<f64>()).sum();
-            total / (n_seeds * n_prompts) as f64
-        })
-        .collect();
-    means.sort_by(f64::total_cmp);
-    means
-}
-
-/// The mean of `scores[seed][prompt]` and its 95% paired-bootstrap percentile interval.
-pub fn bootstrap_interval(scores: &[Vec<f64>], resamples: usize, rng: &mut Rng) -> (f64, f64, f64) {
-    let means = bootstrap_means(scores, resamples, rng);
-    let quantile = |q: f64| means[((q * resamples as f64).ceil() as usize).clamp(1, resamples) - 1];
-    let mean = scores.iter().flatten().sum::<f64>() / scores.iter().map(Vec::len).sum::<usize>() as f64;
-    (mean, quantile(0.025), quantile(0.975))
-}
-
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
-}
-
-/// The outcomes of `row` in `setting`, one per run.
-fn runs<'a>(outcomes: &'a [Outcome], setting: &str, row: &str) -> Vec<&'a Outcome> {
-    outcomes.iter().filter(|o| o.setting == setting && o.method == row).collect()
-}
-
-/// Resamples of the paired bootstrap; the draws are seeded, so a report reads the same twice.
-const RESAMPLES: usize = 2000;
-
-fn interval(per_run: Vec<Vec<f64>>) -> String {
-    let (m, lo, hi) = bootstrap_interval(&per_run, RESAMPLES, &mut Rng::new(0xb007));
-    format!("{m:.3} [{lo:.3}, {hi:.3}]")
-}
-
-/// A markdown table of one setting, rows in the order given (absent rows left out):
-/// win/tie/loss over every run and prompt, win rate and mean score with 95% paired-bootstrap
-/// intervals, and the compute per run.
-pub fn table(outcomes: &[Outcome], setting: &str, rows: &[&str]) -> String {
-    let mut s = String::from(
-        "| row | runs | win / tie / loss | win rate vs SFT [95% CI] | mean score [95% CI] | optimiser steps | pairs | generated tokens |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
-    );
-    for row in rows {
-        let rs = runs(outcomes, setting, row);
-        if rs.is_empty() {
-            continue;
-        }
-        let count = |v: f32| rs.iter().flat_map(|o| &o.comparison.wins).filter(|&&w| w == v).count();
-        let per_run = |f: fn(&Outcome) -> &Vec<f32>| rs.iter().map(|o| f(o).iter().map(|&x| x as f64).collect()).collect();
-        let per = |f: fn(&Compute) -> usize| mean(&rs.iter().map(|o| f(&o.compute) as f64).collect::<Vec<_>>());
-        s.push_str(&format!(
-            "| {row} | {} | {} / {} / {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
-            rs.len(),
-            count(1.0),
-            count(0.5),
-            count(0.0),
-            interval(per_run(|o| &o.comparison.wins)),
-            interval(per_run(|o| &o.comparison.scores)),
-            per(|c| c.optimizer_steps),
-            per(|c| c.pairs),
-            per(|c| c.generated_tokens),
-        ));
-    }
-    s
-}
-
-/// Win rate against SFT per task family (over every run), rows in the order given.
-pub fn family_table(outcomes: &[Outcome], setting: &str, rows: &[&str], held_out: &[Example]) -> String {
-    let task = |e: &Example| e.task.clone().unwrap_or_else(|| "data".into());
-    let mut families: Vec<String> = held_out.iter().map(task).collect();
-    families.sort();
-    families.dedup();
-    let n = |f: &String| held_out.iter().filter(|e| task(e) == *f).count();
-    let mut s = format!("| row | {} |\n|{}\n", families.iter().map(|f| format!("{f} ({})", n(f))).collect::<Vec<_>>().join(" | "), " --- |".repeat(families.len() + 1));
-    for row in rows {
-        let rs = runs(outcomes, setting, row);
-        if rs.is_empty() {
-            continue;
-        }
-        let cells: Vec<String> = families
-            .iter()
-            .map(|f| {
-                let wins: Vec<f64> = rs
-                    .iter()
-                    .flat_map(|o| o.comparison.wins.iter().zip(held_out).filter(|(_, e)| task(e) == *f).map(|(&w, _)| w as f64))
-                    .collect();
-                format!("{:.2}", mean(&wins))
-            })
-            .collect();
-        s.push_str(&format!("| {row} | {} |\n", cells.join(" | ")));
-    }
-    s
-}
-
 /// What to compare and at what size.
 #[derive(Debug, Clone)]
 pub struct ExperimentPlan {
@@ -341,6 +218,20 @@ impl ExperimentPlan {
         rows
     }
 
+    /// The store's key for an SFT model: the setting, the SFT seed and a checksum of everything
+    /// that shapes it (its settings, the plateau rule, the data and its generator's version, the
+    /// answer length the plateau is judged at).
+    pub fn sft_key(&self, setting: &str, sft_seed: u64) -> String {
+        let shape = serde_json::json!({
+            "sft": self.sft,
+            "plateau": self.plateau.map(|p| [p.every, p.patience]),
+            "data": [self.few_labeled, self.unlabeled, self.held_out],
+            "tasks": tasks::GENERATOR_VERSION,
+            "max_new_tokens": self.sgpo.max_new_tokens,
+        });
+        format!("{setting}-sft{sft_seed}-{}", crc32_hex(shape.to_string().as_bytes()))
+    }
+
     pub fn splits(&self) -> Result<Splits> {
         let DataSource::Builtin { n_train, family: None, .. } = self.sft.data else {
             return Err(Error::Config("the experiment runs on every built-in task family".into()));
@@ -355,22 +246,6 @@ pub trait SftStore {
     /// The model's bytes (`model_bytes`) and the step it was taken at, if stored under `key`.
     fn load(&mut self, key: &str) -> Option<(Vec<u8>, usize)>;
     fn save(&mut self, key: &str, model: &[u8], step: usize) -> Result<()>;
-}
-
-impl ExperimentPlan {
-    /// The store's key for an SFT model: the setting, the SFT seed and a checksum of everything
-    /// that shapes it (its settings, the plateau rule, the data and its generator's version, the
-    /// answer length the plateau is judged at).
-    pub fn sft_key(&self, setting: &str, sft_seed: u64) -> String {
-        let shape = serde_json::json!({
-            "sft": self.sft,
-            "plateau": self.plateau.map(|p| [p.every, p.patience]),
-            "data": [self.few_labeled, self.unlabeled, self.held_out],
-            "tasks": tasks::GENERATOR_VERSION,
-            "max_new_tokens": self.sgpo.max_new_tokens,
-        });
-        format!("{setting}-sft{sft_seed}-{}", crc32_hex(shape.to_string().as_bytes()))
-    }
 }
 
 /// What an experiment reports while it runs.
@@ -556,57 +431,10 @@ pub async fn run(
     Ok(outcomes)
 }
 
-/// `name = value` for every preference setting that differs from its default (the method and
-/// seed, which rows vary, left out).
-fn settings_changed(config: &SgpoConfig) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(mine)), Ok(serde_json::Value::Object(default))) =
-        (serde_json::to_value(config), serde_json::to_value(SgpoConfig::default()))
-    else {
-        return Vec::new();
-    };
-    mine.into_iter()
-        .filter(|(k, v)| !["method", "seed"].contains(&k.as_str()) && default.get(k) != Some(v))
-        .map(|(k, v)| format!("{k} = {v}"))
-        .collect()
-}
-
-/// The markdown report: per setting, the table and the per-family win rates.
-pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
-    let splits = plan.splits()?;
-    let held_out = splits.held_out(plan.split);
-    let outcomes: Vec<Outcome> = outcomes.iter().filter(|o| o.split == plan.split).cloned().collect();
-    let rows = plan.rows();
-    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
-    let changed = settings_changed(&plan.sgpo);
-    let mut md = format!(
-        "Preference settings changed from the defaults (every row): {}.\n\nBuilt-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds; intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
-        if changed.is_empty() { "none".to_string() } else { changed.join(", ") },
-        plan.split.name(),
-        held_out.len(),
-        splits.validation.len(),
-        splits.test.len(),
-        plan.sft_seeds,
-        plan.seeds
-    );
-    for &setting in &plan.settings {
-        md.push_str(&format!("### {setting}\n\n{}\n", table(&outcomes, setting, &rows)));
-        md.push_str(&format!("Win rate against SFT by task family ({setting}):\n\n{}\n", family_table(&outcomes, setting, &rows, held_out)));
-    }
-    Ok(md)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interval_uses_students_t() {
-        let (m, h) = mean_ci(&[1.0, 2.0, 3.0]);
-        assert!((m - 2.0).abs() < 1e-12);
-        // sd = 1, n = 3: 4.303 / sqrt(3).
-        assert!((h - 4.303 / 3f64.sqrt()).abs() < 1e-9);
-        assert!(mean_ci(&[5.0]).1.is_nan());
-    }
+    use crate::rng::Rng;
 
     #[test]
     fn bootstrap_matches_the_hand_computed_distribution() {
