@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{DataSource, LoraConfig, Method, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
+use crate::data::tasks::Phrasing;
 use crate::data::{RunData, TokenSeq, Tokenizer, parse_jsonl};
 use crate::device::{BufferLimits, check_buffer_limits};
 use crate::error::Result;
@@ -100,12 +101,12 @@ impl Pipeline {
     /// the model is allocated.
     pub fn new(config: PipelineConfig, inputs: &Inputs, device: &Device, limits: Option<BufferLimits>) -> Result<Self> {
         config.validate()?;
-        let (data, data_source) = load_data(&config, inputs)?;
+        if let Some(files) = &inputs.model {
+            return Self::from_model(config, files, inputs, device, limits, None);
+        }
+        let (data, data_source) = load_data(&config, inputs, Phrasing::Terse)?;
         // A method that cannot start is refused now, not after SFT.
         check_inputs(&config.sgpo(data.eval.len()), &data)?;
-        if let Some(files) = &inputs.model {
-            return Self::from_model(config, files, (data, data_source), device, limits, None);
-        }
         if let Some((name, checkpoint)) = &inputs.init {
             let (run, sft) = checkpoint.open(name, device)?;
             let sft_config = SftConfig { data: data_source.clone(), ..run.sft };
@@ -133,12 +134,16 @@ impl Pipeline {
     fn from_model(
         config: PipelineConfig,
         files: &ModelFiles,
-        (data, data_source): (RunData, DataSource),
+        inputs: &Inputs,
         device: &Device,
         limits: Option<BufferLimits>,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Self> {
         let model = files.open(device)?;
+        // A chat model is asked the built-in tasks in words, as the CLI asks it (`RunConfig::pretrained`).
+        let phrasing = if model.tokenizer.chat().is_some() { Phrasing::Chat } else { Phrasing::Terse };
+        let (data, data_source) = load_data(&config, inputs, phrasing)?;
+        check_inputs(&config.sgpo(data.eval.len()), &data)?;
         let lora = (config.lora_rank > 0).then(|| LoraConfig::new(config.lora_rank));
         let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };
         if let Some(limits) = limits {
@@ -169,11 +174,11 @@ impl Pipeline {
     /// Continue from a [`Snapshot`] of a run made with the same config and inputs.
     pub fn resume(config: PipelineConfig, inputs: &Inputs, snapshot: &Snapshot, device: &Device) -> Result<Self> {
         config.validate()?;
-        let (data, data_source) = load_data(&config, inputs)?;
         let checkpoint = &snapshot.checkpoint;
         if let Some(files) = &inputs.model {
-            return Self::from_model(config, files, (data, data_source), device, None, Some(checkpoint));
+            return Self::from_model(config, files, inputs, device, None, Some(checkpoint));
         }
+        let (data, data_source) = load_data(&config, inputs, Phrasing::Terse)?;
         let (phase, tokenizer) = match &snapshot.sft_model {
             None => {
                 let run = SftRun::resume(checkpoint, &data.labeled, device)?;
@@ -280,8 +285,9 @@ impl Pipeline {
 
 /// The built-in tasks, or the user's JSONL: rows with answers are split into train and
 /// held-out; bare prompts add to SGPO's unlabeled pool; preference rows feed DPO.
-fn load_data(config: &PipelineConfig, inputs: &Inputs) -> Result<(RunData, DataSource)> {
-    let source = config.data_source(inputs.data.as_ref().map(|f| f.name.as_str()));
+/// The built-in prompts are worded as `phrasing` says (`chat` for a chat model).
+fn load_data(config: &PipelineConfig, inputs: &Inputs, phrasing: Phrasing) -> Result<(RunData, DataSource)> {
+    let source = config.data_source(inputs.data.as_ref().map(|f| f.name.as_str())).phrased(phrasing);
     let file = inputs.data.as_ref().map(|f| parse_jsonl(&f.name, &f.text)).transpose()?;
     let mut data = RunData::assemble(&source, file, config.seed)?;
     // SFT needs answers; so do SGPO's improver and SPIN. Only DPO from a checkpoint does not.

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use sgpo::data::chat_template::{ChatTemplate, Message};
+use sgpo::data::tasks::Phrasing;
 use sgpo::model::Model;
 use sgpo::native::open_model;
 
@@ -261,8 +262,15 @@ fn export_round_trips() {
         let out = dir.path().join(format!("export{i}")).display().to_string();
         let o = sgpo(&["export", "--model", source, "--out", &out, "--device", "cpu"]);
         assert!(o.status.success(), "{source}: {}", String::from_utf8_lossy(&o.stderr));
-        let (_, a, _) = open_model(Path::new(source), &device).unwrap();
-        let (_, b, _) = open_model(Path::new(&out), &device).unwrap();
+        let (config_a, a, _) = open_model(Path::new(source), &device).unwrap();
+        let (config_b, b, _) = open_model(Path::new(&out), &device).unwrap();
+        // Chat models are asked the built-in tasks in words; ours, exported or not, tersely.
+        let phrasing = |c: &sgpo::config::RunConfig| match &c.sft.data {
+            sgpo::config::DataSource::Builtin { phrasing, .. } => *phrasing,
+            other => panic!("{other:?}"),
+        };
+        let words = if i == 0 { Phrasing::Terse } else { Phrasing::Chat };
+        assert_eq!((phrasing(&config_a), phrasing(&config_b)), (words, words), "{source}");
         let ids = [vec![3i32, 4, 5, 6, 7, 8]];
         let (la, lb) = (logits(&a.model, &ids, &device), logits(&b.model, &ids, &device));
         assert!(common::max_diff(&la, &lb) < 1e-6, "{source}: logits changed on the way out and back");

@@ -19,6 +19,7 @@ pub use sgpo::{DpoLoss, ImproverTargets, Method, PairFilter, SgpoConfig};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::tasks::Phrasing;
 use crate::error::{Error, Result};
 
 /// Where a run's examples come from. Saved with the run, so `eval` finds the same held-out part.
@@ -32,6 +33,9 @@ pub enum DataSource {
         n_eval: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         family: Option<String>,
+        /// How the prompts are worded (`chat` for pretrained instruct models).
+        #[serde(default, skip_serializing_if = "Phrasing::is_terse")]
+        phrasing: Phrasing,
     },
     /// A JSONL file: rows with answers split into train and held-out parts, bare prompts and
     /// preference rows kept beside them.
@@ -47,7 +51,23 @@ pub enum DataSource {
 impl DataSource {
     /// The built-in tasks, every family.
     pub fn builtin(n_train: usize, n_eval: usize) -> Self {
-        Self::Builtin { n_train, n_eval, family: None }
+        Self::Builtin { n_train, n_eval, family: None, phrasing: Phrasing::Terse }
+    }
+
+    /// The built-in tasks of one family only.
+    pub fn with_family(self, only: &str) -> Self {
+        match self {
+            Self::Builtin { n_train, n_eval, phrasing, .. } => Self::Builtin { n_train, n_eval, family: Some(only.to_string()), phrasing },
+            file => file,
+        }
+    }
+
+    /// The same source, its built-in prompts worded as `phrasing` says (files are as written).
+    pub fn phrased(self, phrasing: Phrasing) -> Self {
+        match self {
+            Self::Builtin { n_train, n_eval, family, .. } => Self::Builtin { n_train, n_eval, family, phrasing },
+            file => file,
+        }
     }
 
     /// A data file, its contents not recorded.
@@ -96,6 +116,15 @@ fn model_config_with_defaults<'de, D: serde::Deserializer<'de>>(deserializer: D)
 }
 
 impl RunConfig {
+    /// A model that came with its weights (a Hugging Face directory, a GGUF file), `preset`
+    /// naming where it came from. With a chat template, its built-in tasks are worded for chat.
+    pub fn pretrained(model: ModelConfig, preset: String, chat: Option<ChatConfig>) -> Self {
+        let phrasing = if chat.is_some() { Phrasing::Chat } else { Phrasing::Terse };
+        let defaults = SftConfig::default();
+        let sft = SftConfig { preset, data: defaults.data.clone().phrased(phrasing), ..defaults };
+        Self { model, sft, sgpo: None, source: None, chat }
+    }
+
     pub fn from_json(source: &str, json: &str) -> Result<Self> {
         serde_json::from_str(json).map_err(|e| Error::file(source, format!("not a valid run config: {e}")))
     }
@@ -108,6 +137,19 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A terse built-in source is written as it was before wordings existed, so stored run
+    /// configs and the experiment's SFT-store keys are unchanged; a chat one says so.
+    #[test]
+    fn wording_is_recorded_only_when_it_is_chat() {
+        let terse = serde_json::to_string(&DataSource::builtin(5, 2)).unwrap();
+        assert_eq!(terse, r#"{"kind":"builtin","n_train":5,"n_eval":2}"#);
+        let chat = DataSource::builtin(5, 2).with_family("add").phrased(Phrasing::Chat);
+        let text = serde_json::to_string(&chat).unwrap();
+        assert!(text.contains(r#""phrasing":"chat""#), "{text}");
+        assert_eq!(serde_json::from_str::<DataSource>(&text).unwrap(), chat);
+        assert_eq!(DataSource::file("d.jsonl", 0.1).phrased(Phrasing::Chat), DataSource::file("d.jsonl", 0.1));
+    }
 
     /// A run saved before `attention_bias` existed still opens, as a model without biases.
     #[test]

@@ -83,11 +83,8 @@ impl PipelineConfig {
     pub fn data_source(&self, file: Option<&str>) -> DataSource {
         match file {
             Some(path) => DataSource::file(path, DEFAULT_EVAL_FRACTION),
-            None => DataSource::Builtin {
-                n_train: PAGE_TRAIN_EXAMPLES,
-                n_eval: self.eval_examples,
-                family: (self.task != "all").then(|| self.task.clone()),
-            },
+            None if self.task == "all" => DataSource::builtin(PAGE_TRAIN_EXAMPLES, self.eval_examples),
+            None => DataSource::builtin(PAGE_TRAIN_EXAMPLES, self.eval_examples).with_family(&self.task),
         }
     }
 
@@ -171,7 +168,7 @@ mod tests {
     #[test]
     fn task_names_a_family() {
         let page = PipelineConfig { task: "sort".into(), ..PipelineConfig::default() };
-        assert_eq!(page.data_source(None), DataSource::Builtin { n_train: 4000, n_eval: 45, family: Some("sort".into()) });
+        assert_eq!(page.data_source(None), DataSource::builtin(4000, 45).with_family("sort"));
         assert_eq!(PipelineConfig::default().data_source(None), DataSource::builtin(4000, 45));
         assert_eq!(page.data_source(Some("d.jsonl")), DataSource::file("d.jsonl", 0.1));
     }

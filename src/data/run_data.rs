@@ -22,18 +22,18 @@ impl RunData {
     /// answers are split into train and held-out parts, bare prompts and preference rows kept.
     pub fn assemble(source: &DataSource, file: Option<Dataset>, seed: u64) -> Result<Self> {
         match source {
-            DataSource::Builtin { n_train, n_eval, family: None } => {
-                let (labeled, eval) = tasks::builtin_split(*n_train, *n_eval, seed);
+            DataSource::Builtin { n_train, n_eval, family: None, phrasing } => {
+                let (labeled, eval) = tasks::builtin_split_phrased(*n_train, *n_eval, seed, *phrasing);
                 Ok(Self { labeled, eval, ..Self::default() })
             }
-            DataSource::Builtin { n_train, n_eval, family: Some(family) } => {
+            DataSource::Builtin { n_train, n_eval, family: Some(family), phrasing } => {
                 let families = tasks::FAMILIES;
                 if !families.contains(&family.as_str()) {
                     return Err(Error::Config(format!("task: unknown built-in task {family:?}; use all or one of {}", families.join(", "))));
                 }
                 // The families take turns, so one family is every k-th example of a k-times larger set.
                 let k = families.len();
-                let (mut labeled, mut eval) = tasks::builtin_split(n_train * k, n_eval * k, seed);
+                let (mut labeled, mut eval) = tasks::builtin_split_phrased(n_train * k, n_eval * k, seed, *phrasing);
                 let only = |v: &mut Vec<Example>| v.retain(|e| e.task.as_deref() == Some(family.as_str()));
                 only(&mut labeled);
                 only(&mut eval);
@@ -90,12 +90,12 @@ mod tests {
 
     #[test]
     fn a_builtin_family_keeps_only_that_family() {
-        let source = DataSource::Builtin { n_train: 10, n_eval: 2, family: Some("add".into()) };
+        let source = DataSource::builtin(10, 2).with_family("add");
         let data = RunData::assemble(&source, None, 1).unwrap();
         assert_eq!(data.labeled.len(), 10);
         assert!(!data.eval.is_empty());
         assert!(data.labeled.iter().chain(&data.eval).all(|e| e.task.as_deref() == Some("add")));
-        let poetry = DataSource::Builtin { n_train: 10, n_eval: 2, family: Some("poetry".into()) };
+        let poetry = DataSource::builtin(10, 2).with_family("poetry");
         let e = RunData::assemble(&poetry, None, 1).unwrap_err().to_string();
         assert!(e.contains("unknown built-in task \"poetry\"") && e.contains("sort"), "{e}");
     }

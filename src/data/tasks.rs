@@ -1,17 +1,26 @@
 //! Built-in instruction tasks whose right answer a program knows: the default data, and with
 //! the judge (`judge.rs`) the yardstick for SFT and SGPO alike.
 
+use serde::{Deserialize, Serialize};
+
 use super::Example;
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// Raised whenever the generator's output changes, so stored models trained on the old tasks
 /// (the experiment's SFT store) are not taken for new ones.
-pub const GENERATOR_VERSION: u32 = 1;
+/// Version 2: longer lists for sort, reverse and dedupe, and the multi-step families `prefix`
+/// and `tally`, where an answer can be partly right and a fix can be partial.
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// The task families, in a fixed order (their index seeds nothing else).
 pub const FAMILIES: &[&str] = &[
-    "sort", "reverse", "add", "dedupe", "count", "upper", "max", "last", "length",
+    "sort", "reverse", "add", "dedupe", "count", "upper", "max", "last", "length", "prefix", "tally",
 ];
+
+/// The families whose answer is one word (a number or a word): an improvement there can only
+/// be the whole answer, so they are reported apart from the families with multi-word answers.
+pub const ONE_WORD_ANSWERS: &[&str] = &["add", "count", "max", "last", "length"];
 
 const WORDS: &[&str] = &[
     "cat", "dog", "sun", "red", "blue", "tree", "fish", "bird", "rain", "star", "moon", "car",
@@ -33,56 +42,145 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
 }
 
-/// One example of `family`, drawn from `rng`.
+/// How the built-in prompts are worded: `terse` for models trained here from scratch
+/// (`sort the numbers: 4 1 3`), `chat` for pretrained instruct models (a sentence that says
+/// what to do and how to reply). Both wordings draw the same problems from the same seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phrasing {
+    #[default]
+    Terse,
+    Chat,
+}
+
+impl Phrasing {
+    pub fn is_terse(&self) -> bool {
+        *self == Self::Terse
+    }
+}
+
+impl std::str::FromStr for Phrasing {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "terse" => Ok(Self::Terse),
+            "chat" => Ok(Self::Chat),
+            other => Err(Error::Config(format!("task phrasing {other:?}: use terse or chat"))),
+        }
+    }
+}
+
+/// One example of `family`, drawn from `rng`, worded tersely.
 pub fn make_example(family: &str, rng: &mut Rng) -> Example {
+    make_phrased(family, rng, Phrasing::Terse)
+}
+
+fn make_phrased(family: &str, rng: &mut Rng, phrasing: Phrasing) -> Example {
+    let terse = phrasing == Phrasing::Terse;
+    let say = |short: String, chat: String| if terse { short } else { chat };
     let (prompt, answer) = match family {
         "sort" => {
-            let xs = numbers(rng, 3, 6);
+            let xs = numbers(rng, 3, 9);
             let mut sorted = xs.clone();
             sorted.sort();
-            (format!("sort the numbers: {}", join(&xs)), join(&sorted))
+            let xs = join(&xs);
+            let prompt = say(
+                format!("sort the numbers: {xs}"),
+                format!("Sort these numbers from smallest to largest: {xs}. Reply with only the sorted numbers, separated by spaces."),
+            );
+            (prompt, join(&sorted))
         }
         "reverse" => {
-            let ws = words(rng, WORDS, 2, 5);
+            let ws = words(rng, WORDS, 2, 7);
             let rev: Vec<_> = ws.iter().rev().cloned().collect();
-            (format!("reverse the words: {}", join(&ws)), join(&rev))
+            let ws = join(&ws);
+            let prompt = say(
+                format!("reverse the words: {ws}"),
+                format!("Write these words in reverse order: {ws}. Reply with only the words, separated by spaces."),
+            );
+            (prompt, join(&rev))
         }
         "add" => {
             let (a, b) = (rng.below(50), rng.below(50));
-            (format!("add: {a} + {b}"), (a + b).to_string())
+            (say(format!("add: {a} + {b}"), format!("What is {a} + {b}? Reply with only the number.")), (a + b).to_string())
         }
         "dedupe" => {
-            let ws = words(rng, LETTERS, 4, 7);
+            let ws = words(rng, LETTERS, 4, 10);
             let mut seen = Vec::new();
             for w in &ws {
                 if !seen.contains(w) {
                     seen.push(w.clone());
                 }
             }
-            (format!("remove duplicates: {}", join(&ws)), join(&seen))
+            let ws = join(&ws);
+            let prompt = say(
+                format!("remove duplicates: {ws}"),
+                format!("Remove the repeated letters from this list, keeping the first of each: {ws}. Reply with only the letters that remain, separated by spaces."),
+            );
+            (prompt, join(&seen))
         }
         "count" => {
             let ws = words(rng, &LETTERS[..4], 3, 7);
             let target = rng.choose(&LETTERS[..4]).to_string();
             let n = ws.iter().filter(|w| **w == target).count();
-            (format!("count {target} in: {}", join(&ws)), n.to_string())
+            let ws = join(&ws);
+            let prompt = say(
+                format!("count {target} in: {ws}"),
+                format!("How many times does the letter {target} appear in this list: {ws}? Reply with only the number."),
+            );
+            (prompt, n.to_string())
         }
         "upper" => {
-            let ws = words(rng, WORDS, 1, 3);
-            (format!("uppercase: {}", join(&ws)), join(&ws).to_uppercase())
+            let ws = join(&words(rng, WORDS, 1, 3));
+            let prompt = say(format!("uppercase: {ws}"), format!("Write these words in capital letters: {ws}. Reply with only the words."));
+            (prompt, ws.to_uppercase())
         }
         "max" => {
             let xs = numbers(rng, 3, 6);
             let m = xs.iter().max().copied().unwrap_or(0);
-            (format!("largest number: {}", join(&xs)), m.to_string())
+            let xs = join(&xs);
+            let prompt = say(format!("largest number: {xs}"), format!("Which is the largest of these numbers: {xs}? Reply with only the number."));
+            (prompt, m.to_string())
         }
         "last" => {
             let ws = words(rng, WORDS, 2, 5);
-            (format!("last word: {}", join(&ws)), ws.last().cloned().unwrap_or_default())
+            let last = ws.last().cloned().unwrap_or_default();
+            let ws = join(&ws);
+            (say(format!("last word: {ws}"), format!("What is the last word in this list: {ws}? Reply with only the word.")), last)
         }
         "length" => {
             let ws = words(rng, WORDS, 1, 6);
-            (format!("how many words: {}", join(&ws)), ws.len().to_string())
+            let n = ws.len();
+            let ws = join(&ws);
+            (say(format!("how many words: {ws}"), format!("How many words are in this list: {ws}? Reply with only the number.")), n.to_string())
+        }
+        "prefix" => {
+            // Each total builds on the one before: one wrong step shifts every later one.
+            let xs = numbers(rng, 3, 6);
+            let totals: Vec<u32> = xs.iter().scan(0, |sum, x| { *sum += x; Some(*sum) }).collect();
+            let xs = join(&xs);
+            let prompt = say(
+                format!("running totals: {xs}"),
+                format!("Write the running totals of these numbers (each number plus all the numbers before it): {xs}. Reply with only the totals, separated by spaces."),
+            );
+            (prompt, join(&totals))
+        }
+        "tally" => {
+            let ws = words(rng, &LETTERS[..4], 3, 8);
+            let mut counts: Vec<(String, usize)> = Vec::new();
+            for w in &ws {
+                match counts.iter_mut().find(|(l, _)| l == w) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((w.clone(), 1)),
+                }
+            }
+            let answer = counts.iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(" ");
+            let ws = join(&ws);
+            let prompt = say(
+                format!("count each letter: {ws}"),
+                format!("Count how often each letter appears in this list, in order of first appearance: {ws}. Reply with only each letter followed by its count, separated by spaces."),
+            );
+            (prompt, answer)
         }
         other => panic!("unknown task family {other:?}"),
     };
@@ -93,7 +191,7 @@ pub fn make_example(family: &str, rng: &mut Rng) -> Example {
     }
 }
 
-/// `n` examples cycling through every family, reproducible from `seed`.
+/// `n` tersely worded examples cycling through every family, reproducible from `seed`.
 pub fn generate(n: usize, seed: u64) -> Vec<Example> {
     let mut rng = Rng::new(seed);
     (0..n)
@@ -101,9 +199,16 @@ pub fn generate(n: usize, seed: u64) -> Vec<Example> {
         .collect()
 }
 
-/// The built-in train and held-out sets. Held-out prompts never appear in the train set.
+/// The built-in train and held-out sets, worded tersely. Held-out prompts never appear in the
+/// train set.
 pub fn builtin_split(n_train: usize, n_eval: usize, seed: u64) -> (Vec<Example>, Vec<Example>) {
-    let train = generate(n_train, seed);
+    builtin_split_phrased(n_train, n_eval, seed, Phrasing::Terse)
+}
+
+/// [`builtin_split`] worded as `phrasing` says: the same problems, split the same way.
+pub fn builtin_split_phrased(n_train: usize, n_eval: usize, seed: u64, phrasing: Phrasing) -> (Vec<Example>, Vec<Example>) {
+    let mut rng = Rng::new(seed);
+    let train: Vec<Example> = (0..n_train).map(|i| make_phrased(FAMILIES[i % FAMILIES.len()], &mut rng, phrasing)).collect();
     let seen: std::collections::HashSet<&str> = train.iter().map(|e| e.prompt.as_str()).collect();
     let mut rng = Rng::new(seed).fork(0xe7a1);
     let mut eval = Vec::with_capacity(n_eval);
@@ -111,7 +216,7 @@ pub fn builtin_split(n_train: usize, n_eval: usize, seed: u64) -> (Vec<Example>,
     // Bounded: a family with fewer distinct prompts than asked for simply contributes repeats
     // of the held-out ones it has.
     while eval.len() < n_eval && i < n_eval * 50 {
-        let e = make_example(FAMILIES[i % FAMILIES.len()], &mut rng);
+        let e = make_phrased(FAMILIES[i % FAMILIES.len()], &mut rng, phrasing);
         if !seen.contains(e.prompt.as_str()) {
             eval.push(e);
         }
@@ -149,6 +254,15 @@ mod tests {
             "largest number" => numbers().into_iter().max().unwrap().to_string(),
             "last word" => items.last().unwrap().to_string(),
             "how many words" => items.len().to_string(),
+            "running totals" => {
+                let mut sum = 0;
+                numbers().into_iter().map(|x| { sum += x; sum.to_string() }).collect::<Vec<_>>().join(" ")
+            }
+            "count each letter" => {
+                let mut letters: Vec<&str> = Vec::new();
+                items.iter().for_each(|w| if !letters.contains(w) { letters.push(w) });
+                letters.iter().map(|l| format!("{l} {}", items.iter().filter(|w| *w == l).count())).collect::<Vec<_>>().join(" ")
+            }
             count => {
                 let target = count.strip_prefix("count ").and_then(|c| c.strip_suffix(" in")).expect("a count prompt");
                 items.iter().filter(|w| **w == target).count().to_string()
@@ -165,6 +279,21 @@ mod tests {
         for e in &examples {
             assert_eq!(e.response, solve(&e.prompt), "{:?}: {}", e.task, e.prompt);
         }
+    }
+
+    #[test]
+    fn chat_wording_asks_the_same_questions() {
+        let (terse, terse_eval) = builtin_split(300, 60, 4);
+        let (chat, chat_eval) = builtin_split_phrased(300, 60, 4, Phrasing::Chat);
+        assert_eq!((terse.len(), terse_eval.len()), (chat.len(), chat_eval.len()));
+        for (t, c) in terse.iter().chain(&terse_eval).zip(chat.iter().chain(&chat_eval)) {
+            assert_eq!((&t.response, &t.task), (&c.response, &c.task));
+            let (_, operands) = t.prompt.split_once(": ").unwrap();
+            assert!(c.prompt.contains(operands) && c.prompt.contains("Reply with only"), "{} / {}", t.prompt, c.prompt);
+            assert!(c.prompt.starts_with(char::is_uppercase), "{}", c.prompt);
+        }
+        assert_eq!("chat".parse::<Phrasing>().unwrap(), Phrasing::Chat);
+        assert!("verbose".parse::<Phrasing>().unwrap_err().to_string().contains("terse or chat"));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DataSource, Method, PairFilter, SftConfig, SgpoConfig};
-use crate::data::{Example, RunData, Tokenizer, policy_seqs, tasks};
+use crate::data::tasks::{self, Phrasing};
+use crate::data::{Example, RunData, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
 use crate::eval::{Comparison, evaluate};
 use crate::generate::Decoder;
@@ -233,8 +234,8 @@ impl ExperimentPlan {
     }
 
     pub fn splits(&self) -> Result<Splits> {
-        let DataSource::Builtin { n_train, family: None, .. } = self.sft.data else {
-            return Err(Error::Config("the experiment runs on every built-in task family".into()));
+        let DataSource::Builtin { n_train, family: None, phrasing: Phrasing::Terse, .. } = self.sft.data else {
+            return Err(Error::Config("the experiment runs on every built-in task family, tersely worded (it trains its models from scratch)".into()));
         };
         Ok(Splits::builtin(n_train, self.held_out, self.sft.seed))
     }

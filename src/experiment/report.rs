@@ -5,6 +5,7 @@
 use super::{Compute, ExperimentPlan, Outcome};
 use crate::config::SgpoConfig;
 use crate::data::Example;
+use crate::data::tasks::ONE_WORD_ANSWERS;
 use crate::error::Result;
 use crate::rng::Rng;
 
@@ -81,26 +82,31 @@ pub fn table(outcomes: &[Outcome], setting: &str, rows: &[&str]) -> String {
     s
 }
 
-/// Win rate against SFT per task family (over every run), rows in the order given.
+/// Win rate against SFT per task family (over every run), rows in the order given; then the
+/// families with one-word answers together, and those with multi-word answers.
 pub fn family_table(outcomes: &[Outcome], setting: &str, rows: &[&str], held_out: &[Example]) -> String {
     let task = |e: &Example| e.task.clone().unwrap_or_else(|| "data".into());
     let mut families: Vec<String> = held_out.iter().map(task).collect();
     families.sort();
     families.dedup();
-    let n = |f: &String| held_out.iter().filter(|e| task(e) == *f).count();
-    let mut s = format!("| row | {} |\n|{}\n", families.iter().map(|f| format!("{f} ({})", n(f))).collect::<Vec<_>>().join(" | "), " --- |".repeat(families.len() + 1));
+    // Each column is a mask over the held-out prompts.
+    let one_word: Vec<bool> = held_out.iter().map(|e| ONE_WORD_ANSWERS.contains(&task(e).as_str())).collect();
+    let columns: Vec<(String, Vec<bool>)> = families
+        .iter()
+        .map(|f| (f.clone(), held_out.iter().map(|e| task(e) == *f).collect()))
+        .chain([("one-word answers", true), ("multi-word answers", false)].map(|(name, one)| (name.to_string(), one_word.iter().map(|&w| w == one).collect())))
+        .collect();
+    let header: Vec<String> = columns.iter().map(|(name, mask)| format!("{name} ({})", mask.iter().filter(|&&m| m).count())).collect();
+    let mut s = format!("| row | {} |\n|{}\n", header.join(" | "), " --- |".repeat(columns.len() + 1));
     for row in rows {
         let rs = runs(outcomes, setting, row);
         if rs.is_empty() {
             continue;
         }
-        let cells: Vec<String> = families
+        let cells: Vec<String> = columns
             .iter()
-            .map(|f| {
-                let wins: Vec<f64> = rs
-                    .iter()
-                    .flat_map(|o| o.comparison.wins.iter().zip(held_out).filter(|(_, e)| task(e) == *f).map(|(&w, _)| w as f64))
-                    .collect();
+            .map(|(_, mask)| {
+                let wins: Vec<f64> = rs.iter().flat_map(|o| o.comparison.wins.iter().zip(mask).filter(|(_, m)| **m).map(|(&w, _)| w as f64)).collect();
                 format!("{:.2}", mean(&wins))
             })
             .collect();

@@ -17,7 +17,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 use super::TextModel;
 use super::text_model::check_vocab;
 use super::quants::{block, dequantize, type_name};
-use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig, SftConfig};
+use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig};
 use crate::data::Tokenizer;
 use crate::data::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
@@ -277,9 +277,8 @@ pub fn open(label: &str, bytes: &[u8], device: &Device) -> Result<(RunConfig, Te
         },
         device,
     )?;
-    let sft = SftConfig { preset: format!("gguf:{arch}"), ..SftConfig::default() };
-    let chat = tokenizer.chat().cloned();
-    Ok((RunConfig { model: config.clone(), sft, sgpo: None, source: None, chat }, TextModel { config, tokenizer, model }))
+    let run = RunConfig::pretrained(config.clone(), format!("gguf:{arch}"), tokenizer.chat().cloned());
+    Ok((run, TextModel { config, tokenizer, model }))
 }
 
 /// Qwen2's pre-tokenizer split, as its `tokenizer.json` writes it.

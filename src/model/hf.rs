@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::TextModel;
 use super::text_model::check_vocab;
-use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig, SftConfig};
+use crate::config::{ChatConfig, IMPROVER_SYSTEM, ModelConfig, RunConfig};
 use crate::data::Tokenizer;
 use crate::data::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
@@ -57,8 +57,7 @@ pub fn open(label: &str, read: &mut Reader<'_>, device: &Device) -> Result<(RunC
     check_vocab(&name(TOKENIZER), &tokenizer, &config)?;
     let mut weights = Weights::read(label, read)?;
     let model = config.load(&mut |tensor, shape| weights.tensor(tensor, shape), device)?;
-    let sft = SftConfig { preset: architecture, ..SftConfig::default() };
-    let run = RunConfig { model: config.clone(), sft, sgpo: None, source: None, chat };
+    let run = RunConfig::pretrained(config.clone(), architecture, chat);
     Ok((run, TextModel { config, tokenizer, model }))
 }
 
