@@ -86,6 +86,10 @@ pub struct IterationSummary {
     /// (better, tied, worse): how many of the pairs DPO trains on point the right way.
     #[serde(default)]
     pub pairs_judged: Option<[usize; 3]>,
+    /// After stage 1: its improver targets against their drafts, by the judge (better, tied,
+    /// worse); tied includes targets that copy the draft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub improver_targets_judged: Option<[usize; 3]>,
     /// Share of judged pairs where judge(improved) > judge(draft); None without references.
     pub improver_win_rate: Option<f32>,
     /// Held-out win rate of the policy against the SFT model, ties half.
@@ -110,6 +114,7 @@ impl IterationSummary {
             chosen_is_greedy: None,
             generated_tokens: 0,
             pairs_judged: None,
+            improver_targets_judged: None,
             improver_win_rate: None,
             policy_win_rate_vs_sft: None,
             mean_score: None,

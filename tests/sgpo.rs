@@ -11,9 +11,9 @@ use sgpo::checkpoint::Checkpoint;
 use sgpo::config::{OptimConfig, PairFilter, SftConfig, SgpoConfig};
 use sgpo::data::{Example, PreferencePair, RunData, Tokenizer};
 use sgpo::metrics::Event;
-use sgpo::generate::Decoder;
+use sgpo::generate::{Decoder, SamplingConfig};
 use sgpo::rng::Rng;
-use sgpo::sgpo::improver::improvement_margins;
+use sgpo::sgpo::improver::{improve, improvement_margins};
 use sgpo::sgpo::pairs::{PromptItem, build_pairs};
 use sgpo::sgpo::{Pair, SgpoRun, Stage};
 use sgpo::train::{ScoredPair, SftRun, score_pairs};
@@ -45,6 +45,11 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
         block_on(run.advance(&mut |e| events.push(e))).unwrap();
     }
     assert!(events.iter().any(|e| matches!(e, Event::Train(t) if t.stage == "improver")));
+    // Stage 1's summary: every target judged against its draft, most a step toward the answer.
+    let stage1 = events.iter().find_map(|e| if let Event::Iteration(i) = e { Some(i.clone()) } else { None }).unwrap();
+    let [better, tied, worse] = stage1.improver_targets_judged.expect("stage 1 judges its targets");
+    assert_eq!((stage1.iteration, better + tied + worse), (0, 200));
+    assert!(better > tied + worse, "{better} {tied} {worse}");
     let before = run.policy();
     while !run.is_done() {
         block_on(run.advance(&mut |e| events.push(e))).unwrap();
@@ -54,7 +59,7 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
         .rev()
         .find_map(|e| if let Event::Iteration(i) = e { Some(i.clone()) } else { None })
         .unwrap();
-    assert_eq!(summary.iteration, 1);
+    assert_eq!((summary.iteration, summary.improver_targets_judged), (1, None));
 
     let pairs = run.last_pairs.clone();
     assert!(!pairs.is_empty(), "no pairs: {summary:?}");
@@ -94,7 +99,7 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
 #[test]
 fn pair_filters_keep_what_they_promise() {
     let device = Device::flex();
-    let (sft, train, eval) = tiny_sft(&device, 600, 80);
+    let (sft, train, eval) = tiny_sft(&device, 600, 300);
     let tok = sft.tokenizer.clone();
     let config = SgpoConfig { iterations: 1, improver_steps: 30, improver_examples: 150, max_new_tokens: 12, ..SgpoConfig::default() };
     let data = RunData { labeled: train.clone(), eval, ..RunData::default() };
@@ -140,6 +145,26 @@ fn pair_filters_keep_what_they_promise() {
         n as f32 / set.pairs.len() as f32
     };
     assert_eq!(all.chosen_is_greedy, Some(share(&all)));
+    // Two improvement passes: the chosen answer is the improver's rewrite of its own rewrite.
+    let cfg = SgpoConfig { improvement_passes: 2, ..config.clone() };
+    let two = block_on(build_pairs(&decoder, &items, &[], &cfg, max_len, 1, &mut Rng::new(5), &mut |_| {})).unwrap();
+    let prompts: Vec<String> = items.iter().map(|i| i.prompt.clone()).collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.policy_prompt(p).unwrap()).collect();
+    let mut rng = Rng::new(5);
+    let drafts = block_on(decoder.complete(&ids, &SamplingConfig::sampled(12, config.draft_temperature), &mut rng, &mut |_, _| {})).unwrap();
+    // build_pairs decodes the greedy answers next, with the same generator.
+    block_on(decoder.complete(&ids, &SamplingConfig::greedy(12), &mut rng, &mut |_, _| {})).unwrap();
+    let greedy_rewrite = |answers: &[String], rng: &mut Rng| block_on(improve(&decoder, &prompts, answers, &SamplingConfig::greedy(12), rng, &mut |_, _| {})).unwrap();
+    let first = greedy_rewrite(&drafts, &mut rng);
+    let second = greedy_rewrite(&first, &mut rng);
+    let expected: Vec<(String, String)> =
+        second.into_iter().zip(drafts).filter(|(s, d)| !sgpo::data::judge::exact_match(s, d)).collect();
+    assert_eq!(two.pairs.iter().map(|p| (p.chosen.clone(), p.rejected.clone())).collect::<Vec<_>>(), expected);
+    assert_ne!(two.pairs, all.pairs, "a second pass changes some answers");
+    let refused = SgpoConfig { improvement_passes: 2, pair_filter: "majority:3:0.5".parse().unwrap(), ..config.clone() };
+    assert!(refused.validate().unwrap_err().to_string().contains("improvement_passes = 2 with pair_filter = majority"));
+    let too_many = SgpoConfig { improvement_passes: 9, ..config.clone() };
+    assert!(too_many.validate().unwrap_err().to_string().contains("improvement_passes = 9 is out of range (allowed: 1 to 8)"));
 }
 
 /// A tiny model after `steps` of SFT on `n_train` built-in examples, and the data.

@@ -1,12 +1,15 @@
 //! Range checks: every setting is checked before a run starts, by the CLI and the page alike,
 //! and a refusal names the setting, the value and the allowed range.
 
-use super::{DataSource, LoraConfig, OptimConfig, PipelineConfig, SftConfig, SgpoConfig};
+use super::{DataSource, LoraConfig, OptimConfig, PairFilter, PipelineConfig, SftConfig, SgpoConfig};
 use crate::error::{Error, Result};
 
 /// The smallest BPE vocabulary that learns anything: 256 byte tokens, our 6 role tokens, and
 /// at least one merge.
 pub const MIN_VOCAB: usize = 263;
+
+/// Each pass is a full generation over every draft; more than a few is a setting gone wrong.
+const MAX_IMPROVEMENT_PASSES: usize = 8;
 
 fn refuse(name: &str, value: impl std::fmt::Display, allowed: &str) -> Result<()> {
     Err(Error::Config(format!("{name} = {value} is out of range (allowed: {allowed})")))
@@ -78,6 +81,15 @@ impl SgpoConfig {
         at_least("batch_size", self.batch_size, 1)?;
         at_least("max_new_tokens", self.max_new_tokens, 1)?;
         at_least("drafts_per_prompt", self.drafts_per_prompt, 1)?;
+        if !(1..=MAX_IMPROVEMENT_PASSES).contains(&self.improvement_passes) {
+            return refuse("improvement_passes", self.improvement_passes, &format!("1 to {MAX_IMPROVEMENT_PASSES}"));
+        }
+        if self.improvement_passes > 1 && matches!(self.pair_filter, PairFilter::Majority { .. }) {
+            return Err(Error::Config(format!(
+                "improvement_passes = {} with pair_filter = majority: majority votes on one pass of samples; use one pass, or another filter",
+                self.improvement_passes
+            )));
+        }
         positive("beta", self.beta)?;
         between("label_smoothing", self.label_smoothing, 0.0, 0.5, false)?;
         non_negative("improver_sft_weight", self.improver_sft_weight)?;

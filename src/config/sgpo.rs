@@ -213,6 +213,9 @@ pub struct SgpoConfig {
     pub draft_temperature: f32,
     /// Sampled drafts per prompt.
     pub drafts_per_prompt: usize,
+    /// Times the improver rewrites: each pass improves the previous pass's answer, the last
+    /// pass's is the chosen one (not with `majority`, which samples its votes in one pass).
+    pub improvement_passes: usize,
     /// The policy's greedy answer is a draft too (unless a sample equals it): pairs on what
     /// greedy decoding says, which sampled drafts alone cannot move.
     pub greedy_draft: bool,
@@ -246,6 +249,7 @@ impl Default for SgpoConfig {
             dpo_optim: OptimConfig::constant(5e-5),
             draft_temperature: 1.0,
             drafts_per_prompt: 1,
+            improvement_passes: 1,
             greedy_draft: false,
             max_new_tokens: 32,
             eval_examples: 180,

@@ -3,7 +3,7 @@
 //! training data, and the rewriting of drafts.
 
 use crate::config::{ImproverTargets, SgpoConfig};
-use crate::data::judge::exact_match;
+use crate::data::judge::{exact_match, judge};
 use crate::data::{Example, TokenSeq};
 use crate::error::Result;
 use crate::generate::{Decoder, SamplingConfig};
@@ -182,7 +182,16 @@ pub async fn improvement_margins(decoder: &Decoder<'_>, prompts: &[String], draf
 
 /// The text a reference-guided improver sees as its prompt.
 fn with_reference(prompt: &str, reference: &str) -> String {
-    format!("{prompt}\nreference answer: {reference}")
+    format!("{prompt}\n\nA correct answer, for reference:\n{reference}")
+}
+
+/// Stage 1's training data for the improver role.
+pub struct ImproverData {
+    /// (prompt, draft -> target) as improver sequences.
+    pub seqs: Vec<TokenSeq>,
+    /// Targets against their drafts, by the judge: (better, tied, worse). Tied includes targets
+    /// that copy the draft, which teach the improver to change nothing.
+    pub targets_judged: [usize; 3],
 }
 
 /// Stage 1 data: the policy's own drafts, each with a target a step closer to the SFT answer
@@ -193,7 +202,7 @@ pub async fn improver_data(
     config: &SgpoConfig,
     max_len: usize,
     rng: &mut Rng,
-) -> Result<Vec<TokenSeq>> {
+) -> Result<ImproverData> {
     let tok = decoder.tokenizer;
     let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
     let sampling = SamplingConfig::sampled(config.max_new_tokens, config.draft_temperature);
@@ -211,11 +220,17 @@ pub async fn improver_data(
             improve(decoder, &guided, &drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
         }
     };
-    examples
+    let mut targets_judged = [0; 3];
+    for (e, (d, g)) in examples.iter().zip(drafts.iter().zip(&goals)) {
+        let (target, draft) = (judge(g, &e.response), judge(d, &e.response));
+        targets_judged[if target > draft { 0 } else if target == draft { 1 } else { 2 }] += 1;
+    }
+    let seqs = examples
         .iter()
         .zip(drafts.iter().zip(&goals))
         .map(|(e, (d, g))| Ok(TokenSeq::improver(tok, &e.prompt, d, g)?.fit(max_len + 1)))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(ImproverData { seqs, targets_judged })
 }
 
 #[cfg(test)]

@@ -144,12 +144,16 @@ pub async fn build_pairs(
             votes.into_iter().map(|(answer, agreed)| (answer, agreed >= share)).unzip()
         }
         (Method::Sgpo, filter) => {
-            let progress = report("improving", prompts.len());
-            let improved = improve(decoder, &prompts, &drafts, &SamplingConfig::greedy(cfg.max_new_tokens), rng, &mut |d, t| {
-                generated[1] = t;
-                on_event(Event::Progress(progress(d, t)))
-            })
-            .await?;
+            let progress = report("improving", prompts.len() * cfg.improvement_passes);
+            let mut improved = drafts.clone();
+            for pass in 0..cfg.improvement_passes {
+                let before = generated[1];
+                improved = improve(decoder, &prompts, &improved, &SamplingConfig::greedy(cfg.max_new_tokens), rng, &mut |d, t| {
+                    generated[1] = before + t;
+                    on_event(Event::Progress(progress(pass * prompts.len() + d, before + t)))
+                })
+                .await?;
+            }
             let keep = match filter {
                 PairFilter::Confidence(margin) => {
                     improvement_margins(decoder, &prompts, &drafts, &improved, max_len).await?.into_iter().map(|m| m >= margin).collect()

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::improver::improver_data;
+use super::improver::{ImproverData, improver_data};
 use super::pairs::{Pair, PromptItem, build_pairs};
 use crate::config::{DpoLoss, Method, SftConfig, SgpoConfig};
 use crate::data::judge::exact_match;
@@ -86,6 +86,8 @@ pub struct SgpoRun {
     pub(super) improver_run: Option<SftRun>,
     /// The last improver data, for the improver-SFT term.
     pub(super) improver_seqs: Vec<TokenSeq>,
+    /// The last stage-1 targets against their drafts (better, tied, worse by the judge).
+    pub(super) improver_targets_judged: Option<[usize; 3]>,
     pub(super) dpo: Option<DpoProgress>,
     /// The pairs of the last finished iteration, for export.
     pub last_pairs: Vec<Pair>,
@@ -132,6 +134,7 @@ impl SgpoRun {
             improver_round: 0,
             improver_run: None,
             improver_seqs: Vec::new(),
+            improver_targets_judged: None,
             dpo: None,
             last_pairs: Vec::new(),
             step: 0,
@@ -222,8 +225,9 @@ impl SgpoRun {
         self.rng.shuffle(&mut picked);
         picked.truncate(n);
         let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
-        let improver = improver_data(&decoder, &picked, &self.config, max_len, &mut self.rng).await?;
+        let ImproverData { seqs: improver, targets_judged } = improver_data(&decoder, &picked, &self.config, max_len, &mut self.rng).await?;
         self.generated_tokens += decoder.generated.get();
+        self.improver_targets_judged = Some(targets_judged);
         let mut seqs = improver.clone();
         seqs.extend(policy_seqs(&self.sft.tokenizer, &picked, max_len)?);
         let start = TextModel { model: self.trainer.model.clone(), ..self.sft.clone() };
@@ -257,7 +261,8 @@ impl SgpoRun {
             self.trainer.step = dpo_steps;
             self.stage = Stage::Pairs;
             // Where the policy stands after stage 1, before the next preference step.
-            let summary = self.finish_summary(IterationSummary::empty(self.iteration, self.step)).await?;
+            let stage1 = IterationSummary { improver_targets_judged: self.improver_targets_judged, ..IterationSummary::empty(self.iteration, self.step) };
+            let summary = self.finish_summary(stage1).await?;
             on_event(Event::Iteration(summary));
         }
         Ok(())

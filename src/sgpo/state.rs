@@ -26,6 +26,8 @@ struct SavedProgress {
     dpo_steps: usize,
     rng: Rng,
     improver_seqs: Vec<TokenSeq>,
+    #[serde(default)]
+    improver_targets_judged: Option<[usize; 3]>,
     /// Stage 1 underway: its training sequences and loop position.
     improver_run: Option<(Vec<TokenSeq>, LoopState)>,
     dpo: Option<DpoProgress>,
@@ -49,6 +51,7 @@ impl SgpoRun {
             dpo_steps: self.trainer.step,
             rng: self.rng,
             improver_seqs: self.improver_seqs.clone(),
+            improver_targets_judged: self.improver_targets_judged,
             improver_run: self.improver_run.as_ref().map(|r| (r.seqs().to_vec(), r.state.clone())),
             dpo: self.dpo.clone(),
         };
@@ -86,6 +89,7 @@ impl SgpoRun {
         self.generated_tokens = saved.generated_tokens;
         self.rng = saved.rng;
         self.improver_seqs = saved.improver_seqs;
+        self.improver_targets_judged = saved.improver_targets_judged;
         self.dpo = saved.dpo;
         let pad = self.sft.tokenizer.special.pad;
         match saved.improver_run {

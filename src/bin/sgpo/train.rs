@@ -62,6 +62,9 @@ pub struct TrainArgs {
     pair_filter: Option<PairFilter>,
     #[arg(long)]
     drafts_per_prompt: Option<usize>,
+    /// Times the improver rewrites each draft (each pass rewrites the last) [default: 1].
+    #[arg(long)]
+    improvement_passes: Option<usize>,
     /// The policy's greedy answer is a draft too.
     #[arg(long)]
     greedy_draft: bool,
@@ -111,6 +114,7 @@ impl TrainArgs {
         if let Some(v) = self.prompts_per_iteration { c.prompts_per_iteration = v; }
         if let Some(v) = self.pair_filter { c.pair_filter = v; }
         if let Some(v) = self.drafts_per_prompt { c.drafts_per_prompt = v; }
+        if let Some(v) = self.improvement_passes { c.improvement_passes = v; }
         if self.greedy_draft { c.greedy_draft = true; }
         if let Some(v) = self.lr { c.dpo_optim.lr = v; }
         if let Some(v) = self.seed { c.seed = v; }
@@ -238,8 +242,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
             pb.set_length(i.step as u64 + config.prompts_per_iteration.div_ceil(config.batch_size.max(1)) as u64 * config.dpo_epochs as u64);
             pb.suspend(|| {
                 eprintln!(
-                    "iteration {}: {} pairs ({} unchanged dropped, {} with an empty chosen{}), improver win rate {}, win rate vs SFT {}, mean score {}",
+                    "iteration {}: {}{} pairs ({} unchanged dropped, {} with an empty chosen{}), improver win rate {}, win rate vs SFT {}, mean score {}",
                     i.iteration,
+                    i.improver_targets_judged.map(|[b, t, w]| format!("stage-1 targets vs their drafts: better {b}, tied {t}, worse {w}; ")).unwrap_or_default(),
                     i.pairs_built,
                     i.pairs_unchanged,
                     i.pairs_empty_chosen,
