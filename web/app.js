@@ -7,7 +7,9 @@ import * as models from "./models.js";
 import uPlot from "./vendor/uPlot.esm.js";
 
 const $ = (id) => document.getElementById(id);
-const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank"];
+const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank", "drafts_per_prompt", "improvement_passes"];
+// Knobs sent as text, spelled as the CLI's flags take them (the engine parses and checks them).
+const TEXT_KNOBS = ["improver_targets", "pair_filter"];
 
 // One chart per metric: [title, event kind, field, y range if fixed]. The x axis is the optimiser step (SFT and
 // the improver's stage 1 on one count, the preference stage's DPO steps on their own) or the
@@ -334,7 +336,7 @@ async function readCheckpoint(input) {
 }
 
 // The form's values: the engine's defaults (the worker sends them), a saved run's, or the user's.
-const FIELDS = [...KNOBS, "method", "preset", "task", "device"];
+const FIELDS = [...KNOBS, ...TEXT_KNOBS, "method", "preset", "task", "device"];
 for (const k of FIELDS) $(k).addEventListener("input", () => ($(k).dataset.set = "1"));
 function setField(k, v) {
   $(k).value = v;
@@ -349,6 +351,7 @@ function fillDefaults(defaults) {
 function readConfig() {
   const config = { task: $("task").value, preset: $("preset").value, method: $("method").value, device: useCpu ? "cpu" : $("device").value };
   for (const k of KNOBS) config[k] = Number($(k).value);
+  for (const k of TEXT_KNOBS) config[k] = $(k).value.trim();
   return config;
 }
 

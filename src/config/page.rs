@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
 
-use super::{DEFAULT_EVAL_FRACTION, DataSource, DpoLoss, Method, OptimConfig, SftConfig, SgpoConfig};
+use super::{DEFAULT_EVAL_FRACTION, DataSource, DpoLoss, ImproverTargets, Method, OptimConfig, PairFilter, SftConfig, SgpoConfig};
 
 /// Built-in training examples a page run draws.
 const PAGE_TRAIN_EXAMPLES: usize = 4000;
@@ -32,6 +32,13 @@ pub struct PipelineConfig {
     /// DPO learning rate.
     pub lr: f64,
     pub temperature: f32,
+    /// Stage 1's targets (`edit:ALPHA`, `words:ALPHA`, `reference`, `sft`).
+    pub improver_targets: ImproverTargets,
+    /// Which of SGPO's changed drafts become pairs (`none`, `confidence:MARGIN`,
+    /// `majority:K:SHARE`, `judge`).
+    pub pair_filter: PairFilter,
+    pub drafts_per_prompt: usize,
+    pub improvement_passes: usize,
     pub max_new_tokens: usize,
     /// Held-out examples for the win rate.
     pub eval_examples: usize,
@@ -68,6 +75,10 @@ impl Default for PipelineConfig {
             beta: sgpo.beta,
             lr: sgpo.dpo_optim.lr,
             temperature: sgpo.draft_temperature,
+            improver_targets: sgpo.improver_targets,
+            pair_filter: sgpo.pair_filter,
+            drafts_per_prompt: sgpo.drafts_per_prompt,
+            improvement_passes: sgpo.improvement_passes,
             seed: sft.seed,
             device: DeviceChoice::Auto,
             // LoRA by default for real models: a tab holds the frozen weights once and trains a
@@ -111,6 +122,10 @@ impl PipelineConfig {
             beta: self.beta,
             loss: DpoLoss::Sigmoid,
             draft_temperature: self.temperature,
+            improver_targets: self.improver_targets,
+            pair_filter: self.pair_filter,
+            drafts_per_prompt: self.drafts_per_prompt,
+            improvement_passes: self.improvement_passes,
             improver_steps: self.improver_steps,
             improver_examples: PAGE_IMPROVER_EXAMPLES,
             max_new_tokens: self.max_new_tokens,
@@ -141,6 +156,10 @@ mod tests {
             beta: 0.3,
             lr: 0.125,
             temperature: 0.7,
+            improver_targets: ImproverTargets::Words(0.25),
+            pair_filter: PairFilter::Confidence(0.5),
+            drafts_per_prompt: 2,
+            improvement_passes: 3,
             max_new_tokens: 9,
             vocab_size: 300,
             seed: 4,
@@ -155,6 +174,12 @@ mod tests {
         assert_eq!((sgpo.batch_size, sgpo.beta, sgpo.dpo_optim.lr, sgpo.draft_temperature), (6, 0.3, 0.125, 0.7));
         assert_eq!((sgpo.max_new_tokens, sgpo.eval_examples, sgpo.seed), (9, 13, 4));
         assert_eq!(sgpo.dpo_optim, OptimConfig::constant(0.125));
+        assert_eq!((sgpo.improver_targets, sgpo.pair_filter, sgpo.drafts_per_prompt, sgpo.improvement_passes), (ImproverTargets::Words(0.25), PairFilter::Confidence(0.5), 2, 3));
+        // The page sends these as the CLI spells them; a wrong one is refused by name.
+        let sent: PipelineConfig = serde_json::from_str(r#"{"pair_filter": "majority:3:0.67", "improver_targets": "words:0.5"}"#).unwrap();
+        assert_eq!((sent.pair_filter, sent.improver_targets), (PairFilter::Majority { k: 3, share: 0.67 }, ImproverTargets::Words(0.5)));
+        let bad = serde_json::from_str::<PipelineConfig>(r#"{"pair_filter": "best"}"#).unwrap_err().to_string();
+        assert!(bad.contains("pair_filter \"best\"") && bad.contains("confidence:MARGIN"), "{bad}");
     }
 
     /// The knobs the page shares with the engine default to the engine's values.
@@ -162,6 +187,8 @@ mod tests {
     fn shared_knobs_default_to_the_engine_defaults() {
         let (page, sgpo) = (PipelineConfig::default(), SgpoConfig::default());
         assert_eq!((page.beta, page.lr, page.temperature, page.method), (sgpo.beta, sgpo.dpo_optim.lr, sgpo.draft_temperature, sgpo.method));
+        assert_eq!((page.improver_targets, page.pair_filter), (sgpo.improver_targets, sgpo.pair_filter));
+        assert_eq!((page.drafts_per_prompt, page.improvement_passes), (sgpo.drafts_per_prompt, sgpo.improvement_passes));
         assert_eq!((page.seed, page.vocab_size), (SftConfig::default().seed, SftConfig::default().vocab_size));
     }
 
