@@ -32,6 +32,16 @@ pub fn judge(response: &str, reference: &str) -> f32 {
     1.0 - levenshtein(&a, &b) as f32 / longest as f32
 }
 
+/// Where a candidate scored `new` stands against one scored `old`, as an index into a
+/// (better, tied, worse) count.
+pub fn verdict(new: f32, old: f32) -> usize {
+    match new.partial_cmp(&old) {
+        Some(std::cmp::Ordering::Greater) => 0,
+        Some(std::cmp::Ordering::Equal) => 1,
+        _ => 2,
+    }
+}
+
 pub fn exact_match(response: &str, reference: &str) -> bool {
     normalize(response) == normalize(reference)
 }

@@ -3,7 +3,7 @@
 //! training data, and the rewriting of drafts.
 
 use crate::config::{ImproverTargets, SgpoConfig};
-use crate::data::judge::{exact_match, judge};
+use crate::data::judge::{exact_match, judge, verdict};
 use crate::data::{Example, TokenSeq};
 use crate::error::Result;
 use crate::generate::{Decoder, SamplingConfig};
@@ -220,17 +220,12 @@ pub async fn improver_data(
             improve(decoder, &guided, &drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
         }
     };
-    let mut targets_judged = [0; 3];
+    let mut data = ImproverData { seqs: Vec::with_capacity(examples.len()), targets_judged: [0; 3] };
     for (e, (d, g)) in examples.iter().zip(drafts.iter().zip(&goals)) {
-        let (target, draft) = (judge(g, &e.response), judge(d, &e.response));
-        targets_judged[if target > draft { 0 } else if target == draft { 1 } else { 2 }] += 1;
+        data.targets_judged[verdict(judge(g, &e.response), judge(d, &e.response))] += 1;
+        data.seqs.push(TokenSeq::improver(tok, &e.prompt, d, g)?.fit(max_len + 1));
     }
-    let seqs = examples
-        .iter()
-        .zip(drafts.iter().zip(&goals))
-        .map(|(e, (d, g))| Ok(TokenSeq::improver(tok, &e.prompt, d, g)?.fit(max_len + 1)))
-        .collect::<Result<_>>()?;
-    Ok(ImproverData { seqs, targets_judged })
+    Ok(data)
 }
 
 #[cfg(test)]

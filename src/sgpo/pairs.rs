@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::improver::{improve, improvement_margins, majority_improvements};
 use crate::config::{Method, PairFilter, SgpoConfig};
 use crate::data::PreferencePair;
-use crate::data::judge::{exact_match, judge};
+use crate::data::judge::{exact_match, judge, verdict};
 use crate::error::Result;
 use crate::generate::{Decoder, SamplingConfig};
 use crate::metrics::{Event, Progress, now_seconds, rate};
@@ -194,7 +194,7 @@ pub async fn build_pairs(
             chosen_greedy += usize::from(exact_match(&better, &greedy[i]));
             if let Some((d, b)) = scores {
                 let counts = set.judged.get_or_insert([0; 3]);
-                counts[if b > d { 0 } else if b == d { 1 } else { 2 }] += 1;
+                counts[verdict(b, d)] += 1;
             }
             set.pairs.push(Pair { prompt: item.prompt.clone(), chosen: better, rejected: draft, reference: item.reference.clone() });
         }
