@@ -68,6 +68,10 @@ pub struct IterationSummary {
     /// Optimiser steps taken so far in the preference stage.
     pub step: usize,
     pub prompts: usize,
+    /// Drafts made from those prompts (more than one per prompt with `drafts_per_prompt` or
+    /// `greedy_draft`): what kept, unchanged and filtered pairs add up to.
+    #[serde(default)]
+    pub candidates: usize,
     pub pairs_built: usize,
     pub pairs_unchanged: usize,
     /// Kept pairs whose chosen answer is empty.
@@ -107,6 +111,7 @@ impl IterationSummary {
             iteration,
             step,
             prompts: 0,
+            candidates: 0,
             pairs_built: 0,
             pairs_unchanged: 0,
             pairs_empty_chosen: 0,

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 
 use crate::checkpoint::{CONFIG_FILE, Checkpoint, LATEST_FILE, crc32_hex};
 use crate::config::{DataSource, PreferenceSource, RunConfig, SftConfig};
-use crate::data::{Dataset, RunData, parse_jsonl_bytes};
+use crate::data::{Dataset, RunData, parse_jsonl_bytes, tasks};
 use crate::error::{Error, Result};
 use crate::metrics::Event;
 use crate::model::{TextModel, gguf, hf};
@@ -85,6 +85,14 @@ pub fn file_crc(path: &Path) -> Result<String> {
 /// For a data file recorded with its checksum: a notice when the file is not what the run
 /// trained on (its held-out part may now hold training rows, and a resume is not exact).
 pub fn data_changed(source: &DataSource) -> Result<Option<String>> {
+    if let DataSource::Builtin { generator, .. } = source
+        && *generator != tasks::GENERATOR_VERSION
+    {
+        return Ok(Some(format!(
+            "the built-in tasks changed since the run recorded them (generator version {generator}, this build makes version {}): the examples loaded now are not the ones it trained on, its held-out part may hold prompts it trained on, and a resume is not exact",
+            tasks::GENERATOR_VERSION
+        )));
+    }
     let DataSource::File { path, crc32: Some(recorded), .. } = source else { return Ok(None) };
     let now = file_crc(Path::new(path))?;
     Ok((&now != recorded).then(|| format!("{path} changed since the run recorded it (CRC-32 {recorded}, now {now}): its held-out part may now hold rows the run trained on")))
@@ -257,5 +265,19 @@ impl EventLog {
         writeln!(f, "{line}").map_err(|e| Error::file(self.path.display(), e))?;
         self.lines += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run on the built-in tasks of another generator is named, as an edited data file is.
+    #[test]
+    fn built_in_tasks_of_another_generator_are_named() {
+        assert_eq!(data_changed(&DataSource::builtin(5, 2)).unwrap(), None);
+        let old: DataSource = serde_json::from_str(r#"{"kind": "builtin", "n_train": 5, "n_eval": 2}"#).unwrap();
+        let notice = data_changed(&old).unwrap().expect("a notice");
+        assert!(notice.contains("generator version 1") && notice.contains("a resume is not exact"), "{notice}");
     }
 }

@@ -8,8 +8,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{DataSource, LoraConfig, Method, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
-use crate::data::tasks::Phrasing;
+use crate::config::{DataSource, LoraConfig, Method, Phrasing, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
 use crate::data::{RunData, TokenSeq, Tokenizer, parse_jsonl};
 use crate::device::{BufferLimits, check_buffer_limits};
 use crate::error::Result;
@@ -104,11 +103,13 @@ impl Pipeline {
         if let Some(files) = &inputs.model {
             return Self::from_model(config, files, inputs, device, limits, None);
         }
-        let (data, data_source) = load_data(&config, inputs, Phrasing::Terse)?;
+        // A checkpoint's model is asked the built-in tasks as it was trained on them.
+        let opened = inputs.init.as_ref().map(|(name, checkpoint)| checkpoint.open(name, device)).transpose()?;
+        let phrasing = opened.as_ref().map_or(Phrasing::Terse, |(run, _)| run.sft.data.phrasing());
+        let (data, data_source) = load_data(&config, inputs, phrasing)?;
         // A method that cannot start is refused now, not after SFT.
         check_inputs(&config.sgpo(data.eval.len()), &data)?;
-        if let Some((name, checkpoint)) = &inputs.init {
-            let (run, sft) = checkpoint.open(name, device)?;
+        if let (Some((_, checkpoint)), Some((run, sft))) = (&inputs.init, opened) {
             let sft_config = SftConfig { data: data_source.clone(), ..run.sft };
             let tokenizer = sft.tokenizer.clone();
             let sgpo = SgpoRun::new(config.sgpo(data.eval.len()), sft, sft_config, data.clone(), device)?;
@@ -128,7 +129,8 @@ impl Pipeline {
     }
 
     /// The preference stage straight from a model with weights (an instruct model: no SFT of
-    /// ours), with LoRA adapters of `config.lora_rank` (0: every weight trains), restored from
+    /// ours; its data loaded here, worded for chat when the model has a chat template), with
+    /// LoRA adapters of `config.lora_rank` (0: every weight trains), restored from
     /// `checkpoint` when resuming. The longest row the run will build must fit the GPU's buffers
     /// (`limits`), checked before anything trains.
     fn from_model(
@@ -178,7 +180,8 @@ impl Pipeline {
         if let Some(files) = &inputs.model {
             return Self::from_model(config, files, inputs, device, None, Some(checkpoint));
         }
-        let (data, data_source) = load_data(&config, inputs, Phrasing::Terse)?;
+        let phrasing = RunConfig::from_json("config.json", &checkpoint.config)?.sft.data.phrasing();
+        let (data, data_source) = load_data(&config, inputs, phrasing)?;
         let (phase, tokenizer) = match &snapshot.sft_model {
             None => {
                 let run = SftRun::resume(checkpoint, &data.labeled, device)?;

@@ -370,6 +370,7 @@ fn settings_are_checked_before_a_run_starts() {
         (vec!["train".into(), "--init".into(), init.clone(), "--iterations".into(), "0".into()], "iterations = 0 is out of range"),
         (vec!["train".into(), "--init".into(), init.clone(), "--resume".into()], "nothing to resume (no checkpoint there)"),
         (vec!["train".into(), "--init".into(), init.clone(), "--method".into(), "dpo".into(), "--data".into(), same], "every pair's chosen answer equals its rejected one"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--method".into(), "spin".into(), "--improvement-passes".into(), "2".into()], "improvement_passes = 2 with method spin: only SGPO improves its drafts"),
     ];
     for (i, (args, expected)) in cases.into_iter().enumerate() {
         let out = fresh(&format!("run{i}"));
@@ -387,6 +388,15 @@ fn settings_are_checked_before_a_run_starts() {
         let o = sgpo(&["tokenizer", "train", "--out", &fresh("tok.json"), "--vocab-size", bad]);
         assert!(stderr(&o).contains(&format!("--vocab-size = {bad} is out of range (allowed: 263 or more)")), "{}", stderr(&o));
     }
+    // An experiment's results file holding a run of other settings is refused, by line, before
+    // anything trains.
+    let exp = fresh("exp");
+    std::fs::create_dir_all(&exp).unwrap();
+    let other = r#"{"setting": "all-labeled", "method": "sgpo", "sft_seed": 0, "seed": 0, "split": "validation", "win_rate": 0.5, "mean_score": 0.5, "comparison": {"wins": [0.5], "scores": [0.5]}, "compute": {"optimizer_steps": 1, "pairs": 1, "generated_tokens": 1}, "sft_key": "all-labeled-sft0-00000000", "preference_key": "00000000"}"#;
+    write(Path::new(&exp), "results-validation.jsonl", &format!("\n{other}\n"));
+    let o = sgpo(&["experiment", "--out", &exp, "--device", "cpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("results-validation.jsonl:2: a run made with other settings"), "{}", stderr(&o));
+    assert!(!Path::new(&exp).join("sft").exists(), "nothing trained");
     // A file of one row trains, and says it has nothing to hold out rather than scoring nothing.
     let one = write(dir.path(), "one.jsonl", "{\"instruction\": \"say hi\", \"output\": \"hi\"}\n");
     let o = sgpo(&["sft", "--out", &fresh("one"), "--data", &one, "--preset", "tiny", "--steps", "1", "--device", "cpu"]);

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use sgpo::data::chat_template::{ChatTemplate, Message};
-use sgpo::data::tasks::Phrasing;
+use sgpo::config::Phrasing;
 use sgpo::model::Model;
 use sgpo::native::open_model;
 

@@ -66,6 +66,7 @@ fn one_sgpo_iteration_builds_real_pairs_and_raises_their_margin() {
     assert_eq!(summary.pairs_built, pairs.len());
     assert!(pairs.iter().all(|p| p.chosen.split_whitespace().ne(p.rejected.split_whitespace())));
     assert_eq!(summary.pairs_built + summary.pairs_unchanged, summary.prompts);
+    assert_eq!(summary.candidates, summary.prompts, "one draft per prompt");
     // Pair quality, recomputed from the kept pairs: the judge on chosen against rejected.
     let judge = |a: &str, p: &Pair| sgpo::data::judge::judge(a, p.reference.as_deref().unwrap());
     let count = |f: &dyn Fn(f32, f32) -> bool| pairs.iter().filter(|p| f(judge(&p.chosen, p), judge(&p.rejected, p))).count();

@@ -151,7 +151,8 @@ function withPairQuality(e) {
   return {
     ...e,
     pairs_right_way: judged ? better / judged : undefined,
-    degenerate_share: (e.pairs_unchanged + (e.pairs_empty_chosen || 0)) / e.prompts,
+    // Per candidate: a prompt has several with more drafts per prompt (or a greedy draft).
+    degenerate_share: (e.pairs_unchanged + (e.pairs_empty_chosen || 0)) / (e.candidates || e.prompts),
   };
 }
 
@@ -159,7 +160,7 @@ function pairStatus(e) {
   const [better, tied, worse] = e.pairs_judged || [];
   const judge = e.pairs_judged ? `; judge on kept pairs: chosen better ${better}, tied ${tied}, worse ${worse}` : "";
   const greedy = typeof e.chosen_is_greedy === "number" ? `; chosen = the policy's greedy answer in ${Math.round(100 * e.chosen_is_greedy)}%` : "";
-  const line = `iteration ${e.iteration}: ${e.pairs_built} pairs kept of ${e.prompts} (${e.pairs_unchanged} unchanged dropped, ${e.pairs_empty_chosen || 0} with an empty improvement)${judge}${greedy}`;
+  const line = `iteration ${e.iteration}: ${e.pairs_built} pairs kept of ${e.candidates || e.prompts} drafts of ${e.prompts} prompts (${e.pairs_unchanged} unchanged dropped, ${e.pairs_empty_chosen || 0} with an empty improvement)${judge}${greedy}`;
   return e.degenerate_share > 0.5 ? `most candidates are degenerate — ${line}` : line;
 }
 

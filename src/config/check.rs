@@ -1,7 +1,7 @@
 //! Range checks: every setting is checked before a run starts, by the CLI and the page alike,
 //! and a refusal names the setting, the value and the allowed range.
 
-use super::{DataSource, LoraConfig, OptimConfig, PairFilter, PipelineConfig, SftConfig, SgpoConfig};
+use super::{DataSource, LoraConfig, Method, OptimConfig, PairFilter, PipelineConfig, SftConfig, SgpoConfig};
 use crate::error::{Error, Result};
 
 /// The smallest BPE vocabulary that learns anything: 256 byte tokens, our 6 role tokens, and
@@ -83,6 +83,13 @@ impl SgpoConfig {
         at_least("drafts_per_prompt", self.drafts_per_prompt, 1)?;
         if !(1..=MAX_IMPROVEMENT_PASSES).contains(&self.improvement_passes) {
             return refuse("improvement_passes", self.improvement_passes, &format!("1 to {MAX_IMPROVEMENT_PASSES}"));
+        }
+        if self.improvement_passes > 1 && self.method != Method::Sgpo {
+            return Err(Error::Config(format!(
+                "improvement_passes = {} with method {}: only SGPO improves its drafts; leave it at 1",
+                self.improvement_passes,
+                self.method.name()
+            )));
         }
         if self.improvement_passes > 1 && matches!(self.pair_filter, PairFilter::Majority { .. }) {
             return Err(Error::Config(format!(

@@ -19,7 +19,7 @@ pub use sgpo::{DpoLoss, ImproverTargets, Method, PairFilter, SgpoConfig};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::tasks::Phrasing;
+use crate::data::tasks;
 use crate::error::{Error, Result};
 
 /// Where a run's examples come from. Saved with the run, so `eval` finds the same held-out part.
@@ -36,6 +36,10 @@ pub enum DataSource {
         /// How the prompts are worded (`chat` for pretrained instruct models).
         #[serde(default, skip_serializing_if = "Phrasing::is_terse")]
         phrasing: Phrasing,
+        /// `tasks::GENERATOR_VERSION` when the run started (1 for runs saved before it was
+        /// recorded): another version makes other examples from the same seed.
+        #[serde(default = "first_generator")]
+        generator: u32,
     },
     /// A JSONL file: rows with answers split into train and held-out parts, bare prompts and
     /// preference rows kept beside them.
@@ -51,21 +55,30 @@ pub enum DataSource {
 impl DataSource {
     /// The built-in tasks, every family.
     pub fn builtin(n_train: usize, n_eval: usize) -> Self {
-        Self::Builtin { n_train, n_eval, family: None, phrasing: Phrasing::Terse }
+        Self::Builtin { n_train, n_eval, family: None, phrasing: Phrasing::Terse, generator: tasks::GENERATOR_VERSION }
     }
 
     /// The built-in tasks of one family only.
     pub fn with_family(self, only: &str) -> Self {
         match self {
-            Self::Builtin { n_train, n_eval, phrasing, .. } => Self::Builtin { n_train, n_eval, family: Some(only.to_string()), phrasing },
+            Self::Builtin { n_train, n_eval, phrasing, generator, .. } => Self::Builtin { n_train, n_eval, family: Some(only.to_string()), phrasing, generator },
             file => file,
+        }
+    }
+
+    /// How its built-in prompts are worded (a file's are as written: terse, as far as the
+    /// wording of built-in tasks goes).
+    pub fn phrasing(&self) -> Phrasing {
+        match self {
+            Self::Builtin { phrasing, .. } => *phrasing,
+            Self::File { .. } => Phrasing::Terse,
         }
     }
 
     /// The same source, its built-in prompts worded as `phrasing` says (files are as written).
     pub fn phrased(self, phrasing: Phrasing) -> Self {
         match self {
-            Self::Builtin { n_train, n_eval, family, .. } => Self::Builtin { n_train, n_eval, family, phrasing },
+            Self::Builtin { n_train, n_eval, family, generator, .. } => Self::Builtin { n_train, n_eval, family, phrasing, generator },
             file => file,
         }
     }
@@ -74,6 +87,38 @@ impl DataSource {
     pub fn file(path: impl Into<String>, eval_fraction: f32) -> Self {
         Self::File { path: path.into(), eval_fraction, crc32: None }
     }
+}
+
+/// How the built-in prompts are worded: `terse` for models trained here from scratch
+/// (`sort the numbers: 4 1 3`), `chat` for pretrained instruct models (a sentence that says
+/// what to do and how to reply). Both wordings draw the same problems from the same seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phrasing {
+    #[default]
+    Terse,
+    Chat,
+}
+
+impl Phrasing {
+    pub fn is_terse(&self) -> bool {
+        *self == Self::Terse
+    }
+}
+
+impl std::str::FromStr for Phrasing {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "terse" => Ok(Self::Terse),
+            "chat" => Ok(Self::Chat),
+            other => Err(Error::Config(format!("task phrasing {other:?}: use terse or chat"))),
+        }
+    }
+}
+
+fn first_generator() -> u32 {
+    1
 }
 
 /// The share of a data file held out for evaluation unless a run says otherwise.
@@ -138,12 +183,12 @@ impl RunConfig {
 mod tests {
     use super::*;
 
-    /// A terse built-in source is written as it was before wordings existed, so stored run
-    /// configs and the experiment's SFT-store keys are unchanged; a chat one says so.
+    /// A terse built-in source is written without a wording (as before wordings existed); a
+    /// chat one says so; every one records its generator's version.
     #[test]
     fn wording_is_recorded_only_when_it_is_chat() {
         let terse = serde_json::to_string(&DataSource::builtin(5, 2)).unwrap();
-        assert_eq!(terse, r#"{"kind":"builtin","n_train":5,"n_eval":2}"#);
+        assert_eq!(terse, format!(r#"{{"kind":"builtin","n_train":5,"n_eval":2,"generator":{}}}"#, tasks::GENERATOR_VERSION));
         let chat = DataSource::builtin(5, 2).with_family("add").phrased(Phrasing::Chat);
         let text = serde_json::to_string(&chat).unwrap();
         assert!(text.contains(r#""phrasing":"chat""#), "{text}");

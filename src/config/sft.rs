@@ -72,11 +72,13 @@ mod tests {
         assert!(e.to_string().contains("stepz"));
     }
 
-    /// Runs saved before `family` existed still read, and new built-in runs write no `family`.
+    /// Runs saved before `family` and `generator` existed still read (as the first generator's
+    /// tasks), and new built-in runs write no `family`.
     #[test]
     fn data_source_reads_and_writes_the_saved_form() {
         let old: DataSource = serde_json::from_str(r#"{"kind": "builtin", "n_train": 5, "n_eval": 2}"#).unwrap();
-        assert_eq!(old, DataSource::builtin(5, 2));
-        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"kind":"builtin","n_train":5,"n_eval":2}"#);
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"kind":"builtin","n_train":5,"n_eval":2,"generator":1}"#);
+        let new = serde_json::to_string(&DataSource::builtin(5, 2)).unwrap();
+        assert!(!new.contains("family") && new.contains(&format!(r#""generator":{}"#, crate::data::tasks::GENERATOR_VERSION)), "{new}");
     }
 }

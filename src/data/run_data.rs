@@ -22,11 +22,11 @@ impl RunData {
     /// answers are split into train and held-out parts, bare prompts and preference rows kept.
     pub fn assemble(source: &DataSource, file: Option<Dataset>, seed: u64) -> Result<Self> {
         match source {
-            DataSource::Builtin { n_train, n_eval, family: None, phrasing } => {
+            DataSource::Builtin { n_train, n_eval, family: None, phrasing, .. } => {
                 let (labeled, eval) = tasks::builtin_split_phrased(*n_train, *n_eval, seed, *phrasing);
                 Ok(Self { labeled, eval, ..Self::default() })
             }
-            DataSource::Builtin { n_train, n_eval, family: Some(family), phrasing } => {
+            DataSource::Builtin { n_train, n_eval, family: Some(family), phrasing, .. } => {
                 let families = tasks::FAMILIES;
                 if !families.contains(&family.as_str()) {
                     return Err(Error::Config(format!("task: unknown built-in task {family:?}; use all or one of {}", families.join(", "))));

@@ -1,10 +1,8 @@
 //! Built-in instruction tasks whose right answer a program knows: the default data, and with
 //! the judge (`judge.rs`) the yardstick for SFT and SGPO alike.
 
-use serde::{Deserialize, Serialize};
-
 use super::Example;
-use crate::error::{Error, Result};
+use crate::config::Phrasing;
 use crate::rng::Rng;
 
 /// Raised whenever the generator's output changes, so stored models trained on the old tasks
@@ -40,34 +38,6 @@ fn words(rng: &mut Rng, pool: &[&str], lo: usize, hi: usize) -> Vec<String> {
 
 fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
-}
-
-/// How the built-in prompts are worded: `terse` for models trained here from scratch
-/// (`sort the numbers: 4 1 3`), `chat` for pretrained instruct models (a sentence that says
-/// what to do and how to reply). Both wordings draw the same problems from the same seed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phrasing {
-    #[default]
-    Terse,
-    Chat,
-}
-
-impl Phrasing {
-    pub fn is_terse(&self) -> bool {
-        *self == Self::Terse
-    }
-}
-
-impl std::str::FromStr for Phrasing {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "terse" => Ok(Self::Terse),
-            "chat" => Ok(Self::Chat),
-            other => Err(Error::Config(format!("task phrasing {other:?}: use terse or chat"))),
-        }
-    }
 }
 
 /// One example of `family`, drawn from `rng`, worded tersely.
@@ -193,10 +163,12 @@ fn make_phrased(family: &str, rng: &mut Rng, phrasing: Phrasing) -> Example {
 
 /// `n` tersely worded examples cycling through every family, reproducible from `seed`.
 pub fn generate(n: usize, seed: u64) -> Vec<Example> {
+    generate_phrased(n, seed, Phrasing::Terse)
+}
+
+fn generate_phrased(n: usize, seed: u64, phrasing: Phrasing) -> Vec<Example> {
     let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|i| make_example(FAMILIES[i % FAMILIES.len()], &mut rng))
-        .collect()
+    (0..n).map(|i| make_phrased(FAMILIES[i % FAMILIES.len()], &mut rng, phrasing)).collect()
 }
 
 /// The built-in train and held-out sets, worded tersely. Held-out prompts never appear in the
@@ -207,8 +179,7 @@ pub fn builtin_split(n_train: usize, n_eval: usize, seed: u64) -> (Vec<Example>,
 
 /// [`builtin_split`] worded as `phrasing` says: the same problems, split the same way.
 pub fn builtin_split_phrased(n_train: usize, n_eval: usize, seed: u64, phrasing: Phrasing) -> (Vec<Example>, Vec<Example>) {
-    let mut rng = Rng::new(seed);
-    let train: Vec<Example> = (0..n_train).map(|i| make_phrased(FAMILIES[i % FAMILIES.len()], &mut rng, phrasing)).collect();
+    let train = generate_phrased(n_train, seed, phrasing);
     let seen: std::collections::HashSet<&str> = train.iter().map(|e| e.prompt.as_str()).collect();
     let mut rng = Rng::new(seed).fork(0xe7a1);
     let mut eval = Vec::with_capacity(n_eval);

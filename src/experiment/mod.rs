@@ -10,8 +10,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DataSource, Method, PairFilter, SftConfig, SgpoConfig};
-use crate::data::tasks::{self, Phrasing};
+use crate::config::{DataSource, Method, PairFilter, Phrasing, SftConfig, SgpoConfig};
+use crate::data::tasks;
 use crate::data::{Example, RunData, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
 use crate::eval::{Comparison, evaluate};
@@ -165,6 +165,13 @@ pub struct Outcome {
     /// Per held-out prompt, in the split's order.
     pub comparison: Comparison,
     pub compute: Compute,
+    /// What made it ([`ExperimentPlan::sft_key`], [`ExperimentPlan::preference_key`]), so that
+    /// results of other settings never join a table (empty in results from before they were
+    /// recorded).
+    #[serde(default)]
+    pub sft_key: String,
+    #[serde(default)]
+    pub preference_key: String,
 }
 
 /// Stop SFT when the validation score has not improved for `patience` evaluations, `every`
@@ -231,6 +238,16 @@ impl ExperimentPlan {
             "max_new_tokens": self.sgpo.max_new_tokens,
         });
         format!("{setting}-sft{sft_seed}-{}", crc32_hex(shape.to_string().as_bytes()))
+    }
+
+    /// Names the preference settings every row shares (the rows' own changes come on top).
+    pub fn preference_key(&self) -> String {
+        crc32_hex(serde_json::to_string(&self.sgpo).expect("configs serialise").as_bytes())
+    }
+
+    /// Whether `outcome` was made with this plan's SFT and preference settings.
+    pub fn made(&self, outcome: &Outcome) -> bool {
+        outcome.sft_key == self.sft_key(&outcome.setting, outcome.sft_seed) && outcome.preference_key == self.preference_key()
     }
 
     pub fn splits(&self) -> Result<Splits> {
@@ -372,6 +389,8 @@ pub async fn run(
                     mean_score: comparison.mean_score(),
                     comparison,
                     compute,
+                    sft_key: key.clone(),
+                    preference_key: plan.preference_key(),
                 };
                 on_event(ExperimentEvent::Finished(o.clone()));
                 outcomes.push(o);
@@ -470,6 +489,8 @@ mod tests {
             mean_score: comparison.mean_score(),
             comparison,
             compute: Compute { optimizer_steps: 10 + seed as usize, pairs: 4, generated_tokens: 100 },
+            sft_key: String::new(),
+            preference_key: String::new(),
         }
     }
 
@@ -598,6 +619,9 @@ mod tests {
         assert!(!events.iter().any(|e| matches!(e, ExperimentEvent::Sft { .. })));
         let sft_scores = |o: &[Outcome]| o.iter().filter(|o| o.method == "sft").map(|o| o.comparison.clone()).collect::<Vec<_>>();
         assert_eq!(sft_scores(&rerun), sft_scores(&outcomes));
+        // Each outcome names what made it, so results of other settings are told apart.
+        assert!(outcomes.iter().all(|o| plan.made(o)) && rerun.iter().all(|o| other.made(o)));
+        assert!(!outcomes.iter().any(|o| other.made(o)));
         assert_ne!(other.sft_key("all-labeled", 0), ExperimentPlan { held_out: 20, ..plan.clone() }.sft_key("all-labeled", 0));
     }
 }

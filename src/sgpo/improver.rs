@@ -180,9 +180,10 @@ pub async fn improvement_margins(decoder: &Decoder<'_>, prompts: &[String], draf
     Ok(scores.chunks(2).map(|s| s[0] - s[1]).collect())
 }
 
-/// The text a reference-guided improver sees as its prompt.
-fn with_reference(prompt: &str, reference: &str) -> String {
-    format!("{prompt}\n\nA correct answer, for reference:\n{reference}")
+/// The text a reference-guided improver sees as its prompt: a sentence for a chat model, the
+/// terse line our own models' tokenizers were trained around otherwise.
+fn with_reference(prompt: &str, reference: &str, chat: bool) -> String {
+    if chat { format!("{prompt}\n\nA correct answer, for reference:\n{reference}") } else { format!("{prompt}\nreference answer: {reference}") }
 }
 
 /// Stage 1's training data for the improver role.
@@ -216,7 +217,7 @@ pub async fn improver_data(
             .collect::<Result<_>>()?,
         ImproverTargets::Words(alpha) => examples.iter().zip(&drafts).map(|(e, d)| word_edit(d, &e.response, alpha, rng)).collect(),
         ImproverTargets::Reference => {
-            let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response)).collect();
+            let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response, tok.chat().is_some())).collect();
             improve(decoder, &guided, &drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
         }
     };

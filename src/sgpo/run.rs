@@ -314,6 +314,7 @@ impl SgpoRun {
         self.rng.shuffle(&mut order);
         let summary = IterationSummary {
             prompts: items.len(),
+            candidates: set.candidates,
             pairs_built: set.pairs.len(),
             pairs_unchanged: set.unchanged,
             pairs_empty_chosen: set.empty_chosen,

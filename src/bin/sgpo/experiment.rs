@@ -97,12 +97,13 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)?;
     let results_path = args.out.join(format!("results-{}.jsonl", args.split.name()));
-    let mut outcomes: Vec<Outcome> = match std::fs::read_to_string(&results_path) {
+    // Each outcome with its line in the file.
+    let read: Vec<(usize, Outcome)> = match std::fs::read_to_string(&results_path) {
         Ok(text) => text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", results_path.display(), i + 1)))
+            .map(|(i, l)| serde_json::from_str(l).map(|o| (i + 1, o)).map_err(|e| anyhow::anyhow!("{}:{}: {e}", results_path.display(), i + 1)))
             .collect::<anyhow::Result<_>>()?,
         Err(_) => Vec::new(),
     };
@@ -127,6 +128,15 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         settings,
         split: args.split,
     };
+    // A table mixes only runs of these settings; the file's others (another --config, SFT
+    // length, task generator) would be taken for runs of this command's.
+    if let Some((line, _)) = read.iter().find(|(_, o)| !plan.made(o)) {
+        anyhow::bail!(
+            "{}:{line}: a run made with other settings than this command's (SFT, preference settings or built-in task generator); give another --out, or this file's settings",
+            results_path.display()
+        );
+    }
+    let mut outcomes: Vec<Outcome> = read.into_iter().map(|(_, o)| o).collect();
     let pb = bar(plan.sft.steps as u64, "sft");
     let mut failure = None;
     let mut on_event = |event: ExperimentEvent| match event {

@@ -152,6 +152,13 @@ pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
         if lora.is_some() && args.init.is_none() {
             bail!("--lora-rank needs --init: adapters train beside the weights of a model that has them (a run, a Hugging Face directory or a GGUF file)");
         }
+        let opened = args.init.as_ref().map(|init| open_model(init, &autodiff(&device))).transpose()?;
+        // The built-in tasks are worded as the starting model is asked them (`chat` for a chat
+        // model), as `train` and `eval` ask it.
+        let config = match &opened {
+            Some((saved, _, _)) => SftConfig { data: config.data.phrased(saved.sft.data.phrasing()), ..config },
+            None => config,
+        };
         let data = load_run_data(&config.data, config.seed)?;
         data.require_labeled(&config.data)?;
         eprintln!("data: {} train / {} held-out examples", data.labeled.len(), data.eval.len());
@@ -162,9 +169,8 @@ pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
                 data.pairs.len()
             );
         }
-        let run = match &args.init {
-            Some(init) => {
-                let (saved, start, _) = open_model(init, &autodiff(&device))?;
+        let run = match opened {
+            Some((saved, start, _)) => {
                 let config = SftConfig { preset: saved.sft.preset, ..config };
                 let start = start.for_training(lora, config.seed)?;
                 let seqs = policy_seqs(&start.tokenizer, &data.labeled, start.config.max_seq_len)?;
