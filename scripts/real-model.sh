@@ -10,6 +10,7 @@
 # (ties half) and the mean judge score on the same 90 held-out prompts; the settings are
 # examples/real-model.json, fixed before any run (not tuned). CPU backend, every core.
 # Usage: scripts/real-model.sh OUT_DIR [ROW...]      (README: "On a real model")
+#        SGPO_SEED=N scripts/real-model.sh ...         another preference seed (default: the config's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -31,6 +32,8 @@ for row in "${rows[@]}"; do
     *) echo "unknown row $row: use sgpo-reference, sgpo-words or spin" >&2; exit 2 ;;
   esac
   resume=(); [ -f "$out/$row/latest" ] && resume=(--resume)
+  # A resumed run checks the seed it is given against its own.
+  [ -n "${SGPO_SEED:-}" ] && flags+=(--seed "$SGPO_SEED")
   start=$(date +%s)
   "$sgpo" train --init "$model" --out "$out/$row" --config examples/real-model.json --lora-rank 8 \
     "${flags[@]}" "${resume[@]}" --device cpu 2>&1 | tr '\r' '\n' | grep -E "^(iteration|policy|Sgpo|Spin|saved)" | tee "$out/$row.log"
