@@ -142,9 +142,8 @@ impl Pipeline {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Self> {
         let model = files.open(device)?;
-        // A chat model is asked the built-in tasks in words, as the CLI asks it (`RunConfig::pretrained`).
-        let phrasing = if model.tokenizer.chat().is_some() { Phrasing::Chat } else { Phrasing::Terse };
-        let (data, data_source) = load_data(&config, inputs, phrasing)?;
+        // Worded as the CLI asks the same model (`RunConfig::pretrained`).
+        let (data, data_source) = load_data(&config, inputs, Phrasing::for_model(model.tokenizer.chat().is_some()))?;
         check_inputs(&config.sgpo(data.eval.len()), &data)?;
         let lora = (config.lora_rank > 0).then(|| LoraConfig::new(config.lora_rank));
         let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };

@@ -59,11 +59,11 @@ impl DataSource {
     }
 
     /// The built-in tasks of one family only.
-    pub fn with_family(self, only: &str) -> Self {
-        match self {
-            Self::Builtin { n_train, n_eval, phrasing, generator, .. } => Self::Builtin { n_train, n_eval, family: Some(only.to_string()), phrasing, generator },
-            file => file,
+    pub fn with_family(mut self, only: &str) -> Self {
+        if let Self::Builtin { family, .. } = &mut self {
+            *family = Some(only.to_string());
         }
+        self
     }
 
     /// How its built-in prompts are worded (a file's are as written: terse, as far as the
@@ -76,11 +76,11 @@ impl DataSource {
     }
 
     /// The same source, its built-in prompts worded as `phrasing` says (files are as written).
-    pub fn phrased(self, phrasing: Phrasing) -> Self {
-        match self {
-            Self::Builtin { n_train, n_eval, family, generator, .. } => Self::Builtin { n_train, n_eval, family, phrasing, generator },
-            file => file,
+    pub fn phrased(mut self, wording: Phrasing) -> Self {
+        if let Self::Builtin { phrasing, .. } = &mut self {
+            *phrasing = wording;
         }
+        self
     }
 
     /// A data file, its contents not recorded.
@@ -103,6 +103,12 @@ pub enum Phrasing {
 impl Phrasing {
     pub fn is_terse(&self) -> bool {
         *self == Self::Terse
+    }
+
+    /// How a model that came with weights is asked the built-in tasks: in words when it has a
+    /// chat template, tersely otherwise (ours, exported and read back, have none).
+    pub fn for_model(has_chat_template: bool) -> Self {
+        if has_chat_template { Self::Chat } else { Self::Terse }
     }
 }
 
@@ -164,9 +170,8 @@ impl RunConfig {
     /// A model that came with its weights (a Hugging Face directory, a GGUF file), `preset`
     /// naming where it came from. With a chat template, its built-in tasks are worded for chat.
     pub fn pretrained(model: ModelConfig, preset: String, chat: Option<ChatConfig>) -> Self {
-        let phrasing = if chat.is_some() { Phrasing::Chat } else { Phrasing::Terse };
         let defaults = SftConfig::default();
-        let sft = SftConfig { preset, data: defaults.data.clone().phrased(phrasing), ..defaults };
+        let sft = SftConfig { preset, data: defaults.data.clone().phrased(Phrasing::for_model(chat.is_some())), ..defaults };
         Self { model, sft, sgpo: None, source: None, chat }
     }
 

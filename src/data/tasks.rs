@@ -36,6 +36,18 @@ fn words(rng: &mut Rng, pool: &[&str], lo: usize, hi: usize) -> Vec<String> {
     (0..n).map(|_| rng.choose(pool).to_string()).collect()
 }
 
+/// Each distinct word of `ws` in order of first appearance, with how often it occurs.
+fn first_appearances(ws: &[String]) -> Vec<(&str, usize)> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for w in ws {
+        match counts.iter_mut().find(|(seen, _)| seen == w) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((w, 1)),
+        }
+    }
+    counts
+}
+
 fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
 }
@@ -76,18 +88,14 @@ fn make_phrased(family: &str, rng: &mut Rng, phrasing: Phrasing) -> Example {
         }
         "dedupe" => {
             let ws = words(rng, LETTERS, 4, 10);
-            let mut seen = Vec::new();
-            for w in &ws {
-                if !seen.contains(w) {
-                    seen.push(w.clone());
-                }
-            }
+            let seen: Vec<&str> = first_appearances(&ws).into_iter().map(|(w, _)| w).collect();
+            let answer = join(&seen);
             let ws = join(&ws);
             let prompt = say(
                 format!("remove duplicates: {ws}"),
                 format!("Remove the repeated letters from this list, keeping the first of each: {ws}. Reply with only the letters that remain, separated by spaces."),
             );
-            (prompt, join(&seen))
+            (prompt, answer)
         }
         "count" => {
             let ws = words(rng, &LETTERS[..4], 3, 7);
@@ -137,14 +145,7 @@ fn make_phrased(family: &str, rng: &mut Rng, phrasing: Phrasing) -> Example {
         }
         "tally" => {
             let ws = words(rng, &LETTERS[..4], 3, 8);
-            let mut counts: Vec<(String, usize)> = Vec::new();
-            for w in &ws {
-                match counts.iter_mut().find(|(l, _)| l == w) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((w.clone(), 1)),
-                }
-            }
-            let answer = counts.iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(" ");
+            let answer = first_appearances(&ws).iter().map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(" ");
             let ws = join(&ws);
             let prompt = say(
                 format!("count each letter: {ws}"),
