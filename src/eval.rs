@@ -104,12 +104,3 @@ impl Comparison {
 fn mean(xs: &[f32]) -> f32 {
     xs.iter().sum::<f32>() / xs.len().max(1) as f32
 }
-
-/// Held-out comparison of `policy` against `baseline` (judge-based; both decoders share a
-/// tokenizer), from their greedy answers.
-pub async fn compare(policy: &Decoder<'_>, baseline: &Decoder<'_>, examples: &[Example], max_new_tokens: usize) -> Result<Comparison> {
-    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
-    let mine = policy.greedy_answers(&prompts, max_new_tokens).await?;
-    let theirs = baseline.greedy_answers(&prompts, max_new_tokens).await?;
-    Ok(Comparison::of(examples, &mine, &theirs))
-}

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use pollster::block_on;
 
 use sgpo::checkpoint::Checkpoint;
-use sgpo::config::{OptimConfig, PairFilter, SftConfig, SgpoConfig};
+use sgpo::config::{ImproverTargets, OptimConfig, PairFilter, SftConfig, SgpoConfig};
 use sgpo::data::{Example, PreferencePair, RunData, Tokenizer};
 use sgpo::metrics::Event;
 use sgpo::generate::{Decoder, SamplingConfig};
@@ -190,10 +190,39 @@ fn tiny_sft(device: &Device, n_train: usize, steps: usize) -> (SftRun, Vec<Examp
 /// with the same losses and ends with the same weights as one that never stopped.
 #[test]
 fn sgpo_resumes_mid_stage_exactly() {
+    resumes_exactly(ImproverTargets::Edit(0.5), &[
+        |r| r.stage == Stage::Improver && r.step() == 3,
+        // Stage 1's 6 steps, then 3 DPO steps: one counter over both.
+        |r| r.stage == Stage::Dpo && r.iteration == 1 && r.step() == 6 + 3,
+    ]);
+}
+
+/// `reference-trained`: stage 1 trains the reference-conditioned improver (6 steps), which
+/// then writes the targets of its second phase (6 more); interrupted in each phase and in DPO,
+/// the run still ends exactly as one that never stopped.
+#[test]
+fn reference_trained_stage1_runs_two_phases_and_resumes_in_either() {
+    let events = resumes_exactly(ImproverTargets::ReferenceTrained(0.5), &[
+        |r| r.stage == Stage::Improver && r.step() == 3,
+        |r| r.stage == Stage::Improver && r.step() == 6 + 2,
+        |r| r.stage == Stage::Dpo && r.iteration == 1 && r.step() == 12 + 1,
+    ]);
+    let improver_steps = events.iter().filter(|e| matches!(e, Event::Train(t) if t.stage == "improver")).count();
+    assert_eq!(improver_steps, 12, "two phases of improver_steps each");
+    let stage1 = events.iter().find_map(|e| if let Event::Iteration(i) = e { Some(i.clone()) } else { None }).unwrap();
+    let [better, tied, worse] = stage1.improver_targets_judged.expect("the second phase judges the targets it was given");
+    assert_eq!((stage1.iteration, stage1.step, better + tied + worse), (0, 12, 24));
+}
+
+/// Runs a small preference run straight and again with a checkpoint, save, reopen and restore
+/// wherever a `stops` predicate first holds; asserts both take the same steps with the same
+/// losses and end with the same weights. The uninterrupted run's events come back.
+fn resumes_exactly(improver_targets: ImproverTargets, stops: &[fn(&SgpoRun) -> bool]) -> Vec<Event> {
     let device = Device::flex();
     let (sft, train, eval) = tiny_sft(&device, 300, 30);
     let config = SgpoConfig {
         iterations: 2,
+        improver_targets,
         improver_steps: 6,
         improver_examples: 24,
         prompts_per_iteration: 16,
@@ -215,11 +244,6 @@ fn sgpo_resumes_mid_stage_exactly() {
     let dir = common::TempDir::new();
     let mut run = fresh();
     let mut resumed = Vec::new();
-    let stops: [fn(&SgpoRun) -> bool; 2] = [
-        |r| r.stage == Stage::Improver && r.step() == 3,
-        // Stage 1's 6 steps, then 3 DPO steps: one counter over both.
-        |r| r.stage == Stage::Dpo && r.iteration == 1 && r.step() == 6 + 3,
-    ];
     for stop in stops {
         while !stop(&run) {
             block_on(run.advance(&mut |e| resumed.push(e))).unwrap();
@@ -242,4 +266,5 @@ fn sgpo_resumes_mid_stage_exactly() {
     let logits = |r: &SgpoRun| common::probe_logits(&r.policy(), r.model_config());
     let d = common::max_diff(&logits(&straight), &logits(&run));
     assert!(d < 1e-5, "the resumed run's logits differ from the uninterrupted run's by {d}");
+    all
 }

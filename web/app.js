@@ -128,7 +128,9 @@ function addSample(e) {
 function progress(e, config) {
   const set = (id, value, max) => { $(id).max = Math.max(max, 1); $(id).value = value; };
   if (e.event === "train" && e.stage === "sft") set("p-sft", e.step, config.sft_steps);
-  if (e.event === "train" && e.stage === "improver") set("p-improver", e.step, config.improver_steps);
+  // reference-trained targets train stage 1 in two phases of improver_steps each.
+  const phases = String(config.improver_targets).startsWith("reference-trained") ? 2 : 1;
+  if (e.event === "train" && e.stage === "improver") set("p-improver", e.step, config.improver_steps * phases);
   if (e.event === "progress") set("p-pairs", e.done, e.total);
   if (e.event === "iteration") set("p-dpo", e.iteration, config.iterations);
   if (e.event === "dpo" && $("p-sft").value < $("p-sft").max) set("p-sft", 1, 1); // started from a checkpoint

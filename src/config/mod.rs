@@ -112,17 +112,6 @@ impl Phrasing {
     }
 }
 
-impl std::str::FromStr for Phrasing {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "terse" => Ok(Self::Terse),
-            "chat" => Ok(Self::Chat),
-            other => Err(Error::Config(format!("task phrasing {other:?}: use terse or chat"))),
-        }
-    }
-}
-
 fn first_generator() -> u32 {
     1
 }

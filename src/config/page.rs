@@ -32,7 +32,7 @@ pub struct PipelineConfig {
     /// DPO learning rate.
     pub lr: f64,
     pub temperature: f32,
-    /// Stage 1's targets (`edit:ALPHA`, `words:ALPHA`, `reference`, `sft`).
+    /// Stage 1's targets (`edit:ALPHA`, `words:ALPHA`, `reference`, `reference-trained:ALPHA`, `sft`).
     pub improver_targets: ImproverTargets,
     /// Which of SGPO's changed drafts become pairs (`none`, `confidence:MARGIN`,
     /// `majority:K:SHARE`, `judge`).

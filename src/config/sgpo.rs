@@ -77,6 +77,10 @@ pub enum ImproverTargets {
     Words(f32),
     /// The model itself, shown the draft and the SFT answer, writes the target.
     Reference,
+    /// Stage 1 in two phases: first train the improver to rewrite a draft with the SFT answer
+    /// in view (toward `words:ALPHA` steps), then that model writes the targets with the
+    /// reference in view (as `reference` does) and stage 1 trains on them as usual.
+    ReferenceTrained(f32),
     /// The SFT answer itself (ablation: no incremental step).
     Sft,
 }
@@ -92,8 +96,9 @@ impl std::str::FromStr for ImproverTargets {
                 match (kind, alpha.parse::<f32>()) {
                     ("edit", Ok(a)) if a > 0.0 && a <= 1.0 => Ok(Self::Edit(a)),
                     ("words", Ok(a)) if a > 0.0 && a <= 1.0 => Ok(Self::Words(a)),
+                    ("reference-trained", Ok(a)) if a > 0.0 && a <= 1.0 => Ok(Self::ReferenceTrained(a)),
                     _ => Err(Error::Config(format!(
-                        "improver_targets {s:?}: use edit:ALPHA or words:ALPHA (0 < ALPHA <= 1), reference or sft"
+                        "improver_targets {s:?}: use edit:ALPHA, words:ALPHA or reference-trained:ALPHA (0 < ALPHA <= 1), reference or sft"
                     ))),
                 }
             }
@@ -114,6 +119,7 @@ impl From<ImproverTargets> for String {
             ImproverTargets::Edit(a) => format!("edit:{a}"),
             ImproverTargets::Words(a) => format!("words:{a}"),
             ImproverTargets::Reference => "reference".into(),
+            ImproverTargets::ReferenceTrained(a) => format!("reference-trained:{a}"),
             ImproverTargets::Sft => "sft".into(),
         }
     }
@@ -260,9 +266,15 @@ impl Default for SgpoConfig {
 
 impl SgpoConfig {
     /// Optimiser steps stage 1 takes over a whole SGPO run (once, or before every iteration
-    /// with `refresh_improver`).
+    /// with `refresh_improver`; twice `improver_steps` each time for `reference-trained`).
     pub fn stage1_steps(&self) -> usize {
-        self.improver_steps * if self.refresh_improver { self.iterations } else { 1 }
+        self.improver_steps * self.improver_phases() * if self.refresh_improver { self.iterations } else { 1 }
+    }
+
+    /// Training phases of one stage 1: 2 when a reference-conditioned improver is trained
+    /// before it writes the targets, else 1.
+    pub fn improver_phases(&self) -> usize {
+        if matches!(self.improver_targets, ImproverTargets::ReferenceTrained(_)) { 2 } else { 1 }
     }
 }
 
@@ -275,7 +287,9 @@ mod tests {
         assert_eq!("edit:0.5".parse::<ImproverTargets>().unwrap(), ImproverTargets::Edit(0.5));
         assert_eq!(String::from(ImproverTargets::Edit(0.5)), "edit:0.5");
         assert_eq!("sft".parse::<ImproverTargets>().unwrap(), ImproverTargets::Sft);
-        for bad in ["edit:1.5", "edit:0", "edit:x", "magic"] {
+        assert_eq!("reference-trained:0.25".parse::<ImproverTargets>().unwrap(), ImproverTargets::ReferenceTrained(0.25));
+        assert_eq!(String::from(ImproverTargets::ReferenceTrained(0.25)), "reference-trained:0.25");
+        for bad in ["edit:1.5", "edit:0", "edit:x", "magic", "reference-trained", "reference-trained:2"] {
             let e = bad.parse::<ImproverTargets>().unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("edit:ALPHA"), "{e}");
         }

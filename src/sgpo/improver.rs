@@ -195,30 +195,43 @@ pub struct ImproverData {
     pub targets_judged: [usize; 3],
 }
 
-/// Stage 1 data: the policy's own drafts, each with a target a step closer to the SFT answer
-/// (`config.improver_targets`), as improver sequences of at most `max_len` tokens.
+/// Stage 1's drafts: the policy's sampled answers to the examples' prompts.
+pub async fn stage1_drafts(decoder: &Decoder<'_>, examples: &[Example], config: &SgpoConfig, rng: &mut Rng) -> Result<Vec<String>> {
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    decoder.answer(&prompts, &SamplingConfig::sampled(config.max_new_tokens, config.draft_temperature), rng).await
+}
+
+/// The first phase of `reference-trained:ALPHA`: for each example and its draft, the prompt
+/// with the SFT answer in view and a target a `words:ALPHA` step from the draft toward it. An
+/// improver trained on these learns to rewrite by reading the reference, as the paper's does.
+pub fn reference_lessons(examples: &[Example], drafts: &[String], alpha: f32, chat: bool, rng: &mut Rng) -> Vec<(String, String)> {
+    examples.iter().zip(drafts).map(|(e, d)| (with_reference(&e.prompt, &e.response, chat), word_edit(d, &e.response, alpha, rng))).collect()
+}
+
+/// Stage 1 data from the policy's `drafts` of the examples: each with a target a step closer
+/// to the SFT answer (`config.improver_targets`; for `reference` and `reference-trained` the
+/// decoder's model writes it with the answer in view), as improver sequences of at most
+/// `max_len` tokens.
 pub async fn improver_data(
     decoder: &Decoder<'_>,
     examples: &[Example],
+    drafts: &[String],
     config: &SgpoConfig,
     max_len: usize,
     rng: &mut Rng,
 ) -> Result<ImproverData> {
     let tok = decoder.tokenizer;
-    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
-    let sampling = SamplingConfig::sampled(config.max_new_tokens, config.draft_temperature);
-    let drafts = decoder.answer(&prompts, &sampling, rng).await?;
     let goals: Vec<String> = match config.improver_targets {
         ImproverTargets::Sft => examples.iter().map(|e| e.response.clone()).collect(),
         ImproverTargets::Edit(alpha) => examples
             .iter()
-            .zip(&drafts)
+            .zip(drafts)
             .map(|(e, d)| tok.decode(&partial_edit(&tok.encode(d)?, &tok.encode(&e.response)?, alpha)))
             .collect::<Result<_>>()?,
-        ImproverTargets::Words(alpha) => examples.iter().zip(&drafts).map(|(e, d)| word_edit(d, &e.response, alpha, rng)).collect(),
-        ImproverTargets::Reference => {
+        ImproverTargets::Words(alpha) => examples.iter().zip(drafts).map(|(e, d)| word_edit(d, &e.response, alpha, rng)).collect(),
+        ImproverTargets::Reference | ImproverTargets::ReferenceTrained(_) => {
             let guided: Vec<String> = examples.iter().map(|e| with_reference(&e.prompt, &e.response, tok.chat().is_some())).collect();
-            improve(decoder, &guided, &drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
+            improve(decoder, &guided, drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
         }
     };
     let mut data = ImproverData { seqs: Vec::with_capacity(examples.len()), targets_judged: [0; 3] };
@@ -291,5 +304,25 @@ mod tests {
         assert!(first_edit_skipped, "edits are drawn at random, not always the leftmost");
         assert_eq!(word_edit(to, to, 0.5, &mut Rng::new(1)), to);
         assert_eq!(word_edit("", "a b", 0.5, &mut Rng::new(1)), "a");
+    }
+
+    #[test]
+    fn reference_lessons_show_the_answer_and_step_toward_it_in_whole_words() {
+        let example = |prompt: &str, response: &str| Example { prompt: prompt.into(), response: response.into(), task: None };
+        let examples = [example("sort: 3 1 2", "1 2 3"), example("reverse: a b c d", "d c b a"), example("max: 4 9", "9")];
+        let drafts: Vec<String> = ["3 1 2", "a b c d", "9"].map(String::from).into();
+        for chat in [false, true] {
+            let lessons = reference_lessons(&examples, &drafts, 0.5, chat, &mut Rng::new(3));
+            assert_eq!(lessons.len(), 3);
+            for ((prompt, target), (e, d)) in lessons.iter().zip(examples.iter().zip(&drafts)) {
+                assert!(prompt.starts_with(&e.prompt) && prompt.ends_with(&e.response), "{prompt:?}");
+                let n = edit_distance(&words(d), &words(&e.response));
+                let k = ((0.5 * n as f32).ceil() as usize).max(n.min(1));
+                assert_eq!(edit_distance(&words(target), &words(&e.response)), n - k, "{d:?} -> {target:?}");
+                assert_eq!(target, &words(target).join(" "));
+            }
+            // A right draft is its own target: the improver learns to keep it.
+            assert_eq!(lessons[2].1, "9");
+        }
     }
 }

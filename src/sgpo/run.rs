@@ -6,13 +6,13 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::improver::{ImproverData, improver_data};
+use super::improver::{ImproverData, improver_data, reference_lessons, stage1_drafts};
 use super::pairs::{Pair, PromptItem, build_pairs};
-use crate::config::{DpoLoss, Method, SftConfig, SgpoConfig};
+use crate::config::{DpoLoss, ImproverTargets, Method, SftConfig, SgpoConfig};
 use crate::data::judge::exact_match;
-use crate::data::{RunData, TokenSeq, Tokenizer, policy_seqs};
+use crate::data::{Example, RunData, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
-use crate::eval::compare;
+use crate::eval::Comparison;
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
 use crate::config::ModelConfig;
@@ -45,6 +45,15 @@ pub struct DpoProgress {
     pub epoch: usize,
     /// What building the pairs measured; the win rate is added when the iteration ends.
     pub summary: IterationSummary,
+}
+
+/// Stage 1's first phase with `reference-trained` targets: the improver learning to read the
+/// reference. What the second phase needs is kept: the examples and their drafts, which the
+/// trained improver then rewrites with the reference in view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReferencePhase {
+    pub examples: Vec<Example>,
+    pub drafts: Vec<String>,
 }
 
 /// Refuse a preference run that could not start: before any work, not after SFT.
@@ -84,6 +93,11 @@ pub struct SgpoRun {
     pub(super) improver_round: usize,
     /// Stage 1 in progress: it owns the model until it finishes.
     pub(super) improver_run: Option<SftRun>,
+    /// The frozen SFT model's greedy answers to the held-out prompts, the win rate's baseline:
+    /// decoded at the first evaluation of a run (or of a resumed one), then reused.
+    pub(super) baseline_answers: Option<Vec<String>>,
+    /// Set while stage 1 trains a reference-conditioned improver (the first of two phases).
+    pub(super) reference_phase: Option<ReferencePhase>,
     /// The last improver data, for the improver-SFT term.
     pub(super) improver_seqs: Vec<TokenSeq>,
     /// The last stage-1 targets against their drafts (better, tied, worse by the judge).
@@ -133,6 +147,8 @@ impl SgpoRun {
             iteration: 0,
             improver_round: 0,
             improver_run: None,
+            reference_phase: None,
+            baseline_answers: None,
             improver_seqs: Vec::new(),
             improver_targets_judged: None,
             dpo: None,
@@ -215,25 +231,59 @@ impl SgpoRun {
         matches!(self.stage, Stage::Pairs | Stage::Done)
     }
 
-    /// Stage 1 begins: improver data from the current policy, mixed with as many policy
-    /// examples so neither role is forgotten.
+    /// Stage 1 begins: drafts from the current policy for a sample of the labeled examples.
+    /// With `reference-trained` targets the improver first learns to read the reference;
+    /// otherwise it trains on its targets right away.
     async fn start_improver(&mut self) -> Result<()> {
-        let max_len = self.sft.config.max_seq_len;
-        let policy = self.trainer.model.for_decoding();
         let n = self.config.improver_examples.min(self.data.labeled.len());
         let mut picked = self.data.labeled.clone();
         self.rng.shuffle(&mut picked);
         picked.truncate(n);
+        let policy = self.trainer.model.for_decoding();
         let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
-        let ImproverData { seqs: improver, targets_judged } = improver_data(&decoder, &picked, &self.config, max_len, &mut self.rng).await?;
+        let drafts = stage1_drafts(&decoder, &picked, &self.config, &mut self.rng).await?;
+        self.generated_tokens += decoder.generated.get();
+        let model = self.trainer.model.clone();
+        match self.config.improver_targets {
+            ImproverTargets::ReferenceTrained(alpha) => {
+                let tok = &self.sft.tokenizer;
+                let max_len = self.sft.config.max_seq_len;
+                let lessons = reference_lessons(&picked, &drafts, alpha, tok.chat().is_some(), &mut self.rng);
+                let mut seqs = lessons
+                    .iter()
+                    .zip(&drafts)
+                    .map(|((prompt, target), draft)| Ok(TokenSeq::improver(tok, prompt, draft, target)?.fit(max_len + 1)))
+                    .collect::<Result<Vec<_>>>()?;
+                seqs.extend(policy_seqs(tok, &picked, max_len)?);
+                self.start_improver_run(model, seqs)?;
+                self.reference_phase = Some(ReferencePhase { examples: picked, drafts });
+            }
+            _ => self.train_on_targets(model, &picked, &drafts).await?,
+        }
+        self.stage = Stage::Improver;
+        Ok(())
+    }
+
+    /// Stage 1's training on improver data that `model` builds for the drafts (it writes the
+    /// targets itself for `reference` targets), mixed with as many policy examples so neither
+    /// role is forgotten.
+    async fn train_on_targets(&mut self, model: Model, examples: &[Example], drafts: &[String]) -> Result<()> {
+        let max_len = self.sft.config.max_seq_len;
+        let writer = model.for_decoding();
+        let decoder = Decoder::new(&writer, &self.sft.tokenizer, &self.device);
+        let ImproverData { seqs: improver, targets_judged } = improver_data(&decoder, examples, drafts, &self.config, max_len, &mut self.rng).await?;
         self.generated_tokens += decoder.generated.get();
         self.improver_targets_judged = Some(targets_judged);
         let mut seqs = improver.clone();
-        seqs.extend(policy_seqs(&self.sft.tokenizer, &picked, max_len)?);
-        let start = TextModel { model: self.trainer.model.clone(), ..self.sft.clone() };
-        self.improver_run = Some(SftRun::from_model("improver", self.improver_sft_config(), start, seqs, &self.device)?);
+        seqs.extend(policy_seqs(&self.sft.tokenizer, examples, max_len)?);
+        self.start_improver_run(model, seqs)?;
         self.improver_seqs = improver;
-        self.stage = Stage::Improver;
+        Ok(())
+    }
+
+    fn start_improver_run(&mut self, model: Model, seqs: Vec<TokenSeq>) -> Result<()> {
+        let start = TextModel { model, ..self.sft.clone() };
+        self.improver_run = Some(SftRun::from_model("improver", self.improver_sft_config(), start, seqs, &self.device)?);
         Ok(())
     }
 
@@ -256,6 +306,10 @@ impl SgpoRun {
         }
         if run.is_done() {
             let run = self.improver_run.take().expect("stage 1 has its run");
+            if let Some(phase) = self.reference_phase.take() {
+                // The reference-conditioned improver now writes the targets stage 1 trains on.
+                return self.train_on_targets(run.model, &phase.examples, &phase.drafts).await;
+            }
             let dpo_steps = self.trainer.step;
             self.trainer = PreferenceTrainer::new(run.model, self.config.clone(), self.sft.tokenizer.special.pad, &self.device);
             self.trainer.step = dpo_steps;
@@ -360,13 +414,18 @@ impl SgpoRun {
     }
 
     /// Add the held-out win rate against the SFT model and the mean score.
-    async fn finish_summary(&self, mut summary: IterationSummary) -> Result<IterationSummary> {
+    async fn finish_summary(&mut self, mut summary: IterationSummary) -> Result<IterationSummary> {
         summary.generated_tokens = self.generated_tokens;
         if !self.data.eval.is_empty() {
+            let prompts: Vec<String> = self.data.eval.iter().map(|e| e.prompt.clone()).collect();
+            let max_new = self.config.max_new_tokens;
+            if self.baseline_answers.is_none() {
+                let sft = Decoder::new(&self.sft.model, &self.sft.tokenizer, &self.device);
+                self.baseline_answers = Some(sft.greedy_answers(&prompts, max_new).await?);
+            }
             let policy = self.policy().merged();
-            let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
-            let sft = Decoder::new(&self.sft.model, &self.sft.tokenizer, &self.device);
-            let result = compare(&mine, &sft, &self.data.eval, self.config.max_new_tokens).await?;
+            let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device).greedy_answers(&prompts, max_new).await?;
+            let result = Comparison::of(&self.data.eval, &mine, self.baseline_answers.as_deref().unwrap_or_default());
             summary.policy_win_rate_vs_sft = Some(result.win_rate());
             summary.mean_score = Some(result.mean_score());
         }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::run::{DpoProgress, SgpoRun, Stage};
+use super::run::{DpoProgress, ReferencePhase, SgpoRun, Stage};
 use crate::checkpoint::{Checkpoint, LoopState, MODEL_FILE, PROGRESS_FILE};
 use crate::data::TokenSeq;
 use crate::error::{Error, Result};
@@ -30,6 +30,9 @@ struct SavedProgress {
     improver_targets_judged: Option<[usize; 3]>,
     /// Stage 1 underway: its training sequences and loop position.
     improver_run: Option<(Vec<TokenSeq>, LoopState)>,
+    /// Stage 1 training the reference-conditioned improver (its first phase).
+    #[serde(default)]
+    reference_phase: Option<ReferencePhase>,
     dpo: Option<DpoProgress>,
 }
 
@@ -53,6 +56,7 @@ impl SgpoRun {
             improver_seqs: self.improver_seqs.clone(),
             improver_targets_judged: self.improver_targets_judged,
             improver_run: self.improver_run.as_ref().map(|r| (r.seqs().to_vec(), r.state.clone())),
+            reference_phase: self.reference_phase.clone(),
             dpo: self.dpo.clone(),
         };
         Ok(Checkpoint {
@@ -91,6 +95,7 @@ impl SgpoRun {
         self.improver_seqs = saved.improver_seqs;
         self.improver_targets_judged = saved.improver_targets_judged;
         self.dpo = saved.dpo;
+        self.reference_phase = saved.reference_phase;
         let pad = self.sft.tokenizer.special.pad;
         match saved.improver_run {
             Some((seqs, state)) => {

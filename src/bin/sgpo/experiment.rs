@@ -150,8 +150,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         }),
         ExperimentEvent::Iteration { setting, row, sft_seed, seed, summary } => pb.suspend(|| {
             eprintln!(
-                "  {setting} {row} sft seed {sft_seed} seed {seed} iteration {}: {} pairs, win rate {}",
+                "  {setting} {row} sft seed {sft_seed} seed {seed} iteration {}: {}{} pairs, win rate {}",
                 summary.iteration,
+                summary.improver_targets_judged.map(|[b, t, w]| format!("stage-1 targets vs drafts {b}/{t}/{w} (better/tied/worse), ")).unwrap_or_default(),
                 summary.pairs_built,
                 fmt_opt(summary.policy_win_rate_vs_sft)
             )

@@ -48,7 +48,7 @@ pub struct TrainArgs {
     beta: Option<f64>,
     #[arg(long)]
     label_smoothing: Option<f64>,
-    /// edit:ALPHA, words:ALPHA, reference or sft.
+    /// edit:ALPHA, words:ALPHA, reference, reference-trained:ALPHA or sft.
     #[arg(long)]
     improver_targets: Option<ImproverTargets>,
     /// Stage-1 steps; 0 skips stage 1.
