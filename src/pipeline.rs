@@ -266,6 +266,12 @@ impl Pipeline {
         &self.device
     }
 
+    /// A held-out prompt, worded as this run asks its tasks (chat sentences for a model with a
+    /// chat template): what the page offers to try the model on.
+    pub fn example_prompt(&self) -> Option<&str> {
+        self.data.eval.first().or(self.data.labeled.first()).map(|e| e.prompt.as_str())
+    }
+
     /// The last finished iteration's pairs (empty before the first).
     pub fn last_pairs(&self) -> &[Pair] {
         match &self.phase {

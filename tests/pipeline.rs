@@ -44,6 +44,7 @@ fn a_snapshot_without_optimiser_state_is_refused_by_name() {
 fn one_builtin_task_family_can_be_chosen() {
     let device = Device::flex();
     let mut p = Pipeline::new(PipelineConfig { task: "sort".into(), ..config() }, &Inputs::default(), &device, None).unwrap();
+    assert!(p.example_prompt().unwrap().starts_with("sort the numbers"), "{:?}", p.example_prompt());
     let mut prompts = Vec::new();
     while !p.is_done() {
         block_on(p.step(&mut |e| {
@@ -99,7 +100,10 @@ fn a_model_file_runs_sgpo_with_lora_and_resumes_from_adapter_snapshots() {
     let inputs = Inputs { model: Some(ModelFiles { name: name.into(), files: [(name.to_string(), bytes)].into() }), ..Inputs::default() };
     let config = PipelineConfig { lora_rank: 4, ..config() };
     let mut straight = Vec::new();
-    let p = block_on(run_to_end(Pipeline::new(config.clone(), &inputs, &device, None).unwrap(), &mut straight));
+    let p = Pipeline::new(config.clone(), &inputs, &device, None).unwrap();
+    // The fixture has a chat template: the page offers a prompt worded for chat.
+    assert!(p.example_prompt().unwrap().contains("Reply with only"), "{:?}", p.example_prompt());
+    let p = block_on(run_to_end(p, &mut straight));
     let expected = losses(&straight);
     assert!(!expected.iter().any(|(s, _, _)| s == "sft"), "a model with weights skips SFT");
     assert!(expected.iter().any(|(s, _, _)| s == "improver") && expected.iter().any(|(s, _, _)| s == "dpo"), "{expected:?}");

@@ -245,6 +245,9 @@ function onMessage({ data }) {
   if (data.kind === "ready") {
     status(`running on ${data.adapter}`);
     document.body.dataset.adapter = data.adapter;
+    // Offer a prompt worded as this run's model is asked (a chat model gets sentences), unless
+    // the user has typed one.
+    if (data.prompt && $("prompt").value === $("prompt").defaultValue) $("prompt").value = data.prompt;
     if (data.resumed) {
       document.body.dataset.resumedFrom = data.position.step;
       banner(`resumed from the saved checkpoint (${describe(data.position)})`);

@@ -159,7 +159,7 @@ async function open(config, inputs, resume, fresh) {
       await quotaFull(e);
     }
   }
-  postMessage({ kind: "ready", adapter: engine.adapter(), position: engine.position(), resumed: !!resume });
+  postMessage({ kind: "ready", adapter: engine.adapter(), position: engine.position(), resumed: !!resume, prompt: engine.example_prompt() });
   run();
 }
 

@@ -608,6 +608,9 @@ mod tests {
         assert!(md.contains("### few-labeled") && md.contains("| sft+2 | 1 |") && md.contains("| judge-filter |"), "{md}");
         let header = md.lines().next().unwrap();
         assert!(header.contains("improver_steps = 2") && header.contains("iterations = 1") && !header.contains("seed"), "{header}");
+        // The seeds stated are the runs' own, not what the last command asked for.
+        let asked_more = report(&ExperimentPlan { seeds: 5, ..plan.clone() }, &outcomes).unwrap();
+        assert!(asked_more.contains("1 SFT seeds x 1 seeds at most"), "{asked_more}");
         let again = pollster::block_on(run(&plan, &outcomes, &mut store, &device, &mut |_| {})).unwrap();
         assert!(again.is_empty());
         // A second experiment that differs in its preference settings reuses the stored SFT

@@ -129,6 +129,10 @@ fn settings_changed(config: &SgpoConfig) -> Vec<String> {
         .collect()
 }
 
+fn distinct(values: impl Iterator<Item = u64>) -> usize {
+    values.collect::<std::collections::BTreeSet<_>>().len()
+}
+
 /// The markdown report: per setting, the table and the per-family win rates.
 pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
     let splits = plan.splits()?;
@@ -138,14 +142,14 @@ pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     let changed = settings_changed(&plan.sgpo);
     let mut md = format!(
-        "Preference settings changed from the defaults (every row): {}.\n\nBuilt-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds; intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
+        "Preference settings changed from the defaults (every row): {}.\n\nBuilt-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds at most (each row's runs are in its `runs` column); intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
         if changed.is_empty() { "none".to_string() } else { changed.join(", ") },
         plan.split.name(),
         held_out.len(),
         splits.validation.len(),
         splits.test.len(),
-        plan.sft_seeds,
-        plan.seeds
+        distinct(outcomes.iter().map(|o| o.sft_seed)),
+        distinct(outcomes.iter().map(|o| o.seed))
     );
     for &setting in &plan.settings {
         md.push_str(&format!("### {setting}\n\n{}\n", table(&outcomes, setting, &rows)));

@@ -239,6 +239,11 @@ impl Engine {
         trl_jsonl(self.pipeline.last_pairs())
     }
 
+    /// A held-out prompt of this run, worded as the run asks its tasks (empty if none).
+    pub fn example_prompt(&self) -> String {
+        self.pipeline.example_prompt().unwrap_or_default().to_string()
+    }
+
     /// The current policy's greedy answer to `prompt`.
     pub async fn answer(&self, prompt: String) -> Result<String, JsValue> {
         self.check_device()?;

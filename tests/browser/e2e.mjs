@@ -218,6 +218,8 @@ if (!noWebgpu) {
   const madapter = await mp.evaluate(() => document.body.dataset.adapter);
   log(`device auto on ${software ? "a software" : "a hardware"} adapter: ${madapter}`);
   if (software !== /CPU backend.*software rasteriser/.test(madapter)) fail(`auto chose ${madapter}`);
+  const offered = await mp.inputValue("#prompt");
+  if (!offered.includes("Reply with only")) fail(`the prompt box offers "${offered}", not a prompt worded for the chat model`);
   await mwait(() => {
     const b = document.body.dataset;
     const saved = b.saved && JSON.parse(b.saved);
