@@ -4,7 +4,8 @@
 //! SFT that trains as many more steps as stage 1 takes. Every knob is chosen on validation
 //! (`Split::Validation`, the default); the test split is for the table, once. Each outcome
 //! keeps its per-prompt results, so the report gives win/tie/loss counts, intervals by paired
-//! bootstrap over runs and prompts, and per-family rows (`report.rs`). The loop itself is `run.rs`; drivers print its events.
+//! bootstrap over runs and prompts, and per-family rows (`report.rs`). The loop is `run.rs`;
+//! drivers print its events.
 
 use serde::{Deserialize, Serialize};
 
