@@ -8,13 +8,14 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{DataSource, LoraConfig, Method, Phrasing, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
+use crate::config::{DataSource, ImproverTargets, LoraConfig, Method, Phrasing, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
 use crate::data::{RunData, TokenSeq, Tokenizer, parse_jsonl};
 use crate::device::{BufferLimits, check_buffer_limits};
 use crate::error::Result;
 use crate::metrics::Event;
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel, gguf, hf, load_model, model_bytes};
+use crate::sgpo::improver::with_reference;
 use crate::sgpo::{Pair, SgpoRun, Stage, check_inputs};
 use crate::train::SftRun;
 
@@ -148,10 +149,16 @@ impl Pipeline {
         let lora = (config.lora_rank > 0).then(|| LoraConfig::new(config.lora_rank));
         let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };
         if let Some(limits) = limits {
+            // Reference-guided targets show the answer in the improver's prompt as well.
+            let guided = matches!(config.improver_targets, ImproverTargets::Reference | ImproverTargets::ReferenceTrained(_));
+            let chat = model.tokenizer.chat().is_some();
             let longest = data
                 .labeled
                 .iter()
-                .map(|e| TokenSeq::improver(&model.tokenizer, &e.prompt, &e.response, &e.response).map(|s| s.tokens.len()))
+                .map(|e| {
+                    let prompt = if guided { with_reference(&e.prompt, &e.response, chat) } else { e.prompt.clone() };
+                    TokenSeq::improver(&model.tokenizer, &prompt, &e.response, &e.response).map(|s| s.tokens.len())
+                })
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .max()
@@ -266,8 +273,9 @@ impl Pipeline {
         &self.device
     }
 
-    /// A held-out prompt, worded as this run asks its tasks (chat sentences for a model with a
-    /// chat template): what the page offers to try the model on.
+    /// A held-out prompt (a training one if nothing is held out), worded as this run asks its
+    /// tasks (chat sentences for a model with a chat template): what the page offers to try
+    /// the model on.
     pub fn example_prompt(&self) -> Option<&str> {
         self.data.eval.first().or(self.data.labeled.first()).map(|e| e.prompt.as_str())
     }

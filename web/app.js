@@ -246,8 +246,9 @@ function onMessage({ data }) {
     status(`running on ${data.adapter}`);
     document.body.dataset.adapter = data.adapter;
     // Offer a prompt worded as this run's model is asked (a chat model gets sentences), unless
-    // the user has typed one.
-    if (data.prompt && $("prompt").value === $("prompt").defaultValue) $("prompt").value = data.prompt;
+    // the user has typed one since the page or an earlier run offered its own.
+    const box = $("prompt");
+    if (data.prompt && (box.value === box.defaultValue || box.value === box.dataset.offered)) box.value = box.dataset.offered = data.prompt;
     if (data.resumed) {
       document.body.dataset.resumedFrom = data.position.step;
       banner(`resumed from the saved checkpoint (${describe(data.position)})`);

@@ -272,7 +272,7 @@ impl SgpoConfig {
     }
 
     /// Training phases of one stage 1: 2 when a reference-conditioned improver is trained
-    /// before it writes the targets, else 1.
+    /// before it writes the targets, else 1 (web/app.js's stage-1 progress bar says the same).
     pub fn improver_phases(&self) -> usize {
         if matches!(self.improver_targets, ImproverTargets::ReferenceTrained(_)) { 2 } else { 1 }
     }

@@ -141,6 +141,7 @@ pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
     let rows = plan.rows();
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     let changed = settings_changed(&plan.sgpo);
+    let reported = outcomes.iter().filter(|o| plan.settings.contains(&o.setting.as_str()));
     let mut md = format!(
         "Preference settings changed from the defaults (every row): {}.\n\nBuilt-in tasks, {} split ({} prompts; validation {}, test {}), judge-based win rate against the SFT model of the same SFT seed (ties half); {} SFT seeds x {} seeds at most (each row's runs are in its `runs` column); intervals: 95% paired bootstrap over runs and prompts. Compute is per run and after SFT (the `sft` row: SFT's own steps).\n\n",
         if changed.is_empty() { "none".to_string() } else { changed.join(", ") },
@@ -148,8 +149,8 @@ pub fn report(plan: &ExperimentPlan, outcomes: &[Outcome]) -> Result<String> {
         held_out.len(),
         splits.validation.len(),
         splits.test.len(),
-        distinct(outcomes.iter().map(|o| o.sft_seed)),
-        distinct(outcomes.iter().map(|o| o.seed))
+        distinct(reported.clone().map(|o| o.sft_seed)),
+        distinct(reported.map(|o| o.seed))
     );
     for &setting in &plan.settings {
         md.push_str(&format!("### {setting}\n\n{}\n", table(&outcomes, setting, &rows)));

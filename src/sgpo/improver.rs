@@ -4,7 +4,7 @@
 
 use crate::config::{ImproverTargets, SgpoConfig};
 use crate::data::judge::{exact_match, judge, verdict};
-use crate::data::{Example, TokenSeq};
+use crate::data::{Example, TokenSeq, Tokenizer};
 use crate::error::Result;
 use crate::generate::{Decoder, SamplingConfig};
 use crate::rng::Rng;
@@ -182,7 +182,7 @@ pub async fn improvement_margins(decoder: &Decoder<'_>, prompts: &[String], draf
 
 /// The text a reference-guided improver sees as its prompt: a sentence for a chat model, the
 /// terse line our own models' tokenizers were trained around otherwise.
-fn with_reference(prompt: &str, reference: &str, chat: bool) -> String {
+pub fn with_reference(prompt: &str, reference: &str, chat: bool) -> String {
     if chat { format!("{prompt}\n\nA correct answer, for reference:\n{reference}") } else { format!("{prompt}\nreference answer: {reference}") }
 }
 
@@ -234,12 +234,18 @@ pub async fn improver_data(
             improve(decoder, &guided, drafts, &SamplingConfig::greedy(config.max_new_tokens), rng, &mut |_, _| {}).await?
         }
     };
-    let mut data = ImproverData { seqs: Vec::with_capacity(examples.len()), targets_judged: [0; 3] };
+    let mut targets_judged = [0; 3];
     for (e, (d, g)) in examples.iter().zip(drafts.iter().zip(&goals)) {
-        data.targets_judged[verdict(judge(g, &e.response), judge(d, &e.response))] += 1;
-        data.seqs.push(TokenSeq::improver(tok, &e.prompt, d, g)?.fit(max_len + 1));
+        targets_judged[verdict(judge(g, &e.response), judge(d, &e.response))] += 1;
     }
-    Ok(data)
+    let rows = examples.iter().zip(drafts.iter().zip(&goals)).map(|(e, (d, g))| (e.prompt.as_str(), d.as_str(), g.as_str()));
+    Ok(ImproverData { seqs: improver_seqs(tok, rows, max_len)?, targets_judged })
+}
+
+/// (prompt, draft, target) rows as improver sequences of at most `max_len` tokens (plus the
+/// shifted target).
+pub fn improver_seqs<'a>(tok: &Tokenizer, rows: impl Iterator<Item = (&'a str, &'a str, &'a str)>, max_len: usize) -> Result<Vec<TokenSeq>> {
+    rows.map(|(prompt, draft, target)| Ok(TokenSeq::improver(tok, prompt, draft, target)?.fit(max_len + 1))).collect()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::improver::{ImproverData, improver_data, reference_lessons, stage1_drafts};
+use super::improver::{ImproverData, improver_data, improver_seqs, reference_lessons, stage1_drafts};
 use super::pairs::{Pair, PromptItem, build_pairs};
 use crate::config::{DpoLoss, ImproverTargets, Method, SftConfig, SgpoConfig};
 use crate::data::judge::exact_match;
@@ -239,48 +239,55 @@ impl SgpoRun {
         let mut picked = self.data.labeled.clone();
         self.rng.shuffle(&mut picked);
         picked.truncate(n);
+        let (tok, max_len) = (&self.sft.tokenizer, self.sft.config.max_seq_len);
         let policy = self.trainer.model.for_decoding();
-        let decoder = Decoder::new(&policy, &self.sft.tokenizer, &self.device);
+        let decoder = Decoder::new(&policy, tok, &self.device);
         let drafts = stage1_drafts(&decoder, &picked, &self.config, &mut self.rng).await?;
-        self.generated_tokens += decoder.generated.get();
         let model = self.trainer.model.clone();
-        match self.config.improver_targets {
-            ImproverTargets::ReferenceTrained(alpha) => {
-                let tok = &self.sft.tokenizer;
-                let max_len = self.sft.config.max_seq_len;
-                let lessons = reference_lessons(&picked, &drafts, alpha, tok.chat().is_some(), &mut self.rng);
-                let mut seqs = lessons
-                    .iter()
-                    .zip(&drafts)
-                    .map(|((prompt, target), draft)| Ok(TokenSeq::improver(tok, prompt, draft, target)?.fit(max_len + 1)))
-                    .collect::<Result<Vec<_>>>()?;
-                seqs.extend(policy_seqs(tok, &picked, max_len)?);
-                self.start_improver_run(model, seqs)?;
-                self.reference_phase = Some(ReferencePhase { examples: picked, drafts });
-            }
-            _ => self.train_on_targets(model, &picked, &drafts).await?,
+        if let ImproverTargets::ReferenceTrained(alpha) = self.config.improver_targets {
+            self.generated_tokens += decoder.generated.get();
+            let lessons = reference_lessons(&picked, &drafts, alpha, tok.chat().is_some(), &mut self.rng);
+            let rows = lessons.iter().zip(&drafts).map(|((prompt, target), draft)| (prompt.as_str(), draft.as_str(), target.as_str()));
+            let mut seqs = improver_seqs(tok, rows, max_len)?;
+            seqs.extend(policy_seqs(tok, &picked, max_len)?);
+            self.start_improver_run(model, seqs)?;
+            self.reference_phase = Some(ReferencePhase { examples: picked, drafts });
+        } else {
+            // The policy as it is writes the targets where it has to (`reference`).
+            let data = improver_data(&decoder, &picked, &drafts, &self.config, max_len, &mut self.rng).await?;
+            self.generated_tokens += decoder.generated.get();
+            self.train_on(model, &picked, data)?;
         }
         self.stage = Stage::Improver;
         Ok(())
     }
 
-    /// Stage 1's training on improver data that `model` builds for the drafts (it writes the
-    /// targets itself for `reference` targets), mixed with as many policy examples so neither
-    /// role is forgotten.
-    async fn train_on_targets(&mut self, model: Model, examples: &[Example], drafts: &[String]) -> Result<()> {
-        let max_len = self.sft.config.max_seq_len;
-        let writer = model.for_decoding();
-        let decoder = Decoder::new(&writer, &self.sft.tokenizer, &self.device);
-        let ImproverData { seqs: improver, targets_judged } = improver_data(&decoder, examples, drafts, &self.config, max_len, &mut self.rng).await?;
-        self.generated_tokens += decoder.generated.get();
-        self.improver_targets_judged = Some(targets_judged);
-        let mut seqs = improver.clone();
-        seqs.extend(policy_seqs(&self.sft.tokenizer, examples, max_len)?);
+    /// `reference-trained`, second phase: the model that learned to read the reference
+    /// (`model`) rewrites the phase's drafts with it in view; stage 1 then trains on those.
+    async fn train_on_written_targets(&mut self, model: Model, phase: ReferencePhase) -> Result<()> {
+        let data = {
+            let writer = model.for_decoding();
+            let decoder = Decoder::new(&writer, &self.sft.tokenizer, &self.device);
+            let data = improver_data(&decoder, &phase.examples, &phase.drafts, &self.config, self.sft.config.max_seq_len, &mut self.rng).await?;
+            self.generated_tokens += decoder.generated.get();
+            data
+        };
+        self.train_on(model, &phase.examples, data)
+    }
+
+    /// Stage 1 trains `model` on the improver data mixed with as many policy examples, so
+    /// neither role is forgotten.
+    fn train_on(&mut self, model: Model, examples: &[Example], data: ImproverData) -> Result<()> {
+        self.improver_targets_judged = Some(data.targets_judged);
+        let mut seqs = data.seqs.clone();
+        seqs.extend(policy_seqs(&self.sft.tokenizer, examples, self.sft.config.max_seq_len)?);
         self.start_improver_run(model, seqs)?;
-        self.improver_seqs = improver;
+        self.improver_seqs = data.seqs;
         Ok(())
     }
 
+    /// Both phases of `reference-trained` use the same seed, so a draft's lesson (phase A) and
+    /// its written target (phase B) come up at the same point of each phase.
     fn start_improver_run(&mut self, model: Model, seqs: Vec<TokenSeq>) -> Result<()> {
         let start = TextModel { model, ..self.sft.clone() };
         self.improver_run = Some(SftRun::from_model("improver", self.improver_sft_config(), start, seqs, &self.device)?);
@@ -308,7 +315,7 @@ impl SgpoRun {
             let run = self.improver_run.take().expect("stage 1 has its run");
             if let Some(phase) = self.reference_phase.take() {
                 // The reference-conditioned improver now writes the targets stage 1 trains on.
-                return self.train_on_targets(run.model, &phase.examples, &phase.drafts).await;
+                return self.train_on_written_targets(run.model, phase).await;
             }
             let dpo_steps = self.trainer.step;
             self.trainer = PreferenceTrainer::new(run.model, self.config.clone(), self.sft.tokenizer.special.pad, &self.device);
@@ -425,7 +432,7 @@ impl SgpoRun {
             }
             let policy = self.policy().merged();
             let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device).greedy_answers(&prompts, max_new).await?;
-            let result = Comparison::of(&self.data.eval, &mine, self.baseline_answers.as_deref().unwrap_or_default());
+            let result = Comparison::of(&self.data.eval, &mine, self.baseline_answers.as_deref().expect("decoded above"));
             summary.policy_win_rate_vs_sft = Some(result.win_rate());
             summary.mean_score = Some(result.mean_score());
         }
