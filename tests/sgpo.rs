@@ -266,5 +266,17 @@ fn resumes_exactly(improver_targets: ImproverTargets, stops: &[fn(&SgpoRun) -> b
     let logits = |r: &SgpoRun| common::probe_logits(&r.policy(), r.model_config());
     let d = common::max_diff(&logits(&straight), &logits(&run));
     assert!(d < 1e-5, "the resumed run's logits differ from the uninterrupted run's by {d}");
+    // The held-out evaluations agree too: a resumed run decodes its baseline again.
+    let summaries = |events: &[Event]| -> Vec<_> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Iteration(i) => Some((i.iteration, i.step, i.pairs_built, i.generated_tokens, i.improver_targets_judged, i.policy_win_rate_vs_sft, i.mean_score)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(summaries(&all).len(), 3, "stage 1 and two iterations");
+    assert_eq!(summaries(&all), summaries(&resumed));
     all
 }
