@@ -5,6 +5,8 @@
 #   sgpo-reference  the paper's setting: stage-1 targets written by the model itself with the
 #                   reference answer in view (`improver_targets: reference`)
 #   sgpo-words      stage-1 targets a random half of the word edits from draft to reference
+#   sgpo-reference-trained  stage 1 first trains the improver on such word steps with the
+#                   reference in view, then it writes the targets (`reference-trained:0.5`)
 #   spin            chosen = the reference answer, rejected = the model's draft
 # Each run's metrics.jsonl has, per iteration, the held-out win rate against the starting model
 # (ties half) and the mean judge score on the same 90 held-out prompts; the settings are
@@ -28,8 +30,9 @@ for row in "${rows[@]}"; do
   case "$row" in
     sgpo-reference) flags=(--method sgpo --improver-targets reference) ;;
     sgpo-words) flags=(--method sgpo --improver-targets words:0.5) ;;
+    sgpo-reference-trained) flags=(--method sgpo --improver-targets reference-trained:0.5) ;;
     spin) flags=(--method spin) ;;
-    *) echo "unknown row $row: use sgpo-reference, sgpo-words or spin" >&2; exit 2 ;;
+    *) echo "unknown row $row: use sgpo-reference, sgpo-words, sgpo-reference-trained or spin" >&2; exit 2 ;;
   esac
   resume=(); [ -f "$out/$row/latest" ] && resume=(--resume)
   # A resumed run checks the seed it is given against its own.
