@@ -1,13 +1,15 @@
 //! Held-out evaluation: greedy answers scored by the judge against the reference answers, and
 //! the judge-based win rate of one model against another.
 
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Example;
 use crate::data::judge::{exact_match, judge};
+use crate::data::{Example, Tokenizer};
 use crate::error::Result;
 use crate::generate::Decoder;
 use crate::metrics::{EvalSummary, TaskScore};
+use crate::model::Model;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
@@ -38,6 +40,12 @@ pub fn summarize(step: usize, scored: &[Scored]) -> EvalSummary {
     let all: Vec<&Scored> = scored.iter().collect();
     let (mean_score, exact_match) = mean(&all);
     EvalSummary { step, mean_score, exact_match, n: scored.len(), per_task }
+}
+
+/// Greedy answers of `model` to the prompts of `examples`.
+pub async fn answers(model: &Model, tokenizer: &Tokenizer, examples: &[Example], max_new: usize, device: &Device) -> Result<Vec<String>> {
+    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
+    Decoder::new(model, tokenizer, device).greedy_answers(&prompts, max_new).await
 }
 
 /// Score the decoder's model on `examples` (which carry reference answers).

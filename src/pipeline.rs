@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{DataSource, ImproverTargets, LoraConfig, Method, Phrasing, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
+use crate::config::{DataSource, LoraConfig, Method, Phrasing, PipelineConfig, PreferenceSource, RunConfig, SftConfig};
 use crate::data::{RunData, TokenSeq, Tokenizer, parse_jsonl};
 use crate::device::{BufferLimits, check_buffer_limits};
 use crate::error::Result;
@@ -150,7 +150,7 @@ impl Pipeline {
         let model = TextModel { config: ModelConfig { lora, ..model.config }, ..model };
         if let Some(limits) = limits {
             // Reference-guided targets show the answer in the improver's prompt as well.
-            let guided = matches!(config.improver_targets, ImproverTargets::Reference | ImproverTargets::ReferenceTrained(_));
+            let guided = config.improver_targets.shows_reference();
             let chat = model.tokenizer.chat().is_some();
             let longest = data
                 .labeled

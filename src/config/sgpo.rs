@@ -85,6 +85,13 @@ pub enum ImproverTargets {
     Sft,
 }
 
+impl ImproverTargets {
+    /// Whether the model writes the targets with the reference answer in its improver prompt.
+    pub fn shows_reference(self) -> bool {
+        matches!(self, Self::Reference | Self::ReferenceTrained(_))
+    }
+}
+
 impl std::str::FromStr for ImproverTargets {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -8,7 +8,7 @@ use super::{Compute, ExperimentPlan, Outcome, STAGE1_ROW, Variant};
 use crate::config::{ModelConfig, SftConfig};
 use crate::data::{Example, RunData, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
-use crate::eval::{Comparison, evaluate};
+use crate::eval::{Comparison, answers, evaluate};
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary};
 use crate::model::{Model, TextModel, load_model, model_bytes};
@@ -34,12 +34,6 @@ pub enum ExperimentEvent {
     Iteration { setting: &'static str, row: &'static str, sft_seed: u64, seed: u64, summary: IterationSummary },
     /// A row's run finished (drivers save these: a rerun skips what `done` holds).
     Finished(Outcome),
-}
-
-/// Greedy answers of `model` to the prompts of `examples`.
-async fn answers(model: &Model, tokenizer: &Tokenizer, examples: &[Example], max_new: usize, device: &Device) -> Result<Vec<String>> {
-    let prompts: Vec<String> = examples.iter().map(|e| e.prompt.clone()).collect();
-    Decoder::new(model, tokenizer, device).greedy_answers(&prompts, max_new).await
 }
 
 /// SFT from `sft_seed`, to a plateau of the validation score when the plan has one: returns the

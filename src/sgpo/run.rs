@@ -12,7 +12,7 @@ use crate::config::{DpoLoss, ImproverTargets, Method, SftConfig, SgpoConfig};
 use crate::data::judge::exact_match;
 use crate::data::{Example, RunData, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
-use crate::eval::Comparison;
+use crate::eval::{Comparison, answers};
 use crate::generate::Decoder;
 use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
 use crate::config::ModelConfig;
@@ -424,14 +424,11 @@ impl SgpoRun {
     async fn finish_summary(&mut self, mut summary: IterationSummary) -> Result<IterationSummary> {
         summary.generated_tokens = self.generated_tokens;
         if !self.data.eval.is_empty() {
-            let prompts: Vec<String> = self.data.eval.iter().map(|e| e.prompt.clone()).collect();
-            let max_new = self.config.max_new_tokens;
+            let (eval, max_new) = (&self.data.eval, self.config.max_new_tokens);
             if self.baseline_answers.is_none() {
-                let sft = Decoder::new(&self.sft.model, &self.sft.tokenizer, &self.device);
-                self.baseline_answers = Some(sft.greedy_answers(&prompts, max_new).await?);
+                self.baseline_answers = Some(answers(&self.sft.model, &self.sft.tokenizer, eval, max_new, &self.device).await?);
             }
-            let policy = self.policy().merged();
-            let mine = Decoder::new(&policy, &self.sft.tokenizer, &self.device).greedy_answers(&prompts, max_new).await?;
+            let mine = answers(&self.policy().merged(), &self.sft.tokenizer, eval, max_new, &self.device).await?;
             let result = Comparison::of(&self.data.eval, &mine, self.baseline_answers.as_deref().expect("decoded above"));
             summary.policy_win_rate_vs_sft = Some(result.win_rate());
             summary.mean_score = Some(result.mean_score());
