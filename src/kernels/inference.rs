@@ -1,7 +1,9 @@
-//! The decode path's kernels, forward only (generation tracks no gradients): RMSNorm, the
-//! SwiGLU gate, RoPE written into the preallocated KV cache, and attention over that cache.
-//! Each replaces a chain of burn ops, and so a chain of dispatches: on wgpu the host's cost of
-//! issuing a dispatch, not the GPU, is what bounds a decode step (README, performance).
+//! The decode path's kernels, forward only (generation tracks no gradients): the attention
+//! inputs (RMSNorm, projection, RoPE and the write into the preallocated KV cache in one), the
+//! MLP's first half (RMSNorm, gate, up and SwiGLU in one), few-row projections with their
+//! residual add, and attention over the cache. Each replaces a chain of burn ops, and so a chain
+//! of dispatches: on wgpu the host's cost of issuing a dispatch, not the GPU, is what bounds a
+//! decode step (README, performance).
 
 use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
@@ -18,13 +20,13 @@ const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: include_str!("../../shad
 const SWIGLU: Wgsl = Wgsl { name: "swiglu", source: include_str!("../../shaders/swiglu.wgsl"), defines: &[] };
 const ROPE_INTO: Wgsl = Wgsl { name: "rope_into", source: include_str!("../../shaders/rope_into.wgsl"), defines: &[] };
 /// A few-rows kernel's variants, for GPUs and for software adapters: (rows per workgroup,
-/// kernel), with columns x k-slices per workgroup 8 x 32 and 32 x 8 (`linear_rows.wgsl` says
-/// why).
+/// kernel), with columns x k-slices per workgroup 8 x 32 and 32 x 8. Each is its file after
+/// `few_rows.wgsl`, the work split and reductions they share.
 type RowsVariants = [[(usize, Wgsl); 3]; 2];
 
 macro_rules! rows_variants {
     ($name:literal, $file:literal) => {{
-        const SOURCE: &str = include_str!(concat!("../../shaders/", $file));
+        const SOURCE: &str = concat!(include_str!("../../shaders/few_rows.wgsl"), include_str!(concat!("../../shaders/", $file)));
         [
             [
                 (1, Wgsl { name: concat!($name, "_1_8"), source: SOURCE, defines: &[("rows", "1"), ("cols", "8")] }),
@@ -42,6 +44,7 @@ macro_rules! rows_variants {
 
 const LINEAR_ROWS: RowsVariants = rows_variants!("linear_rows", "linear_rows.wgsl");
 const LINEAR_SWIGLU: RowsVariants = rows_variants!("linear_swiglu", "linear_swiglu.wgsl");
+const LINEAR_HEADS: RowsVariants = rows_variants!("linear_heads", "linear_heads.wgsl");
 
 /// The variant for `rows` rows and `n` output columns, and its grid: the fewest rows per
 /// workgroup that take all rows at once, else the most.
@@ -80,7 +83,19 @@ pub trait InferenceOps: Backend {
         residual: FloatTensor<Self>,
         has_residual: bool,
     ) -> FloatTensor<Self>;
-    fn linear_swiglu(x: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn linear_swiglu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
+    fn linear_heads(
+        dst: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        at: HeadsAt,
+    ) -> FloatTensor<Self>;
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     fn rope_into(
@@ -117,14 +132,28 @@ impl InferenceOps for Cube {
         out
     }
 
-    fn linear_swiglu(x: CubeTensor, w_gate: CubeTensor, w_up: CubeTensor) -> CubeTensor {
-        let (x, w_gate, w_up) = (into_contiguous(x), into_contiguous(w_gate), into_contiguous(w_up));
+    fn linear_swiglu(x: CubeTensor, gamma: CubeTensor, w_gate: CubeTensor, w_up: CubeTensor, eps: f32) -> CubeTensor {
+        let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
+        let (w_gate, w_up) = (into_contiguous(w_gate), into_contiguous(w_up));
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = w_gate.meta.shape().dims::<2>()[1];
         let out = empty(&x, Shape::new([rows, n]), DType::F32);
         let (kernel, grid) = rows_launch(&LINEAR_SWIGLU, rows, n);
-        launch(kernel, grid, &[&x, &w_gate, &w_up, &out], &[rows as u32, k as u32, n as u32]);
+        launch(kernel, grid, &[&x, &gamma, &w_gate, &w_up, &out], &[rows as u32, k as u32, n as u32, eps.to_bits()]);
         out
+    }
+
+    fn linear_heads(dst: CubeTensor, x: CubeTensor, gamma: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, cos: CubeTensor, sin: CubeTensor, at: HeadsAt) -> CubeTensor {
+        let (dst, x, gamma, weight) = (into_contiguous(dst), into_contiguous(x), into_contiguous(gamma), into_contiguous(weight));
+        let bias = if has_bias { into_contiguous(bias) } else { empty(&x, Shape::new([1]), DType::F32) };
+        let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
+        let [batch, _, capacity, head_dim] = dst.meta.shape().dims::<4>();
+        let [rows, k] = x.meta.shape().dims::<2>();
+        let n = weight.meta.shape().dims::<2>()[1];
+        let (kernel, grid) = rows_launch(&LINEAR_HEADS, rows, n / 2);
+        let p = [rows, k, n, rows / batch, head_dim, capacity, at.offset, at.pos_start, at.rotate as usize, has_bias as usize].map(|v| v as u32);
+        launch(kernel, grid, &[&x, &gamma, &weight, &bias, &cos, &sin, &dst], &[&p[..], &[at.eps.to_bits()]].concat());
+        dst
     }
 
     fn rms_norm(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
@@ -216,19 +245,73 @@ fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>
     }
 }
 
-/// `silu(gate(x)) * up(x)`, the SwiGLU MLP's first half: one `linear_swiglu.wgsl` dispatch on
-/// few rows (as [`linear`]), else the two projections and [`swiglu`].
-pub fn linear_swiglu(x: Tensor<3>, gate: &Linear, up: &Linear) -> Tensor<3> {
+/// `silu(gate(h)) * up(h)` with `h = norm(x)`, the SwiGLU MLP's first half: one
+/// `linear_swiglu.wgsl` dispatch on few rows (as [`linear`]), else [`rms_norm`], the two
+/// projections and [`swiglu`].
+pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Linear) -> Tensor<3> {
     let [b, t, k] = x.dims();
     let no_bias = gate.bias.is_none() && up.bias.is_none();
     if few_rows_apply(Kernel::LinearSwiglu, &x, b * t) && no_bias {
         let (w_gate, w_up) = (gate.weight.val(), up.weight.val());
         let n = w_gate.dims()[1];
         let x = x.reshape([b * t, k]).into_dispatch();
-        let out = <Dispatch as InferenceOps>::linear_swiglu(x, w_gate.into_dispatch(), w_up.into_dispatch());
+        let gamma = norm.gamma.val().into_dispatch();
+        let out = <Dispatch as InferenceOps>::linear_swiglu(x, gamma, w_gate.into_dispatch(), w_up.into_dispatch(), norm.epsilon as f32);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
-    swiglu(linear(x.clone(), gate), linear(x, up))
+    let h = rms_norm(x, norm);
+    swiglu(linear(h.clone(), gate), linear(h, up))
+}
+
+/// Where [`norm_linear_heads`] writes one projection: into `dst` `[batch, heads, capacity,
+/// head_dim]` at `offset` along its third dimension, rotated (RoPE) or not.
+pub struct HeadsInto<'a> {
+    pub layer: &'a Linear,
+    pub dst: Tensor<4>,
+    pub offset: usize,
+    pub rotate: bool,
+}
+
+/// What `linear_heads.wgsl` needs besides its buffers: where the rows go, and the norm's epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadsAt {
+    offset: usize,
+    pos_start: usize,
+    rotate: bool,
+    eps: f32,
+}
+
+/// A decode step's attention inputs: `x` `[batch, len, in]` normed by `norm`, then for each of
+/// `outs` projected, split into heads, rotated for positions `pos_start..pos_start + len` where
+/// it says so, and written into its tensor (in place on wgpu). One `linear_heads.wgsl` dispatch
+/// per projection on few rows (as [`linear`]); else the norm once, then [`linear`] and
+/// [`rope_into`] per projection.
+pub fn norm_linear_heads<const N: usize>(x: Tensor<3>, norm: &RmsNorm, outs: [HeadsInto<'_>; N], rope: &RopeTable, pos_start: usize) -> [Tensor<4>; N] {
+    let [b, t, k] = x.dims();
+    if few_rows_apply(Kernel::LinearHeads, &x, b * t) {
+        let rows = x.reshape([b * t, k]);
+        return outs.map(|out| {
+            let weight = out.layer.weight.val();
+            let (bias, has_bias) = match &out.layer.bias {
+                Some(bias) => (bias.val().into_dispatch(), true),
+                None => (weight.clone().into_dispatch(), false),
+            };
+            let at = HeadsAt { offset: out.offset, pos_start, rotate: out.rotate, eps: norm.epsilon as f32 };
+            Tensor::from_dispatch(<Dispatch as InferenceOps>::linear_heads(
+                out.dst.into_dispatch(),
+                rows.clone().into_dispatch(),
+                norm.gamma.val().into_dispatch(),
+                weight.into_dispatch(),
+                bias,
+                has_bias,
+                rope.cos.clone().into_dispatch(),
+                rope.sin.clone().into_dispatch(),
+                at,
+            ))
+        });
+    }
+    let h = rms_norm(x, norm);
+    outs.map(|out| rope_into(out.dst, linear(h.clone(), out.layer), rope, out.offset, pos_start, out.rotate))
 }
 
 /// `norm`'s RMSNorm of `x`'s rows.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::tensor::Device;
 
-pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, linear_swiglu, rms_norm, rope_into, swiglu};
+pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
@@ -21,6 +21,7 @@ pub enum Kernel {
     TokenLogprobs,
     LinearRows,
     LinearSwiglu,
+    LinearHeads,
     RmsNorm,
     Swiglu,
     RopeInto,
@@ -29,10 +30,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Self::TokenLogprobs,
         Self::LinearRows,
         Self::LinearSwiglu,
+        Self::LinearHeads,
         Self::RmsNorm,
         Self::Swiglu,
         Self::RopeInto,
@@ -45,6 +47,7 @@ impl Kernel {
             Self::TokenLogprobs => "token_logprobs",
             Self::LinearRows => "linear_rows",
             Self::LinearSwiglu => "linear_swiglu",
+            Self::LinearHeads => "linear_heads",
             Self::RmsNorm => "rms_norm",
             Self::Swiglu => "swiglu",
             Self::RopeInto => "rope_into",

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::attention::{KvCache, causal_bias, repeat_kv, rope_table, rotate};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::{LoraTarget, ModelConfig};
-use crate::kernels::{self, RopeTable};
+use crate::kernels::{self, HeadsInto, RopeTable};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -289,18 +289,32 @@ impl Block {
         let (n_heads, _, hd) = shape;
         let [b, t, _] = x.dims();
         let (k_cache, v_cache) = layer.take().expect("KV cache allocated before the first block");
-        let h = kernels::rms_norm(x.clone(), &self.attn_norm);
         let q = Tensor::empty([b, n_heads, t, hd], &x.device());
-        let q = kernels::rope_into(q, self.project(LoraTarget::Q, h.clone()), rope, 0, start, true);
-        let k_cache = kernels::rope_into(k_cache, self.project(LoraTarget::K, h.clone()), rope, start, start, true);
-        let v_cache = kernels::rope_into(v_cache, self.project(LoraTarget::V, h), rope, start, start, false);
+        let (q, k_cache, v_cache) = if [LoraTarget::Q, LoraTarget::K, LoraTarget::V].iter().all(|&p| self.adapter(p).is_none()) {
+            let outs = [
+                HeadsInto { layer: &self.wq, dst: q, offset: 0, rotate: true },
+                HeadsInto { layer: &self.wk, dst: k_cache, offset: start, rotate: true },
+                HeadsInto { layer: &self.wv, dst: v_cache, offset: start, rotate: false },
+            ];
+            let [q, k_cache, v_cache] = kernels::norm_linear_heads(x.clone(), &self.attn_norm, outs, rope, start);
+            (q, k_cache, v_cache)
+        } else {
+            let h = kernels::rms_norm(x.clone(), &self.attn_norm);
+            (
+                kernels::rope_into(q, self.project(LoraTarget::Q, h.clone()), rope, 0, start, true),
+                kernels::rope_into(k_cache, self.project(LoraTarget::K, h.clone()), rope, start, start, true),
+                kernels::rope_into(v_cache, self.project(LoraTarget::V, h), rope, start, start, false),
+            )
+        };
         let attn = kernels::cached_attention(q, &k_cache, &v_cache, bias, start + t);
         *layer = Some((k_cache, v_cache));
         let x = self.project_add(LoraTarget::O, attn, x);
-        let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
         let gated = match (self.adapter(LoraTarget::Gate), self.adapter(LoraTarget::Up)) {
-            (None, None) => kernels::linear_swiglu(h, &self.w_gate, &self.w_up),
-            _ => kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h)),
+            (None, None) => kernels::norm_linear_swiglu(x.clone(), &self.mlp_norm, &self.w_gate, &self.w_up),
+            _ => {
+                let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
+                kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h))
+            }
         };
         self.project_add(LoraTarget::Down, gated, x)
     }

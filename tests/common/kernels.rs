@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{RopeTable, cached_attention, linear, linear_add, linear_swiglu, rms_norm, rope_into, swiglu, token_logprobs};
+use sgpo::kernels::{HeadsInto, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -86,19 +86,22 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
     }
     for (rows, k, n) in [(1, 70, 100), (3, 64, 40), (9, 576, 200)] {
         let x = uniform(rows * k, 2.0, rng);
+        let norm = RmsNorm { gamma: Param::from_tensor(tensor(uniform(k, 1.5, rng), [k], device)), epsilon: 1e-5 };
         let proj = |rng: &mut Rng| Linear { weight: Param::from_tensor(tensor(uniform(k * n, 0.3, rng), [k, n], device)), bias: None };
         let (gate, up) = (proj(rng), proj(rng));
         for software in [false, true] {
             sgpo::kernels::set_software_adapter(software);
-            let (a, b) = both(|| linear_swiglu(tensor(x.clone(), [1, rows, k], device), &gate, &up)).await;
-            // Relative to the outputs' size: products of two sums over k reach the hundreds.
+            let (a, b) = both(|| norm_linear_swiglu(tensor(x.clone(), [1, rows, k], device), &norm, &gate, &up)).await;
+            // Relative to the outputs' size: products of two sums over k, each scaled by the norm,
+            // in another order than burn's (a few float32 roundings of a k = 576 sum).
             let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
             let d = max_diff(&a, &b) / scale;
-            eprintln!("linear_swiglu [{rows}, {k}] x [{k}, {n}] (software variant {software}): {d:.1e} of {scale:.0}");
-            assert!(d < 1e-6, "linear_swiglu [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d} of {scale}");
+            eprintln!("norm_linear_swiglu [{rows}, {k}] x [{k}, {n}] (software variant {software}): {d:.1e} of {scale:.0}");
+            assert!(d < 3e-6, "norm_linear_swiglu [{rows}, {k}] x [{k}, {n}] (software variant {software}) differs by {d} of {scale}");
         }
         sgpo::kernels::set_software_adapter(false);
     }
+    norm_linear_heads_match(device, rng).await;
     let (g, u) = (uniform(2 * 3 * 700, 6.0, rng), uniform(2 * 3 * 700, 2.0, rng));
     let (a, b) = both(|| swiglu(tensor(g.clone(), [2, 3, 700], device), tensor(u.clone(), [2, 3, 700], device))).await;
     let d = max_diff(&a, &b);
@@ -143,6 +146,54 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
         eprintln!("cached_attention b{batch} h{heads}/{kv_heads} d{hd} q{len_q} k{len_k}: {d:.1e}");
         assert!(d < 1e-5, "cached_attention [{batch}, {heads}/{kv_heads}, {hd}, q {len_q}, k {len_k}] differs by {d}");
         assert!(a.iter().all(|x| x.is_finite()));
+    }
+}
+
+/// The attention inputs in one dispatch per projection against the norm, projection and
+/// `rope_into` they replace: queries into a fresh tensor, keys (rotated) and values (not) into a
+/// cache at an offset whose other positions must stay as they were; with and without bias;
+/// one and several rows per batch row (prefill-like and decode-like), head sizes 8 and 64, a
+/// pair group that spans heads; both variants (GPU and software adapter).
+async fn norm_linear_heads_match(device: &Device, rng: &mut Rng) {
+    for (batch, len, k, heads, kv_heads, hd, cap, offset, with_bias) in
+        [(2, 3, 50, 3, 1, 8, 12, 5, true), (1, 1, 576, 9, 3, 64, 40, 17, false), (2, 2, 64, 4, 2, 16, 6, 4, true)]
+    {
+        let x = uniform(batch * len * k, 2.0, rng);
+        let norm = RmsNorm { gamma: Param::from_tensor(tensor(uniform(k, 1.5, rng), [k], device)), epsilon: 1e-5 };
+        let proj = |n: usize, rng: &mut Rng| Linear {
+            weight: Param::from_tensor(tensor(uniform(k * n, 0.3, rng), [k, n], device)),
+            bias: with_bias.then(|| Param::from_tensor(tensor(uniform(n, 1.0, rng), [n], device))),
+        };
+        let (wq, wk, wv) = (proj(heads * hd, rng), proj(kv_heads * hd, rng), proj(kv_heads * hd, rng));
+        let table = RopeTable {
+            cos: tensor(uniform(cap * hd / 2, 1.0, rng), [cap, hd / 2], device),
+            sin: tensor(uniform(cap * hd / 2, 1.0, rng), [cap, hd / 2], device),
+        };
+        let cache = uniform(batch * kv_heads * cap * hd, 1.0, rng);
+        for software in [false, true] {
+            sgpo::kernels::set_software_adapter(software);
+            let run = || {
+                let q = Tensor::zeros([batch, heads, len, hd], device);
+                let kc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
+                let vc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
+                let outs = [
+                    HeadsInto { layer: &wq, dst: q, offset: 0, rotate: true },
+                    HeadsInto { layer: &wk, dst: kc, offset, rotate: true },
+                    HeadsInto { layer: &wv, dst: vc, offset, rotate: false },
+                ];
+                let x = tensor(x.clone(), [batch, len, k], device);
+                let [q, kc, vc] = norm_linear_heads(x, &norm, outs, &table, offset);
+                Tensor::cat(vec![q.reshape([-1]), kc.reshape([-1]), vc.reshape([-1])], 0)
+            };
+            let (a, b) = both(run).await;
+            let d = max_diff(&a, &b);
+            eprintln!("norm_linear_heads b{batch} len{len} k{k} h{heads}/{kv_heads} d{hd} (bias {with_bias}, software variant {software}): {d:.1e}");
+            assert!(d < 1e-4, "norm_linear_heads b{batch} len{len} k{k} (software variant {software}) differs by {d}");
+            let q_len = batch * heads * len * hd;
+            let kept = offset * hd;
+            assert_eq!(a[q_len..q_len + kept], cache[..kept], "cache positions before the offset are kept");
+        }
+        sgpo::kernels::set_software_adapter(false);
     }
 }
 
