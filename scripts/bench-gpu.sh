@@ -5,6 +5,8 @@
 #   2. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
 #   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding only);
 #   4. where a decode step's time goes (`sgpo bench --profile`);
+#   5. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m on
+#      wgpu with burn's autotuned matrix products;
 # then one table of wgpu vs CPU. SGPO_BIN names a prebuilt binary (default: the release
 # build); `python3` must have torch and transformers (the lent GPU machines' image has both).
 set -uo pipefail
@@ -22,14 +24,18 @@ for preset in tiny small smollm2-135m; do
   echo "== $preset on our CPU backend" >&2
   "$SGPO_BIN" bench --device cpu --preset "$preset" --steps 1 --json >"$SGPO_BENCH_OUT/$preset-cpu.ours.json"
 done
-SGPO_KERNELS="linear_rows cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training
+SGPO_KERNELS="linear_rows linear_heads linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
+if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
+  echo "== smollm2-135m on wgpu, burn autotune" >&2
+  "$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"
+fi
 python3 - "$SGPO_BENCH_OUT" <<'PY'
 import json, os, sys
 d = sys.argv[1]
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
-    for device in ("wgpu", "cpu"):
+    for device in ("wgpu", "wgpu-autotune", "cpu"):
         path = f"{d}/{preset}-{device}.ours.json"
         if not os.path.exists(path):
             continue

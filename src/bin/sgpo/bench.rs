@@ -103,6 +103,8 @@ struct Report {
     kernels: bool,
     /// The kernels switched off one by one (`--no-kernel`).
     kernels_off: Vec<&'static str>,
+    /// Whether this binary was built with burn's autotuned kernels (`--features autotune`).
+    autotune: bool,
     batch_size: usize,
     seq_len: usize,
     sft_step_s: Option<f64>,
@@ -223,6 +225,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         lora: lora_kind,
         kernels: !args.no_kernels,
         kernels_off: args.no_kernel.iter().map(|k| k.name()).collect(),
+        autotune: cfg!(feature = "autotune"),
         batch_size: args.batch_size,
         seq_len,
         sft_step_s: sft.as_ref().map(|c| c.step_s),
@@ -265,7 +268,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64));
     println!(
-        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, WGSL kernels {}), batch {} x {} tokens",
+        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, WGSL kernels {}{}), batch {} x {} tokens",
         report.preset,
         report.parameters,
         report.trainable_parameters,
@@ -275,6 +278,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             (true, true) => "on".to_string(),
             (true, false) => format!("on but {}", report.kernels_off.join(", ")),
         },
+        if report.autotune { ", burn autotune" } else { "" },
         report.batch_size,
         report.seq_len
     );
