@@ -202,7 +202,8 @@ impl InferenceOps for Cube {
     }
 }
 
-/// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`) takes `rows` rows of `x`.
+/// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`, `linear_heads`) takes `rows` rows
+/// of `x`.
 fn few_rows_apply(kernel: Kernel, x: &Tensor<3>, rows: usize) -> bool {
     let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
     applies_forward(kernel, x) && rows <= max_rows
