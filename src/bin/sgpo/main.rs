@@ -56,6 +56,7 @@ enum Command {
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {
     use clap::Parser;
+    keep_freed_memory();
     match Cli::parse().command {
         Command::Sft(args) => sft::run(args),
         Command::Train(args) => train::run(args),
@@ -65,6 +66,29 @@ fn main() -> anyhow::Result<()> {
         Command::Tokenizer { command } => inspect::tokenizer(command),
         Command::Bench(args) => bench::run(args),
         Command::Experiment(args) => experiment::run(args),
+    }
+}
+
+/// Have glibc's allocator reuse freed memory instead of handing it back to the kernel: the CPU
+/// backend allocates a fresh tensor per op, and by default every one above glibc's (adaptive)
+/// mmap threshold, or freed at the top of the heap, comes back as new pages the kernel must
+/// fault in and zero. Measured with `sgpo bench --device cpu --no-generation` (README,
+/// performance): `small` 8 x 160, SFT step 0.21 -> 0.18-0.19 s, DPO 0.51-0.54 -> 0.37-0.39 s;
+/// `smollm2-135m` 2 x 128, SFT 2.54-2.69 -> 2.03-2.15 s, DPO 3.97-4.37 -> 3.56-3.79 s; peak
+/// resident memory 3-6% higher.
+#[cfg(not(target_arch = "wasm32"))]
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // No allocation is mapped on its own (glibc's mallopt caps the mmap threshold at 32 MiB,
+        // below a real model's larger tensors, so mapping is switched off instead), and the
+        // heap keeps what is freed.
+        // SAFETY: mallopt only changes the allocator's tuning parameters; called before any
+        // other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
     }
 }
 
