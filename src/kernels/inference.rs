@@ -119,10 +119,7 @@ pub trait InferenceOps: Backend {
 impl InferenceOps for Cube {
     fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, residual: CubeTensor, has_residual: bool) -> CubeTensor {
         let (x, weight) = (into_contiguous(x), into_contiguous(weight));
-        // An absent bias or residual still needs a buffer of its own: WebGPU rejects one buffer
-        // bound twice where either binding is writable.
-        let bias = if has_bias { into_contiguous(bias) } else { empty(&x, Shape::new([1]), DType::F32) };
-        let residual = if has_residual { into_contiguous(residual) } else { empty(&x, Shape::new([1]), DType::F32) };
+        let (bias, residual) = (bound_or_own(bias, has_bias, &x), bound_or_own(residual, has_residual, &x));
         let [rows, k] = x.meta.shape().dims::<2>();
         let n = weight.meta.shape().dims::<2>()[1];
         let out = empty(&x, Shape::new([rows, n]), DType::F32);
@@ -145,7 +142,7 @@ impl InferenceOps for Cube {
 
     fn linear_heads(dst: CubeTensor, x: CubeTensor, gamma: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, cos: CubeTensor, sin: CubeTensor, at: HeadsAt) -> CubeTensor {
         let (dst, x, gamma, weight) = (into_contiguous(dst), into_contiguous(x), into_contiguous(gamma), into_contiguous(weight));
-        let bias = if has_bias { into_contiguous(bias) } else { empty(&x, Shape::new([1]), DType::F32) };
+        let bias = bound_or_own(bias, has_bias, &x);
         let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
         let [batch, _, capacity, head_dim] = dst.meta.shape().dims::<4>();
         let [rows, k] = x.meta.shape().dims::<2>();
@@ -202,6 +199,22 @@ impl InferenceOps for Cube {
     }
 }
 
+/// What a kernel binds for an optional input: the tensor when `present`, else a buffer of its
+/// own beside `like` (WebGPU rejects one buffer bound twice where either binding is writable,
+/// so the placeholder the caller passed cannot be bound).
+fn bound_or_own(input: CubeTensor, present: bool, like: &CubeTensor) -> CubeTensor {
+    if present { into_contiguous(input) } else { empty(like, Shape::new([1]), DType::F32) }
+}
+
+/// An optional input as the extension ops take it: the tensor and `true`, or `placeholder` and
+/// `false` (the kernel then binds a buffer of its own, [`bound_or_own`]).
+fn optional_input<const D: usize>(input: Option<Tensor<D>>, placeholder: &Tensor<2>) -> (FloatTensor<Dispatch>, bool) {
+    match input {
+        Some(t) => (t.into_dispatch(), true),
+        None => (placeholder.clone().into_dispatch(), false),
+    }
+}
+
 /// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`, `linear_heads`) takes `rows` rows
 /// of `x`.
 fn few_rows_apply(kernel: Kernel, x: &Tensor<3>, rows: usize) -> bool {
@@ -226,15 +239,8 @@ fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>
     if few_rows_apply(Kernel::LinearRows, &x, b * t) {
         let weight = layer.weight.val();
         let n = weight.dims()[1];
-        // Absent bias and residual are not bound: the kernel takes buffers of its own.
-        let (bias, has_bias) = match &layer.bias {
-            Some(bias) => (bias.val().into_dispatch(), true),
-            None => (weight.clone().into_dispatch(), false),
-        };
-        let (residual, has_residual) = match residual {
-            Some(r) => (r.reshape([b * t, n]).into_dispatch(), true),
-            None => (weight.clone().into_dispatch(), false),
-        };
+        let (bias, has_bias) = optional_input(layer.bias.as_ref().map(|b| b.val()), &weight);
+        let (residual, has_residual) = optional_input(residual.map(|r| r.reshape([b * t, n])), &weight);
         let x = x.reshape([b * t, k]).into_dispatch();
         let out = <Dispatch as InferenceOps>::linear_rows(x, weight.into_dispatch(), bias, has_bias, residual, has_residual);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
@@ -293,10 +299,7 @@ pub fn norm_linear_heads<const N: usize>(x: Tensor<3>, norm: &RmsNorm, outs: [He
         let rows = x.reshape([b * t, k]);
         return outs.map(|out| {
             let weight = out.layer.weight.val();
-            let (bias, has_bias) = match &out.layer.bias {
-                Some(bias) => (bias.val().into_dispatch(), true),
-                None => (weight.clone().into_dispatch(), false),
-            };
+            let (bias, has_bias) = optional_input(out.layer.bias.as_ref().map(|b| b.val()), &weight);
             let at = HeadsAt { offset: out.offset, pos_start, rotate: out.rotate, eps: norm.epsilon as f32 };
             Tensor::from_dispatch(<Dispatch as InferenceOps>::linear_heads(
                 out.dst.into_dispatch(),
