@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{autodiff, clip_grad_norm, load_optimizer};
+use super::optim::{autodiff, clip_grads, grad_squares, load_optimizer};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
 use crate::error::{Error, Result};
@@ -132,28 +132,33 @@ impl PreferenceTrainer {
         }
         let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.dpo_optim.grad_clip).await?;
-        let loss = readback::scalar(loss.detach()).await?;
+        // Everything the step reports, in one read: the step's only wait for the device.
+        let loss = loss.detach().inner();
+        let squares = grad_squares(&self.model, &grads, &loss.device());
+        let reported = vec![loss, squares, rewards_chosen.inner(), rewards_rejected.inner(), policy_chosen.inner(), policy_rejected.inner()];
+        let read = readback::floats(Tensor::cat(reported, 0)).await?;
+        let (loss, grad_norm) = (read[0], read[1].sqrt());
         Error::check_finite("dpo", self.step + 1, loss, grad_norm)?;
+        clip_grads(&self.model, &mut grads, grad_norm, self.config.dpo_optim.grad_clip);
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.step += 1;
 
+        let per_pair = |i: usize| &read[2 + i * n..2 + (i + 1) * n];
+        let (rc, rr, policy_chosen, policy_rejected) = (per_pair(0), per_pair(1), per_pair(2), per_pair(3));
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
-        let rc = readback::floats(rewards_chosen).await?;
-        let rr = readback::floats(rewards_rejected).await?;
-        let margins: Vec<f32> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
+        let margins: Vec<f32> = rc.iter().zip(rr).map(|(c, r)| c - r).collect();
         let accuracy: Vec<f32> = margins.iter().map(|m| if *m > 0.0 { 1.0 } else { 0.0 }).collect();
         Ok(DpoStep {
             stage: "dpo".into(),
             iteration,
             step: self.step,
             loss,
-            rewards_chosen: mean(&rc),
-            rewards_rejected: mean(&rr),
+            rewards_chosen: mean(rc),
+            rewards_rejected: mean(rr),
             rewards_margins: mean(&margins),
             rewards_accuracies: mean(&accuracy),
-            logps_chosen: mean(&readback::floats(policy_chosen).await?),
-            logps_rejected: mean(&readback::floats(policy_rejected).await?),
+            logps_chosen: mean(policy_chosen),
+            logps_rejected: mean(policy_rejected),
             grad_norm,
             lr,
             tokens,
@@ -166,8 +171,52 @@ impl PreferenceTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Module;
     use crate::config::ModelConfig;
     use burn::tensor::Int;
+
+    /// A step reports what it computed before its update, read back in one piece: the policy's
+    /// log-probs, the implicit rewards against the pairs' reference log-probs, and the sigmoid
+    /// loss over them, each checked against the same quantities worked out on the host.
+    #[test]
+    fn a_step_reports_its_rewards_and_loss() {
+        let device = Device::flex();
+        let tok = Tokenizer::train_on(&crate::data::tasks::generate(100, 1), 150).unwrap();
+        let model = ModelConfig::tiny(tok.vocab_size()).init(5, &autodiff(&device));
+        let pairs = vec![
+            PreferencePair { prompt: "add: 1 + 2".into(), chosen: "3".into(), rejected: "4 5".into() },
+            PreferencePair { prompt: "last word: cat dog".into(), chosen: "dog".into(), rejected: "cat".into() },
+            PreferencePair { prompt: "add: 2 + 2".into(), chosen: "4".into(), rejected: "5 6 7".into() },
+        ];
+        let policy = pollster::block_on(score_pairs(&model.valid(), &tok, &pairs, false, 128, &device)).unwrap();
+        // References away from the policy, so that the rewards differ from pair to pair in sign.
+        let shifts = [(-1.0, 0.5), (0.75, -0.25), (0.2, 0.1)];
+        let scored: Vec<ScoredPair> = policy
+            .iter()
+            .zip(shifts)
+            .map(|(p, (c, r))| ScoredPair { reference_chosen: p.reference_chosen + c, reference_rejected: p.reference_rejected + r, ..p.clone() })
+            .collect();
+        let config = SgpoConfig::default();
+        let beta = config.beta as f32;
+        let mut trainer = PreferenceTrainer::new(model, config, tok.special.pad, &device);
+        let refs: Vec<&ScoredPair> = scored.iter().collect();
+        let step = pollster::block_on(trainer.step(&refs, &[], 1)).unwrap();
+
+        let n = pairs.len() as f32;
+        let mean = |f: &dyn Fn(usize) -> f32| (0..pairs.len()).map(f).sum::<f32>() / n;
+        let chosen = |i: usize| beta * (policy[i].reference_chosen - scored[i].reference_chosen);
+        let rejected = |i: usize| beta * (policy[i].reference_rejected - scored[i].reference_rejected);
+        let close = |what: &str, got: f32, expected: f32| assert!((got - expected).abs() < 1e-4, "{what}: {got} vs {expected}");
+        close("logps/chosen", step.logps_chosen, mean(&|i| policy[i].reference_chosen));
+        close("logps/rejected", step.logps_rejected, mean(&|i| policy[i].reference_rejected));
+        close("rewards/chosen", step.rewards_chosen, mean(&chosen));
+        close("rewards/rejected", step.rewards_rejected, mean(&rejected));
+        close("rewards/margins", step.rewards_margins, mean(&|i| chosen(i) - rejected(i)));
+        close("rewards/accuracies", step.rewards_accuracies, mean(&|i| if chosen(i) > rejected(i) { 1.0 } else { 0.0 }));
+        close("loss", step.loss, mean(&|i| (1.0 + (rejected(i) - chosen(i)).exp()).ln()));
+        assert!(step.rewards_accuracies > 0.0 && step.rewards_accuracies < 1.0, "the shifts make some pairs right, some wrong");
+        assert!(step.grad_norm.is_finite() && step.grad_norm > 0.0);
+    }
 
     /// A pair's reference log-prob is the sum of its response tokens' log-probs under the
     /// model (recomputed here on the host from the raw logits); IPO's length normalisation

@@ -10,7 +10,6 @@ use crate::checkpoint::OPTIMIZER_FILE;
 use crate::config::OptimConfig;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::readback;
 
 /// The device gradients are recorded on: the one place a trainer turns `device` into burn's
 /// autodiff device (the same device when it already is one).
@@ -66,17 +65,19 @@ impl ModuleVisitor for ScaleGrads<'_> {
     }
 }
 
-/// Clip the gradients to a global L2 norm of `max_norm` (0: no clipping); returns the norm
-/// before clipping.
-pub async fn clip_grad_norm(model: &Model, grads: &mut GradientsParams, max_norm: f32) -> Result<f32> {
+/// The sum of every gradient's squares, `[1]` on the device (0 without gradients): the square
+/// of the global L2 norm, left on the device so a step reads it back together with its loss.
+pub fn grad_squares(model: &Model, grads: &GradientsParams, device: &Device) -> Tensor<1> {
     let mut squares = GradSquares { grads, total: None };
     model.visit(&mut squares);
-    let Some(total) = squares.total else { return Ok(0.0) };
-    let norm = readback::scalar(total).await?.sqrt();
+    squares.total.unwrap_or_else(|| Tensor::zeros([1], device))
+}
+
+/// Clip the gradients, whose global L2 norm is `norm`, to a norm of `max_norm` (0: no clipping).
+pub fn clip_grads(model: &Model, grads: &mut GradientsParams, norm: f32, max_norm: f32) {
     if max_norm > 0.0 && norm > max_norm {
         model.visit(&mut ScaleGrads { grads, scale: max_norm / (norm + 1e-6) });
     }
-    Ok(norm)
 }
 
 /// A saved optimiser state (`optimizer.safetensors`), which a resumed run needs: AdamW's moments

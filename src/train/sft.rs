@@ -5,11 +5,11 @@
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use super::objective::{sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{autodiff, clip_grad_norm, load_optimizer};
+use super::optim::{autodiff, clip_grads, grad_squares, load_optimizer};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::config::{RunConfig, SftConfig};
 use crate::data::{Batch, Example, TokenSeq, Tokenizer, policy_seqs};
@@ -129,12 +129,13 @@ impl SftRun {
         self.state.step >= self.config.steps
     }
 
-    /// One optimiser step over `grad_accum` micro-batches.
+    /// One optimiser step over `grad_accum` micro-batches. Its loss and gradient norm come back
+    /// from the device in one read, the step's only wait for the device.
     pub async fn step(&mut self) -> Result<TrainStep> {
         let started = now_seconds();
         let lr = self.config.optim.lr_at(self.state.step, self.config.steps);
         let mut accumulated = GradientsAccumulator::<Model>::new();
-        let (mut loss_sum, mut tokens) = (0.0, 0);
+        let (mut loss_sum, mut tokens) = (Tensor::<1>::zeros([1], &self.device), 0);
         for _ in 0..self.config.grad_accum {
             let indices = self.next_indices();
             let seqs: Vec<&TokenSeq> = indices.iter().map(|&i| &self.seqs[i]).collect();
@@ -145,11 +146,15 @@ impl SftRun {
                 .div_scalar(self.config.grad_accum as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulated.accumulate(&self.model, grads);
-            loss_sum += readback::scalar(loss.detach()).await?;
+            loss_sum = loss_sum + loss.detach();
         }
         let mut grads = accumulated.grads();
-        let grad_norm = clip_grad_norm(&self.model, &mut grads, self.config.optim.grad_clip).await?;
+        let loss_sum = loss_sum.inner();
+        let squares = grad_squares(&self.model, &grads, &loss_sum.device());
+        let read = readback::floats(Tensor::cat(vec![loss_sum, squares], 0)).await?;
+        let (loss_sum, grad_norm) = (read[0], read[1].sqrt());
         Error::check_finite(&self.stage, self.state.step + 1, loss_sum, grad_norm)?;
+        clip_grads(&self.model, &mut grads, grad_norm, self.config.optim.grad_clip);
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.state.step += 1;
         Ok(TrainStep {
