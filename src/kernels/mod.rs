@@ -2,6 +2,7 @@
 //! behind a function that falls back to the plain burn composition on other backends (and
 //! when switched off, to measure what a kernel buys).
 
+mod adamw;
 mod inference;
 mod launch;
 mod sample;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::tensor::Device;
 
+pub use adamw::{AdamWRule, adamw};
 pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
@@ -27,10 +29,11 @@ pub enum Kernel {
     RopeInto,
     CachedAttention,
     Sample,
+    Adamw,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Self::TokenLogprobs,
         Self::LinearRows,
         Self::LinearSwiglu,
@@ -40,6 +43,7 @@ impl Kernel {
         Self::RopeInto,
         Self::CachedAttention,
         Self::Sample,
+        Self::Adamw,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Kernel {
             Self::RopeInto => "rope_into",
             Self::CachedAttention => "cached_attention",
             Self::Sample => "sample",
+            Self::Adamw => "adamw",
         }
     }
 }

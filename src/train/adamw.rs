@@ -18,6 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::config::OptimConfig;
 use crate::error::{Error, Result};
+use crate::kernels::{self, AdamWRule};
 use crate::model::NamedTensor;
 use crate::model::export::safetensors_with;
 
@@ -125,22 +126,24 @@ impl ModuleMapper for Update<'_> {
             let n = shape.num_elements();
             let grad = grad.reshape([n]);
             let on_device = |t: Tensor<1>| if t.device() == grad.device() { t } else { t.to_device(&grad.device()) };
-            let state = match moments.remove(&path) {
-                Some(m) => Moments {
-                    first: on_device(m.first).mul_scalar(beta1).add(grad.clone().mul_scalar(1.0 - beta1)),
-                    second: on_device(m.second).mul_scalar(beta2).add(grad.square().mul_scalar(1.0 - beta2)),
-                    time: m.time + 1,
-                },
-                None => Moments { first: grad.clone().mul_scalar(1.0 - beta1), second: grad.square().mul_scalar(1.0 - beta2), time: 1 },
+            // A parameter's first update starts from zero moments, which is the rule's own start.
+            let (first, second, time) = match moments.remove(&path) {
+                Some(m) => (on_device(m.first), on_device(m.second), m.time + 1),
+                None => (Tensor::zeros([n], &grad.device()), Tensor::zeros([n], &grad.device()), 1),
             };
-            let first = state.first.clone().div_scalar(1.0 - beta1.powi(state.time));
-            let second = state.second.clone().div_scalar(1.0 - beta2.powi(state.time));
-            let delta = first.div(second.sqrt().add_scalar(EPSILON));
-            moments.insert(path, state);
-            let weights = tensor.inner().reshape([n]);
             let decay = if D == 1 { 0.0 } else { lr * weight_decay as f64 };
-            let weights = if decay == 0.0 { weights } else { weights.mul_scalar(1.0 - decay) };
-            let updated = Tensor::from_inner((weights - delta.mul_scalar(lr)).reshape(shape));
+            let rule = AdamWRule {
+                beta1,
+                beta2,
+                lr: lr as f32,
+                keep: (1.0 - decay) as f32,
+                bias1: 1.0 - beta1.powi(time),
+                bias2: 1.0 - beta2.powi(time),
+                eps: EPSILON,
+            };
+            let (weights, first, second) = kernels::adamw(tensor.inner().reshape([n]), grad, first, second, rule);
+            moments.insert(path, Moments { first, second, time });
+            let updated = Tensor::from_inner(weights.reshape(shape));
             if require_grad { updated.require_grad() } else { updated }
         })
     }

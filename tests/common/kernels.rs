@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{HeadsInto, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -18,6 +18,7 @@ pub async fn all_match(device: &Device) {
     token_logprobs_match(device, &mut rng).await;
     inference_kernels_match(device, &mut rng).await;
     sampler_matches_the_host(device, &mut rng).await;
+    adamw_matches(device, &mut rng).await;
 }
 
 fn uniform(n: usize, scale: f32, rng: &mut Rng) -> Vec<f32> {
@@ -238,6 +239,35 @@ async fn sampler_matches_the_host(device: &Device, rng: &mut Rng) {
         }
     }
     eprintln!("sampler: GPU and host drew the same ids");
+}
+
+/// AdamW's one-pass update against the rule in burn ops: the weight and both moments after
+/// it, with decay and without, at a first step (large bias corrections) and a later one, for
+/// sizes below, at and above a workgroup and past one grid row of workgroups.
+async fn adamw_matches(device: &Device, rng: &mut Rng) {
+    for (n, keep, step) in [(7, 1.0, 1), (256, 0.999, 3), (1000, 0.99, 1), (16_777_500, 0.999, 50)] {
+        let (w, g, m) = (uniform(n, 1.0, rng), uniform(n, 0.1, rng), uniform(n, 0.01, rng));
+        let v: Vec<f32> = uniform(n, 1e-4, rng).iter().map(|x| x.abs()).collect();
+        let (beta1, beta2) = (0.9f32, 0.999f32);
+        let rule = AdamWRule { beta1, beta2, lr: 3e-4, keep, bias1: 1.0 - beta1.powi(step), bias2: 1.0 - beta2.powi(step), eps: 1e-8 };
+        let mut outs = Vec::new();
+        for kernels in [true, false] {
+            sgpo::kernels::set_enabled(kernels);
+            let t = |values: &Vec<f32>| tensor(values.clone(), [n], device);
+            outs.push(adamw(t(&w), t(&g), t(&m), t(&v), rule));
+        }
+        sgpo::kernels::set_enabled(true);
+        let (plain, fused) = (outs.pop().unwrap(), outs.pop().unwrap());
+        let (dw, dm, dv) = (
+            max_diff(&host(fused.0).await, &host(plain.0.clone()).await),
+            max_diff(&host(fused.1).await, &host(plain.1).await),
+            max_diff(&host(fused.2).await, &host(plain.2).await),
+        );
+        eprintln!("adamw, {n} values, keep {keep}, step {step}: weight differs by {dw:.1e}, moments by {dm:.1e} / {dv:.1e}");
+        assert!(dw < 1e-6 && dm < 1e-7 && dv < 1e-9, "adamw, {n} values: weight {dw}, first {dm}, second {dv}");
+        let moved = max_diff(&host(plain.0).await, &w);
+        assert!(moved > 1e-5, "the update moved the weights ({moved})");
+    }
 }
 
 /// The fused log-softmax + gather (forward: log-probs; backward: the logits' gradient under a
