@@ -43,6 +43,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let v = beta2 * second[i] + (1.0 - beta2) * (g * g);
     first_out[i] = m;
     second_out[i] = v;
-    let step = (m / bitcast<f32>(params.bias1_bits)) / (sqrt(v / bitcast<f32>(params.bias2_bits)) + bitcast<f32>(params.eps_bits));
-    weight_out[i] = weight[i] * bitcast<f32>(params.keep_bits) - step * bitcast<f32>(params.lr_bits);
+    let delta = (m / bitcast<f32>(params.bias1_bits)) / (sqrt(v / bitcast<f32>(params.bias2_bits)) + bitcast<f32>(params.eps_bits));
+    weight_out[i] = weight[i] * bitcast<f32>(params.keep_bits) - delta * bitcast<f32>(params.lr_bits);
 }

@@ -128,7 +128,12 @@ impl ModuleMapper for Update<'_> {
             let on_device = |t: Tensor<1>| if t.device() == grad.device() { t } else { t.to_device(&grad.device()) };
             // A parameter's first update starts from zero moments, which is the rule's own start.
             let (first, second, time) = match moments.remove(&path) {
-                Some(m) => (on_device(m.first), on_device(m.second), m.time + 1),
+                Some(m) => {
+                    // The kernel reads as many moments as the weight has values, unchecked.
+                    let saved = (m.first.dims()[0], m.second.dims()[0]);
+                    assert_eq!(saved, (n, n), "the optimiser state of {path} has {saved:?} moments for {n} weights");
+                    (on_device(m.first), on_device(m.second), m.time + 1)
+                }
                 None => (Tensor::zeros([n], &grad.device()), Tensor::zeros([n], &grad.device()), 1),
             };
             let decay = if D == 1 { 0.0 } else { lr * weight_decay as f64 };
@@ -161,6 +166,45 @@ mod tests {
     struct Two {
         gain: Param<Tensor<1>>,
         weight: Param<Tensor<2>>,
+    }
+
+    /// Two updates with constant gradients follow the rule worked out by hand: moments, bias
+    /// corrections by step count, decay on the matrix only.
+    #[test]
+    fn two_steps_follow_the_rule() {
+        let device = autodiff(&Device::flex());
+        let mut two = Two {
+            gain: Param::from_tensor(Tensor::<1>::ones([3], &device).require_grad()),
+            weight: Param::from_tensor(Tensor::<2>::ones([2, 3], &device).require_grad()),
+        };
+        let config = OptimConfig { weight_decay: 0.5, ..OptimConfig::default() };
+        let (b1, b2, lr, wd) = (config.beta1, config.beta2, 0.1f32, 0.5f32);
+        let mut optim = AdamW::new(&config);
+        // d loss / d gain = 2, d loss / d weight = -3, at every step.
+        let (mut gain, mut weight, mut m, mut v) = ([1.0f32; 2], [1.0f32; 2], [0.0f32; 2], [0.0f32; 2]);
+        for step in 1..=2 {
+            let loss = two.gain.val().sum().mul_scalar(2.0) + two.weight.val().sum().mul_scalar(-3.0);
+            let grads = GradientsParams::from_grads(loss.backward(), &two);
+            two = optim.step(lr as f64, two, grads);
+            for (i, g) in [2.0f32, -3.0].into_iter().enumerate() {
+                m[i] = b1 * m[i] + (1.0 - b1) * g;
+                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                let delta = (m[i] / (1.0 - b1.powi(step))) / ((v[i] / (1.0 - b2.powi(step))).sqrt() + EPSILON);
+                if i == 0 {
+                    gain[0] -= lr * delta;
+                } else {
+                    weight[0] = weight[0] * (1.0 - lr * wd) - lr * delta;
+                }
+            }
+        }
+        let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        for got in values(two.gain.val()) {
+            assert!((got - gain[0]).abs() < 1e-6, "gain {got} vs {}", gain[0]);
+        }
+        for got in values(two.weight.val().reshape([6])) {
+            assert!((got - weight[0]).abs() < 1e-6, "weight {got} vs {}", weight[0]);
+        }
+        assert!(gain[0] < 0.81 && weight[0] > 1.09, "both moved by about 2 lr, in opposite directions");
     }
 
     /// With a zero gradient the update is decay alone: the matrix shrinks by `1 - lr wd`, the

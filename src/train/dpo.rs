@@ -137,6 +137,7 @@ impl PreferenceTrainer {
         let squares = grad_squares(&self.model, &grads, &loss.device());
         let reported = vec![loss, squares, rewards_chosen.inner(), rewards_rejected.inner(), policy_chosen.inner(), policy_rejected.inner()];
         let read = readback::floats(Tensor::cat(reported, 0)).await?;
+        debug_assert_eq!(read.len(), 2 + 4 * n, "loss, squares, then four values per pair");
         let (loss, grad_norm) = (read[0], read[1].sqrt());
         Error::check_finite("dpo", self.step + 1, loss, grad_norm)?;
         clip_grads(&self.model, &mut grads, grad_norm, self.config.dpo_optim.grad_clip);
