@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{autodiff, clip_grads, grad_squares, load_optimizer};
+use super::optim::{autodiff, load_optimizer, read_and_clip};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::{DpoStep, now_seconds, rate};
 use crate::model::Model;
 use crate::readback;
@@ -132,19 +132,15 @@ impl PreferenceTrainer {
         }
         let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        // Everything the step reports, in one read: the step's only wait for the device.
-        let loss = loss.detach().inner();
-        let squares = grad_squares(&self.model, &grads, &loss.device());
-        let reported = vec![loss, squares, rewards_chosen.inner(), rewards_rejected.inner(), policy_chosen.inner(), policy_rejected.inner()];
-        let read = readback::floats(Tensor::cat(reported, 0)).await?;
-        debug_assert_eq!(read.len(), 2 + 4 * n, "loss, squares, then four values per pair");
-        let (loss, grad_norm) = (read[0], read[1].sqrt());
-        Error::check_finite("dpo", self.step + 1, loss, grad_norm)?;
-        clip_grads(&self.model, &mut grads, grad_norm, self.config.dpo_optim.grad_clip);
+        let per_pair_values = vec![rewards_chosen, rewards_rejected, policy_chosen, policy_rejected];
+        let max_norm = self.config.dpo_optim.grad_clip;
+        let (loss, grad_norm, read) =
+            read_and_clip(&self.model, &mut grads, loss.detach(), per_pair_values, max_norm, ("dpo", self.step + 1)).await?;
+        debug_assert_eq!(read.len(), 4 * n, "four values per pair");
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.step += 1;
 
-        let per_pair = |i: usize| &read[2 + i * n..2 + (i + 1) * n];
+        let per_pair = |i: usize| &read[i * n..(i + 1) * n];
         let (rc, rr, policy_chosen, policy_rejected) = (per_pair(0), per_pair(1), per_pair(2), per_pair(3));
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
         let margins: Vec<f32> = rc.iter().zip(rr).map(|(c, r)| c - r).collect();

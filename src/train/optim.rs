@@ -10,6 +10,7 @@ use crate::checkpoint::OPTIMIZER_FILE;
 use crate::config::OptimConfig;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::readback;
 
 /// The device gradients are recorded on: the one place a trainer turns `device` into burn's
 /// autodiff device (the same device when it already is one).
@@ -65,19 +66,31 @@ impl ModuleVisitor for ScaleGrads<'_> {
     }
 }
 
-/// The sum of every gradient's squares, `[1]` on the device (0 without gradients): the square
-/// of the global L2 norm, left on the device so a step reads it back together with its loss.
-pub fn grad_squares(model: &Model, grads: &GradientsParams, device: &Device) -> Tensor<1> {
+/// What a step reports, read back from the device in one piece (the step's only wait for it):
+/// its `loss`, the gradients' global L2 norm, then the values of `also`. A step whose loss or
+/// norm is not finite is refused (named by `stage` and `step`) before anything is applied;
+/// otherwise the gradients are clipped to a norm of `max_norm` (0: no clipping).
+pub async fn read_and_clip(
+    model: &Model,
+    grads: &mut GradientsParams,
+    loss: Tensor<1>,
+    also: Vec<Tensor<1>>,
+    max_norm: f32,
+    (stage, step): (&str, usize),
+) -> Result<(f32, f32, Vec<f32>)> {
+    let loss = loss.inner();
     let mut squares = GradSquares { grads, total: None };
     model.visit(&mut squares);
-    squares.total.unwrap_or_else(|| Tensor::zeros([1], device))
-}
-
-/// Clip the gradients, whose global L2 norm is `norm`, to a norm of `max_norm` (0: no clipping).
-pub fn clip_grads(model: &Model, grads: &mut GradientsParams, norm: f32, max_norm: f32) {
+    let squares = squares.total.unwrap_or_else(|| Tensor::zeros([1], &loss.device()));
+    let reported = [loss, squares].into_iter().chain(also.into_iter().map(|t| t.inner())).collect();
+    let mut read = readback::floats(Tensor::cat(reported, 0)).await?;
+    let also = read.split_off(2);
+    let (loss, norm) = (read[0], read[1].sqrt());
+    Error::check_finite(stage, step, loss, norm)?;
     if max_norm > 0.0 && norm > max_norm {
         model.visit(&mut ScaleGrads { grads, scale: max_norm / (norm + 1e-6) });
     }
+    Ok((loss, norm, also))
 }
 
 /// A saved optimiser state (`optimizer.safetensors`), which a resumed run needs: AdamW's moments

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::objective::{sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{autodiff, clip_grads, grad_squares, load_optimizer};
+use super::optim::{autodiff, load_optimizer, read_and_clip};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::config::{RunConfig, SftConfig};
 use crate::data::{Batch, Example, TokenSeq, Tokenizer, policy_seqs};
@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::metrics::{TrainStep, now_seconds, rate};
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel, model_bytes};
-use crate::readback;
 use crate::rng::Rng;
 
 pub struct SftRun {
@@ -149,12 +148,9 @@ impl SftRun {
             loss_sum = loss_sum + loss.detach();
         }
         let mut grads = accumulated.grads();
-        let loss_sum = loss_sum.inner();
-        let squares = grad_squares(&self.model, &grads, &loss_sum.device());
-        let read = readback::floats(Tensor::cat(vec![loss_sum, squares], 0)).await?;
-        let (loss_sum, grad_norm) = (read[0], read[1].sqrt());
-        Error::check_finite(&self.stage, self.state.step + 1, loss_sum, grad_norm)?;
-        clip_grads(&self.model, &mut grads, grad_norm, self.config.optim.grad_clip);
+        let max_norm = self.config.optim.grad_clip;
+        let (loss_sum, grad_norm, _) =
+            read_and_clip(&self.model, &mut grads, loss_sum, Vec::new(), max_norm, (&self.stage, self.state.step + 1)).await?;
         self.model = self.optim.step(lr, self.model.clone(), grads);
         self.state.step += 1;
         Ok(TrainStep {
