@@ -1,4 +1,5 @@
 // One AdamW update of one parameter, elementwise, in one pass (the rule is src/train/adamw.rs'):
+//   grad   = grad grad_scale (global-norm clipping's factor, 1 within bounds)
 //   first  = beta1 first  + (1 - beta1) grad
 //   second = beta2 second + (1 - beta2) grad^2
 //   weight = weight keep - lr (first / bias1) / (sqrt(second / bias2) + eps)
@@ -24,7 +25,7 @@ struct Params {
     bias1_bits: u32,
     bias2_bits: u32,
     eps_bits: u32,
-    _unused0: u32,
+    grad_scale_bits: u32,
     _unused1: u32,
     _unused2: u32,
 };
@@ -38,7 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let beta1 = bitcast<f32>(params.beta1_bits);
     let beta2 = bitcast<f32>(params.beta2_bits);
-    let g = grad[i];
+    let g = grad[i] * bitcast<f32>(params.grad_scale_bits);
     let m = beta1 * first[i] + (1.0 - beta1) * g;
     let v = beta2 * second[i] + (1.0 - beta2) * (g * g);
     first_out[i] = m;

@@ -109,6 +109,12 @@ pub fn is_gpu(device: &Device) -> bool {
     matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Cube(d) if d.runtime() == RuntimeId::Wgpu)
 }
 
+/// Whether tensors on `device` live on burn's CPU backend (Flex), where our kernels' CPU twins
+/// apply.
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
 /// Refuse a model whose largest tensor cannot be bound on this device, before anything is
 /// allocated: the alternative is a validation error deep inside a kernel launch.
 pub fn check_buffer_limits(model: &str, config: &crate::config::ModelConfig, batch_size: usize, seq_len: usize, limits: BufferLimits) -> Result<()> {

@@ -1,18 +1,24 @@
-//! AdamW's update of one parameter in one pass (`shaders/adamw.wgsl`). burn's ops take about a
-//! dozen dispatches per parameter for it, so a SmolLM2 step's optimiser alone issued thousands.
+//! AdamW's update of one parameter in one pass (`shaders/adamw.wgsl` on wgpu, a threaded loop
+//! on the CPU backend), and the gradients' squared sum for clipping in one pass on the CPU.
+//! burn's ops take about a dozen passes per parameter for the update, so a SmolLM2 step's
+//! optimiser alone issued thousands of dispatches, and on the CPU a dozen single-threaded passes
+//! over 135M values.
 
+use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
+use burn::backend::{Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
+use super::host::{f32_values, for_each_chunk3, owned_f32, sum_chunks, values_mut};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
-use super::{Kernel, applies_forward};
+use super::{Kernel, applies_forward, applies_on_cpu};
 
 const ADAMW: Wgsl = Wgsl { name: "adamw", source: include_str!("../../shaders/adamw.wgsl"), defines: &[] };
 
 /// One update's numbers: `keep` is `1 - lr weight_decay` (1 where nothing decays), `biasN` is
-/// `1 - betaN^step`.
+/// `1 - betaN^step`, and the gradient is multiplied by `grad_scale` first (global-norm
+/// clipping's factor, 1 when the norm is within bounds).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWRule {
     pub beta1: f32,
@@ -22,9 +28,22 @@ pub struct AdamWRule {
     pub bias1: f32,
     pub bias2: f32,
     pub eps: f32,
+    pub grad_scale: f32,
 }
 
-#[backend_extension(Cube)]
+impl AdamWRule {
+    /// The new weight and moments of one value.
+    #[inline(always)]
+    fn apply(&self, weight: f32, grad: f32, first: f32, second: f32) -> (f32, f32, f32) {
+        let g = grad * self.grad_scale;
+        let m = self.beta1 * first + (1.0 - self.beta1) * g;
+        let v = self.beta2 * second + (1.0 - self.beta2) * (g * g);
+        let delta = (m / self.bias1) / ((v / self.bias2).sqrt() + self.eps);
+        (weight * self.keep - delta * self.lr, m, v)
+    }
+}
+
+#[backend_extension(Cube, Flex)]
 pub trait OptimizerOps: Backend {
     fn adamw(
         weight: FloatTensor<Self>,
@@ -43,22 +62,60 @@ impl OptimizerOps for Cube {
         let len = shape.num_elements();
         let [weight_out, first_out, second_out] = [(); 3].map(|_| empty(&weight, shape.clone(), DType::F32));
         let g = grid((len as u32).div_ceil(WORKGROUP));
-        let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps } = rule;
-        let p = [len as u32, g.0, beta1.to_bits(), beta2.to_bits(), lr.to_bits(), keep.to_bits(), bias1.to_bits(), bias2.to_bits(), eps.to_bits()];
+        let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale } = rule;
+        let p = [len as u32, g.0, beta1.to_bits(), beta2.to_bits(), lr.to_bits(), keep.to_bits(), bias1.to_bits(), bias2.to_bits(), eps.to_bits(), grad_scale.to_bits()];
         launch(ADAMW, g, &[&weight, &grad, &first, &second, &weight_out, &first_out, &second_out], &p);
         (weight_out, first_out, second_out)
     }
 }
 
+/// In place where the optimiser owns the buffers alone (the moments always; the weight unless a
+/// frozen copy shares it), all threads.
+impl OptimizerOps for Flex {
+    fn adamw(weight: FlexTensor, grad: FlexTensor, first: FlexTensor, second: FlexTensor, rule: AdamWRule) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (mut weight, mut first, mut second) = (owned_f32(weight), owned_f32(first), owned_f32(second));
+        let grad = f32_values(&grad);
+        for_each_chunk3(values_mut(&mut weight), values_mut(&mut first), values_mut(&mut second), &grad, |w, m, v, g| {
+            for i in 0..g.len() {
+                (w[i], m[i], v[i]) = rule.apply(w[i], g[i], m[i], v[i]);
+            }
+        });
+        (weight, first, second)
+    }
+}
+
+#[backend_extension(Flex)]
+pub trait SquaredSum: Backend {
+    /// `sum(x^2)` over every value: `[1]`.
+    fn squared_sum(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl SquaredSum for Flex {
+    fn squared_sum(x: FlexTensor) -> FlexTensor {
+        let sum = sum_chunks(&f32_values(&x), |piece| piece.iter().map(|v| v * v).sum::<f32>() as f64);
+        FlexTensor::from_data(TensorData::new(vec![sum as f32], [1]))
+    }
+}
+
+/// `sum(x^2)`, `[1]`: one threaded pass on the CPU backend, burn's square and sum elsewhere
+/// (part of the `adamw` kernel's switch: it is the optimiser's other pass over every gradient).
+pub fn squared_sum(x: Tensor<1>) -> Tensor<1> {
+    if applies_on_cpu(Kernel::Adamw, &x) {
+        return Tensor::from_dispatch(<Dispatch as SquaredSum>::squared_sum(x.into_dispatch()));
+    }
+    x.square().sum()
+}
+
 /// `rule`'s update of a flat parameter `weight` with gradient `grad` and moments `first` and
-/// `second`: the weight and moments after it. One `adamw.wgsl` dispatch on wgpu; the same rule
-/// in burn ops elsewhere.
+/// `second`: the weight and moments after it. One `adamw.wgsl` dispatch on wgpu, one threaded
+/// pass on the CPU backend; the same rule in burn ops when the kernel is off.
 pub fn adamw(weight: Tensor<1>, grad: Tensor<1>, first: Tensor<1>, second: Tensor<1>, rule: AdamWRule) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    if applies_forward(Kernel::Adamw, &weight) {
+    if applies_forward(Kernel::Adamw, &weight) || applies_on_cpu(Kernel::Adamw, &weight) {
         let (w, m, v) = <Dispatch as OptimizerOps>::adamw(weight.into_dispatch(), grad.into_dispatch(), first.into_dispatch(), second.into_dispatch(), rule);
         return (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v));
     }
-    let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps } = rule;
+    let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale } = rule;
+    let grad = if grad_scale == 1.0 { grad } else { grad.mul_scalar(grad_scale) };
     let first = first.mul_scalar(beta1).add(grad.clone().mul_scalar(1.0 - beta1));
     let second = second.mul_scalar(beta2).add(grad.square().mul_scalar(1.0 - beta2));
     let step = first.clone().div_scalar(bias1).div(second.clone().div_scalar(bias2).sqrt().add_scalar(eps));

@@ -1,8 +1,10 @@
 //! Our own WGSL kernels (`shaders/`) on burn's wgpu backend, natively and in the browser, each
 //! behind a function that falls back to the plain burn composition on other backends (and
-//! when switched off, to measure what a kernel buys).
+//! when switched off, to measure what a kernel buys). Some have a CPU twin (`host.rs`) for
+//! burn's CPU backend, behind the same function and switch.
 
 mod adamw;
+mod host;
 mod inference;
 mod launch;
 mod sample;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use burn::tensor::Device;
 
-pub use adamw::{AdamWRule, adamw};
+pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
@@ -111,8 +113,19 @@ fn applies_forward<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) 
     applies(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
 }
 
+/// Whether `x` goes through `kernel`'s CPU twin (`host.rs`): on burn's CPU backend, f32, not
+/// under autodiff, the kernel on.
+fn applies_on_cpu<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
+    enabled(kernel) && crate::device::is_cpu(&x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
+}
+
 /// Whether tensors on `device` go through `kernel`: burn's wgpu backend (with or without
-/// autodiff), the kernel on. The CPU backend always takes the fallback.
+/// autodiff), the kernel on. Elsewhere the fallback, or a CPU twin where the kernel's function
+/// says so.
 pub fn applies(kernel: Kernel, device: &Device) -> bool {
-    ENABLED.load(Ordering::Relaxed) & (1 << kernel as u32) != 0 && crate::device::is_gpu(device)
+    enabled(kernel) && crate::device::is_gpu(device)
+}
+
+fn enabled(kernel: Kernel) -> bool {
+    ENABLED.load(Ordering::Relaxed) & (1 << kernel as u32) != 0
 }

@@ -49,9 +49,10 @@ impl AdamW {
     }
 
     /// Apply one update with learning rate `lr` to every parameter of `module` that `grads`
-    /// holds a gradient for; the others (frozen weights) are left as they are.
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
-        module.map(&mut Update { optim: self, grads: &mut grads, lr, path: Vec::new() })
+    /// holds a gradient for, the gradients multiplied by `grad_scale` (clipping's factor); the
+    /// others (frozen weights) are left as they are.
+    pub fn step<M: Module>(&mut self, lr: f64, grad_scale: f32, module: M, mut grads: GradientsParams) -> M {
+        module.map(&mut Update { optim: self, grads: &mut grads, lr, grad_scale, path: Vec::new() })
     }
 
     /// The state as safetensors bytes: `PATH.exp_avg` and `PATH.exp_avg_sq` (F32, flat), each
@@ -103,6 +104,7 @@ struct Update<'a> {
     optim: &'a mut AdamW,
     grads: &'a mut GradientsParams,
     lr: f64,
+    grad_scale: f32,
     path: Vec<String>,
 }
 
@@ -119,7 +121,7 @@ impl ModuleMapper for Update<'_> {
         let Some(grad) = self.grads.remove::<D>(param.id) else { return param };
         let path = self.path.join(".");
         let AdamW { beta1, beta2, weight_decay, .. } = *self.optim;
-        let lr = self.lr;
+        let (lr, grad_scale) = (self.lr, self.grad_scale);
         let moments = &mut self.optim.moments;
         param.map(|tensor| {
             let (shape, require_grad) = (tensor.shape(), tensor.is_require_grad());
@@ -145,6 +147,7 @@ impl ModuleMapper for Update<'_> {
                 bias1: 1.0 - beta1.powi(time),
                 bias2: 1.0 - beta2.powi(time),
                 eps: EPSILON,
+                grad_scale,
             };
             let (weights, first, second) = kernels::adamw(tensor.inner().reshape([n]), grad, first, second, rule);
             moments.insert(path, Moments { first, second, time });
@@ -168,8 +171,8 @@ mod tests {
         weight: Param<Tensor<2>>,
     }
 
-    /// Two updates with constant gradients follow the rule worked out by hand: moments, bias
-    /// corrections by step count, decay on the matrix only.
+    /// Two updates with constant gradients, the second clipped to half, follow the rule worked
+    /// out by hand: moments, bias corrections by step count, decay on the matrix only.
     #[test]
     fn two_steps_follow_the_rule() {
         let device = autodiff(&Device::flex());
@@ -185,8 +188,9 @@ mod tests {
         for step in 1..=2 {
             let loss = two.gain.val().sum().mul_scalar(2.0) + two.weight.val().sum().mul_scalar(-3.0);
             let grads = GradientsParams::from_grads(loss.backward(), &two);
-            two = optim.step(lr as f64, two, grads);
-            for (i, g) in [2.0f32, -3.0].into_iter().enumerate() {
+            let grad_scale = if step == 1 { 1.0 } else { 0.5 };
+            two = optim.step(lr as f64, grad_scale, two, grads);
+            for (i, g) in [2.0f32 * grad_scale, -3.0 * grad_scale].into_iter().enumerate() {
                 m[i] = b1 * m[i] + (1.0 - b1) * g;
                 v[i] = b2 * v[i] + (1.0 - b2) * g * g;
                 let delta = (m[i] / (1.0 - b1.powi(step))) / ((v[i] / (1.0 - b2.powi(step))).sqrt() + EPSILON);
@@ -219,7 +223,7 @@ mod tests {
         let loss = (two.gain.val().sum() + two.weight.val().sum()).mul_scalar(0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &two);
         let config = OptimConfig { weight_decay: 0.5, ..OptimConfig::default() };
-        let two = AdamW::new(&config).step(0.1, two, grads);
+        let two = AdamW::new(&config).step(0.1, 1.0, two, grads);
         let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(values(two.gain.val()), vec![1.0; 3]);
         for w in values(two.weight.val().reshape([6])) {

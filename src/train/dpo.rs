@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{autodiff, load_optimizer, read_and_clip};
+use super::optim::{StepRead, autodiff, load_optimizer, read_step};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
 use crate::error::Result;
@@ -131,13 +131,13 @@ impl PreferenceTrainer {
             loss = loss + sft_loss(tokens, b.mask, b.n_targets).mul_scalar(self.config.improver_sft_weight);
         }
         let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let per_pair_values = vec![rewards_chosen, rewards_rejected, policy_chosen, policy_rejected];
         let max_norm = self.config.dpo_optim.grad_clip;
-        let (loss, grad_norm, read) =
-            read_and_clip(&self.model, &mut grads, loss.detach(), per_pair_values, max_norm, ("dpo", self.step + 1)).await?;
+        let StepRead { loss, grad_norm, also: read, grad_scale } =
+            read_step(&self.model, &grads, loss.detach(), per_pair_values, max_norm, ("dpo", self.step + 1)).await?;
         debug_assert_eq!(read.len(), 4 * n, "four values per pair");
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.model = self.optim.step(lr, grad_scale, self.model.clone(), grads);
         self.step += 1;
 
         let per_pair = |i: usize| &read[i * n..(i + 1) * n];

@@ -8,5 +8,5 @@ pub mod optim;
 pub mod sft;
 
 pub use dpo::{PreferenceTrainer, ScoredPair, score_pairs, sequence_scores};
-pub use optim::{autodiff, read_and_clip};
+pub use optim::{StepRead, autodiff, read_step};
 pub use sft::SftRun;

@@ -9,6 +9,7 @@ use super::adamw::AdamW;
 use crate::checkpoint::OPTIMIZER_FILE;
 use crate::config::OptimConfig;
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::model::Model;
 use crate::readback;
 
@@ -44,7 +45,8 @@ struct GradSquares<'a> {
 impl ModuleVisitor for GradSquares<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let s = g.square().sum();
+            let n = g.shape().num_elements();
+            let s = kernels::squared_sum(g.reshape([n]));
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
                 None => s,
@@ -53,31 +55,31 @@ impl ModuleVisitor for GradSquares<'_> {
     }
 }
 
-struct ScaleGrads<'a> {
-    grads: &'a mut GradientsParams,
-    scale: f32,
-}
-
-impl ModuleVisitor for ScaleGrads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, g.mul_scalar(self.scale));
-        }
-    }
+/// What a step reports, and the clipping factor its update applies.
+pub struct StepRead {
+    pub loss: f32,
+    /// The gradients' global L2 norm, before clipping.
+    pub grad_norm: f32,
+    /// The values of the tensors the step asked for, in order, concatenated.
+    pub also: Vec<f32>,
+    /// `max_norm / norm` where the norm exceeds `max_norm`, else 1: the factor
+    /// [`AdamW::step`] multiplies the gradients by (in the update's own pass).
+    pub grad_scale: f32,
 }
 
 /// What a step reports, read back from the device in one piece (the step's only wait for it):
 /// its `loss`, the gradients' global L2 norm, then the values of `also`. A step whose loss or
 /// norm is not finite is refused (named by `stage` and `step`) before anything is applied;
-/// otherwise the gradients are clipped to a norm of `max_norm` (0: no clipping).
-pub async fn read_and_clip(
+/// otherwise the factor that clips the gradients to a norm of `max_norm` (0: no clipping) comes
+/// back with them.
+pub async fn read_step(
     model: &Model,
-    grads: &mut GradientsParams,
+    grads: &GradientsParams,
     loss: Tensor<1>,
     also: Vec<Tensor<1>>,
     max_norm: f32,
     (stage, step): (&str, usize),
-) -> Result<(f32, f32, Vec<f32>)> {
+) -> Result<StepRead> {
     let loss = loss.inner();
     let mut squares = GradSquares { grads, total: None };
     model.visit(&mut squares);
@@ -85,12 +87,10 @@ pub async fn read_and_clip(
     let reported = [loss, squares].into_iter().chain(also.into_iter().map(|t| t.inner())).collect();
     let mut read = readback::floats(Tensor::cat(reported, 0)).await?;
     let also = read.split_off(2);
-    let (loss, norm) = (read[0], read[1].sqrt());
-    Error::check_finite(stage, step, loss, norm)?;
-    if max_norm > 0.0 && norm > max_norm {
-        model.visit(&mut ScaleGrads { grads, scale: max_norm / (norm + 1e-6) });
-    }
-    Ok((loss, norm, also))
+    let (loss, grad_norm) = (read[0], read[1].sqrt());
+    Error::check_finite(stage, step, loss, grad_norm)?;
+    let grad_scale = if max_norm > 0.0 && grad_norm > max_norm { max_norm / (grad_norm + 1e-6) } else { 1.0 };
+    Ok(StepRead { loss, grad_norm, also, grad_scale })
 }
 
 /// A saved optimiser state (`optimizer.safetensors`), which a resumed run needs: AdamW's moments

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::objective::{sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{autodiff, load_optimizer, read_and_clip};
+use super::optim::{StepRead, autodiff, load_optimizer, read_step};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::config::{RunConfig, SftConfig};
 use crate::data::{Batch, Example, TokenSeq, Tokenizer, policy_seqs};
@@ -147,11 +147,11 @@ impl SftRun {
             accumulated.accumulate(&self.model, grads);
             loss_sum = loss_sum + loss.detach();
         }
-        let mut grads = accumulated.grads();
+        let grads = accumulated.grads();
         let max_norm = self.config.optim.grad_clip;
-        let (loss_sum, grad_norm, _) =
-            read_and_clip(&self.model, &mut grads, loss_sum, Vec::new(), max_norm, (&self.stage, self.state.step + 1)).await?;
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        let StepRead { loss: loss_sum, grad_norm, grad_scale, .. } =
+            read_step(&self.model, &grads, loss_sum, Vec::new(), max_norm, (&self.stage, self.state.step + 1)).await?;
+        self.model = self.optim.step(lr, grad_scale, self.model.clone(), grads);
         self.state.step += 1;
         Ok(TrainStep {
             stage: self.stage.clone(),

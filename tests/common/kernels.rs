@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, squared_sum, swiglu, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -19,6 +19,10 @@ pub async fn all_match(device: &Device) {
     inference_kernels_match(device, &mut rng).await;
     sampler_matches_the_host(device, &mut rng).await;
     adamw_matches(device, &mut rng).await;
+    // The CPU twins (`src/kernels/host.rs`): threaded natively, in turn in the browser.
+    token_logprobs_match(&Device::flex(), &mut rng).await;
+    adamw_matches(&Device::flex(), &mut rng).await;
+    squared_sum_matches(&Device::flex(), &mut rng).await;
 }
 
 fn uniform(n: usize, scale: f32, rng: &mut Rng) -> Vec<f32> {
@@ -242,18 +246,19 @@ async fn sampler_matches_the_host(device: &Device, rng: &mut Rng) {
 }
 
 /// AdamW's one-pass update against the rule in burn ops and against the rule worked out on
-/// the host: the weight and both moments after it, with decay and without, at a first step
-/// (large bias corrections) and a later one, second moments where `eps` decides the step, for
-/// sizes below, at and above a workgroup and past one grid row of workgroups.
+/// the host: the weight and both moments after it, with decay and without, clipped gradients
+/// and not, at a first step (large bias corrections) and a later one, second moments where
+/// `eps` decides the step, for sizes below, at and above a workgroup and past one grid row of
+/// workgroups.
 async fn adamw_matches(device: &Device, rng: &mut Rng) {
-    // (values, keep, step, and the scales of gradient, first and second moment)
+    // (values, keep, step, the scales of gradient, first and second moment, clipping's factor)
     let cases = [
-        (7, 1.0, 1, 0.1, 0.01, 1e-4),
-        (256, 0.999, 3, 0.1, 0.01, 1e-4),
-        (1000, 0.99, 1, 1e-9, 1e-9, 1e-17),
-        (16_777_500, 0.999, 50, 0.1, 0.01, 1e-4),
+        (7, 1.0, 1, 0.1, 0.01, 1e-4, 1.0),
+        (256, 0.999, 3, 0.1, 0.01, 1e-4, 0.37),
+        (1000, 0.99, 1, 1e-9, 1e-9, 1e-17, 1.0),
+        (16_777_500, 0.999, 50, 0.1, 0.01, 1e-4, 0.5),
     ];
-    for (n, keep, step, g_scale, m_scale, v_scale) in cases {
+    for (n, keep, step, g_scale, m_scale, v_scale, grad_scale) in cases {
         // Past one grid row natively only: the browser tests are an unoptimised wasm build, where
         // drawing and checking 16.8M values on the host takes minutes; the dispatch geometry is
         // the same code on both.
@@ -264,7 +269,7 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
         let v: Vec<f32> = uniform(n, v_scale, rng).iter().map(|x| x.abs()).collect();
         let (beta1, beta2, lr, eps) = (0.9f32, 0.999f32, 3e-4f32, 1e-8f32);
         let (bias1, bias2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
-        let rule = AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps };
+        let rule = AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale };
         let mut outs = Vec::new();
         for kernels in [true, false] {
             sgpo::kernels::set_enabled(kernels);
@@ -274,8 +279,9 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
         sgpo::kernels::set_enabled(true);
         let mut expected = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..n {
-            let first = beta1 * m[i] + (1.0 - beta1) * g[i];
-            let second = beta2 * v[i] + (1.0 - beta2) * (g[i] * g[i]);
+            let g = g[i] * grad_scale;
+            let first = beta1 * m[i] + (1.0 - beta1) * g;
+            let second = beta2 * v[i] + (1.0 - beta2) * (g * g);
             let delta = (first / bias1) / ((second / bias2).sqrt() + eps);
             expected.0.push(w[i] * keep - delta * lr);
             expected.1.push(first);
@@ -287,12 +293,28 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
                 max_diff(&host(first).await, &expected.1),
                 max_diff(&host(second).await, &expected.2),
             );
-            eprintln!("adamw ({path}), {n} values, keep {keep}, step {step}: weight differs by {dw:.1e}, moments by {dm:.1e} / {dv:.1e}");
+            eprintln!("adamw ({path}, {device:?}), {n} values, keep {keep}, step {step}, gradient x {grad_scale}: weight differs by {dw:.1e}, moments by {dm:.1e} / {dv:.1e}");
             assert!(dw < 1e-6 && dm < 1e-8 && dv < 1e-10, "adamw ({path}), {n} values: weight {dw}, first {dm}, second {dv}");
         }
         let moved = max_diff(&expected.0, &w);
         assert!(moved > 1e-6, "the update moved the weights ({moved})");
     }
+}
+
+/// The gradients' squared sum (for clipping) against burn's square and sum, from one value to
+/// several threads' worth, and exactly for integers (every partial sum exact in f32).
+async fn squared_sum_matches(device: &Device, rng: &mut Rng) {
+    for n in [1, 300, 100_000] {
+        let x = uniform(n, 2.0, rng);
+        let (fused, plain) = both(|| squared_sum(tensor(x.clone(), [n], device))).await;
+        let expected: f64 = x.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+        eprintln!("squared_sum, {n} values: {} (CPU twin) vs {} (burn) vs {expected} (f64)", fused[0], plain[0]);
+        assert!(((fused[0] as f64) - expected).abs() <= 1e-5 * expected, "squared_sum of {n}: {} vs {expected}", fused[0]);
+        assert!(((plain[0] as f64) - expected).abs() <= 1e-4 * expected, "burn's sum of {n}: {} vs {expected}", plain[0]);
+    }
+    let ints: Vec<f32> = (0..50_000).map(|i| (i % 7) as f32 - 3.0).collect();
+    let (fused, _) = both(|| squared_sum(tensor(ints.clone(), [50_000], device))).await;
+    assert_eq!(fused[0], ints.iter().map(|v| v * v).sum::<f32>());
 }
 
 /// The fused log-softmax + gather (forward: log-probs; backward: the logits' gradient under a
@@ -320,7 +342,7 @@ async fn token_logprobs_match(device: &Device, rng: &mut Rng) {
         let (fused, fused_grad) = (host(fused).await, host(fused_grad).await);
         let (plain, plain_grad) = (host(plain).await, host(plain_grad).await);
         let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
-        eprintln!("[{b}, {t}, {v}]: log-probs differ by {d:.1e}, gradients by {dg:.1e}");
+        eprintln!("token_logprobs [{b}, {t}, {v}] ({device:?}): log-probs differ by {d:.1e}, gradients by {dg:.1e}");
         assert!(d < 1e-5, "[{b}, {t}, {v}]: log-probs differ by {d}");
         assert!(dg < 1e-6, "[{b}, {t}, {v}]: gradients differ by {dg}");
         assert!(fused.iter().all(|x| x.is_finite() && *x <= 0.0));

@@ -52,7 +52,8 @@ pub struct BenchArgs {
     /// use) instead of ours (adapters beside the frozen weight), to compare the two.
     #[arg(long, requires = "lora_rank")]
     burn_lora: bool,
-    /// Plain burn ops instead of our WGSL kernels (shaders/), to measure what they buy.
+    /// Plain burn ops instead of our kernels (the WGSL files in shaders/ on wgpu; on the CPU,
+    /// the CPU twins of token_logprobs and adamw), to measure what they buy.
     #[arg(long)]
     no_kernels: bool,
     /// Plain burn ops instead of these kernels only (comma-separated: token_logprobs,
@@ -99,7 +100,7 @@ struct Report {
     trainable_parameters: usize,
     /// `none`, `ours` or `burn`.
     lora: &'static str,
-    /// Whether our WGSL kernels were on (they apply on wgpu only).
+    /// Whether our kernels were on (on wgpu all of them; on the CPU token_logprobs and adamw).
     kernels: bool,
     /// The kernels switched off one by one (`--no-kernel`).
     kernels_off: Vec<&'static str>,
@@ -268,7 +269,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64));
     println!(
-        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, WGSL kernels {}{}), batch {} x {} tokens",
+        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, our kernels {}{}), batch {} x {} tokens",
         report.preset,
         report.parameters,
         report.trainable_parameters,
