@@ -5,7 +5,9 @@
 #   2. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
 #   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding only);
 #   4. where a decode step's time goes (`sgpo bench --profile`), and smollm2-135m's training
-#      steps without the one-pass AdamW kernel (beside step 1's, which have it);
+#      steps without the one-pass AdamW kernel and without attention_softmax (one invocation
+#      per row of keys: fastest on lavapipe, unmeasured on a GPU) (beside step 1's, which have
+#      both);
 #   5. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m on
 #      wgpu with burn's autotuned matrix products;
 # then one table of wgpu vs CPU. SGPO_BIN names a prebuilt binary (default: the release
@@ -29,6 +31,8 @@ SGPO_KERNELS="linear_rows linear_heads linear_swiglu cached_attention sample" sc
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
 echo "== smollm2-135m training on wgpu without the adamw kernel" >&2
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel adamw --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-adamw.ours.json"
+echo "== smollm2-135m training on wgpu without the attention_softmax kernel" >&2
+"$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel attention_softmax --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-attention-softmax.ours.json"
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   echo "== smollm2-135m on wgpu, burn autotune" >&2
   "$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"

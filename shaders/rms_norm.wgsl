@@ -1,5 +1,6 @@
 // RMSNorm of each row, as burn's RmsNorm: out = x / sqrt(mean(x^2) + eps) * gamma.
 // One workgroup per row (rows on a 2-D grid).
+// Follows row_reduce.wgsl (WG, partial, reduce_max, reduce_sum), which src/kernels prepends.
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> gamma: array<f32>;
@@ -12,9 +13,6 @@ struct Params {
     eps_bits: u32,
 };
 @group(0) @binding(3) var<uniform> params: Params;
-
-const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -30,12 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     partial[lid] = sum;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    reduce_sum(lid);
     let rms = sqrt(partial[0] / f32(params.width) + bitcast<f32>(params.eps_bits));
     for (var i = lid; i < params.width; i = i + WG) {
         out[base + i] = x[base + i] / rms * gamma[i];

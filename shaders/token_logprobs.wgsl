@@ -2,6 +2,7 @@
 // logprobs[r] = logits[r, targets[r]] - logsumexp(logits[r, :]). One workgroup per row (rows on
 // a 2-D grid, so more than 65535 fit); the row's log-sum-exp is kept for the backward pass.
 // Every buffer is read_write: natively, tensors from one memory page may share a buffer.
+// Follows row_reduce.wgsl (WG, partial, reduce_max, reduce_sum), which src/kernels prepends.
 
 @group(0) @binding(0) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(1) var<storage, read_write> targets: array<i32>;
@@ -15,27 +16,6 @@ struct Params {
     _unused: u32,
 };
 @group(0) @binding(4) var<uniform> params: Params;
-
-const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
-
-fn reduce_max(lid: u32) {
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partial[lid] = max(partial[lid], partial[lid + s]);
-        }
-        workgroupBarrier();
-    }
-}
-
-fn reduce_sum(lid: u32) {
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -4,6 +4,7 @@
 //! burn's CPU backend, behind the same function and switch.
 
 mod adamw;
+mod attention_softmax;
 mod host;
 mod inference;
 mod launch;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use burn::tensor::Device;
 
 pub use adamw::{AdamWRule, adamw, squared_sum};
+pub use attention_softmax::attention_softmax;
 pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
@@ -32,10 +34,11 @@ pub enum Kernel {
     CachedAttention,
     Sample,
     Adamw,
+    AttentionSoftmax,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Self::TokenLogprobs,
         Self::LinearRows,
         Self::LinearSwiglu,
@@ -46,6 +49,7 @@ impl Kernel {
         Self::CachedAttention,
         Self::Sample,
         Self::Adamw,
+        Self::AttentionSoftmax,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Kernel {
             Self::CachedAttention => "cached_attention",
             Self::Sample => "sample",
             Self::Adamw => "adamw",
+            Self::AttentionSoftmax => "attention_softmax",
         }
     }
 }

@@ -18,7 +18,7 @@ use super::host::{f32_values, filled_rows, for_each_row2};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies, enabled};
 
-const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: include_str!("../../shaders/token_logprobs.wgsl"), defines: &[] };
+const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/token_logprobs.wgsl")), defines: &[] };
 const BACKWARD: Wgsl = Wgsl { name: "token_logprobs_grad", source: include_str!("../../shaders/token_logprobs_grad.wgsl"), defines: &[] };
 
 #[backend_extension(Cube, Flex, Autodiff)]

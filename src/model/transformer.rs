@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{KvCache, causal_bias, repeat_kv, rope_table, rotate};
@@ -266,8 +266,8 @@ impl Block {
         let rep = n_heads / n_kv;
         let k = repeat_kv(k, rep);
         let v = repeat_kv(v, rep);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()) + bias.clone();
-        let attn = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let weights = kernels::attention_softmax(q.matmul(k.swap_dims(2, 3)), bias.clone(), 1.0 / (hd as f32).sqrt());
+        let attn = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.project(LoraTarget::O, attn);
         let h = self.mlp_norm.forward(x.clone());
         let gated = silu(self.project(LoraTarget::Gate, h.clone())) * self.project(LoraTarget::Up, h);

@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, squared_sum, swiglu, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, squared_sum, swiglu, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -16,11 +16,13 @@ use sgpo::rng::Rng;
 pub async fn all_match(device: &Device) {
     let mut rng = Rng::new(5);
     token_logprobs_match(device, &mut rng).await;
+    attention_softmax_matches(device, &mut rng).await;
     inference_kernels_match(device, &mut rng).await;
     sampler_matches_the_host(device, &mut rng).await;
     adamw_matches(device, &mut rng).await;
     // The CPU twins (`src/kernels/host.rs`): threaded natively, in turn in the browser.
     token_logprobs_match(&Device::flex(), &mut rng).await;
+    attention_softmax_matches(&Device::flex(), &mut rng).await;
     adamw_matches(&Device::flex(), &mut rng).await;
     squared_sum_matches(&Device::flex(), &mut rng).await;
 }
@@ -52,6 +54,17 @@ async fn both<const D: usize>(mut f: impl FnMut() -> Tensor<D>) -> (Vec<f32>, Ve
     let plain = f();
     sgpo::kernels::set_enabled(true);
     (host(fused).await, host(plain).await)
+}
+
+/// `f`'s result and its input's gradient with the kernels on and off, read back: (kernels,
+/// plain burn) of each.
+async fn both_with_gradient<const D: usize, const G: usize>(f: impl Fn() -> (Tensor<D>, Tensor<G>)) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+    sgpo::kernels::set_enabled(true);
+    let (fused, fused_grad) = f();
+    sgpo::kernels::set_enabled(false);
+    let (plain, plain_grad) = f();
+    sgpo::kernels::set_enabled(true);
+    ((host(fused).await, host(plain).await), (host(fused_grad).await, host(plain_grad).await))
 }
 
 /// The decode path's kernels (forward only) against the ops they replace: a linear layer on
@@ -301,6 +314,48 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
     }
 }
 
+/// Attention's weights from scores and mask (forward), and the scores' gradient under a
+/// weighted sum of the weights (backward), against burn's scale, add and softmax: the causal
+/// mask shared by the batch and a padded one per batch row (a query whose keys are all masked
+/// included), keys below, at and above 256, and many rows of three keys.
+async fn attention_softmax_matches(device: &Device, rng: &mut Rng) {
+    let device = device.clone().autodiff();
+    for ([b, h, q, k], per_row) in [([2, 3, 5, 5], false), ([2, 2, 4, 7], true), ([1, 2, 3, 256], true), ([2, 1, 3, 300], false), ([1, 1, 66_000, 3], false)] {
+        let scores = uniform(b * h * q * k, 6.0, rng);
+        let bias_rows = if per_row { b } else { 1 };
+        let mut bias = vec![0.0f32; bias_rows * q * k];
+        for (i, value) in bias.iter_mut().enumerate() {
+            let (row, query, key) = (i / (q * k), i / k % q, i % k);
+            // Causal over the last q of k keys (where q <= k); per batch row, the first
+            // `row + 1` keys padding, and in batch row 1 every key of the first query.
+            let future = q <= k && key + q > k + query;
+            let padded = per_row && (key <= row || (row == 1 && query == 0));
+            if future || padded {
+                *value = MASKED;
+            }
+        }
+        let weights = uniform(b * h * q * k, 1.0, rng);
+        let scale = 0.125f32;
+        let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
+            let x = Tensor::<4>::from_data(TensorData::new(scores.clone(), [b, h, q, k]), &device).require_grad();
+            let mask = Tensor::<4>::from_data(TensorData::new(bias.clone(), [bias_rows, 1, q, k]), &device);
+            let w = Tensor::<4>::from_data(TensorData::new(weights.clone(), [b, h, q, k]), &device);
+            let p = attention_softmax(x.clone(), mask, scale);
+            let grads = (p.clone() * w).sum().backward();
+            (p, x.grad(&grads).expect("the scores get a gradient"))
+        })
+        .await;
+        let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
+        eprintln!("attention_softmax [{b}, {h}, {q}, {k}] ({device:?}): weights differ by {d:.1e}, gradients by {dg:.1e}");
+        assert!(d < 1e-6, "[{b}, {h}, {q}, {k}]: weights differ by {d}");
+        assert!(dg < 1e-6, "[{b}, {h}, {q}, {k}]: gradients differ by {dg}");
+        for row in fused.chunks(k) {
+            let total: f32 = row.iter().sum();
+            assert!((total - 1.0).abs() < 1e-5, "a row of weights sums to {total}");
+        }
+    }
+}
+
 /// The gradients' squared sum (for clipping) against burn's square and sum, from one value to
 /// several threads' worth, and exactly for integers (every partial sum exact in f32).
 async fn squared_sum_matches(device: &Device, rng: &mut Rng) {
@@ -327,20 +382,15 @@ async fn token_logprobs_match(device: &Device, rng: &mut Rng) {
         let logits = uniform(b * t * v, 8.0, rng);
         let targets: Vec<i32> = (0..b * t).map(|i| if i % 5 == 0 { v as i32 - 1 } else { rng.below(v) as i32 }).collect();
         let weights = uniform(b * t, 1.0, rng);
-        let run = |kernels: bool| -> (Tensor<2>, Tensor<3>) {
-            sgpo::kernels::set_enabled(kernels);
+        let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
             let x = Tensor::<3>::from_data(TensorData::new(logits.clone(), [b, t, v]), &device).require_grad();
             let ids = Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [b, t]), &device);
             let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [b, t]), &device);
             let lp = token_logprobs(x.clone(), ids);
             let grads = (lp.clone() * w).sum().backward();
             (lp, x.grad(&grads).expect("the logits get a gradient"))
-        };
-        let (fused, fused_grad) = run(true);
-        let (plain, plain_grad) = run(false);
-        sgpo::kernels::set_enabled(true);
-        let (fused, fused_grad) = (host(fused).await, host(fused_grad).await);
-        let (plain, plain_grad) = (host(plain).await, host(plain_grad).await);
+        })
+        .await;
         let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
         eprintln!("token_logprobs [{b}, {t}, {v}] ({device:?}): log-probs differ by {d:.1e}, gradients by {dg:.1e}");
         assert!(d < 1e-5, "[{b}, {t}, {v}]: log-probs differ by {d}");

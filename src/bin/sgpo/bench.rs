@@ -53,11 +53,12 @@ pub struct BenchArgs {
     #[arg(long, requires = "lora_rank")]
     burn_lora: bool,
     /// Plain burn ops instead of our kernels (the WGSL files in shaders/ on wgpu; on the CPU,
-    /// the CPU twins of token_logprobs and adamw), to measure what they buy.
+    /// the CPU twins of token_logprobs, adamw and attention_softmax), to measure what they buy.
     #[arg(long)]
     no_kernels: bool,
     /// Plain burn ops instead of these kernels only (comma-separated: token_logprobs,
-    /// linear_rows, linear_swiglu, linear_heads, rms_norm, swiglu, rope_into, cached_attention, sample, adamw).
+    /// linear_rows, linear_swiglu, linear_heads, rms_norm, swiglu, rope_into, cached_attention, sample, adamw,
+    /// attention_softmax).
     #[arg(long, value_delimiter = ',')]
     no_kernel: Vec<sgpo::kernels::Kernel>,
     /// Only profile a decode step piece by piece (matmuls, head, readback, a whole step), at
@@ -100,7 +101,8 @@ struct Report {
     trainable_parameters: usize,
     /// `none`, `ours` or `burn`.
     lora: &'static str,
-    /// Whether our kernels were on (on wgpu all of them; on the CPU token_logprobs and adamw).
+    /// Whether our kernels were on (on wgpu all of them; on the CPU token_logprobs, adamw and
+    /// attention_softmax).
     kernels: bool,
     /// The kernels switched off one by one (`--no-kernel`).
     kernels_off: Vec<&'static str>,
