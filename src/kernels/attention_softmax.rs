@@ -84,7 +84,10 @@ impl FusedSoftmax for Flex {
             }
             let mut sum = 0.0f32;
             for o in out.iter_mut() {
-                *o = (*o - max).exp();
+                // Masked keys (a -1e9 bias) would take expf's slow underflow path, which also
+                // sets errno; below -104 its result rounds to 0 in f32, so this is exact.
+                let d = *o - max;
+                *o = if d < -104.0 { 0.0 } else { d.exp() };
                 sum += *o;
             }
             let inv = 1.0 / sum;
