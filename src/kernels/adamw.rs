@@ -69,15 +69,16 @@ impl OptimizerOps for Cube {
     }
 }
 
-/// In place where the optimiser owns the buffers alone (the moments always; the weight unless a
-/// frozen copy shares it), all threads.
+/// In place where the optimiser owns the buffers alone (the moments; a weight is copied first
+/// when anything else holds it, as the trainer's own handle on the model does during the
+/// update), all threads.
 impl OptimizerOps for Flex {
     fn adamw(weight: FlexTensor, grad: FlexTensor, first: FlexTensor, second: FlexTensor, rule: AdamWRule) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (mut weight, mut first, mut second) = (owned_f32(weight), owned_f32(first), owned_f32(second));
         let grad = f32_values(&grad);
         for_each_chunk3(values_mut(&mut weight), values_mut(&mut first), values_mut(&mut second), &grad, |w, m, v, g| {
-            for i in 0..g.len() {
-                (w[i], m[i], v[i]) = rule.apply(w[i], g[i], m[i], v[i]);
+            for (((w, m), v), g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                (*w, *m, *v) = rule.apply(*w, *g, *m, *v);
             }
         });
         (weight, first, second)

@@ -1,8 +1,9 @@
 //! Attention's weights from its scores in one pass per row: `softmax(scores * scale + bias)`,
 //! the mask broadcast over heads, and a backward that writes the scores' gradient from the
-//! weights alone. burn's composition is seven passes forward (scale, bias add, max, subtract,
-//! exp, sum, divide), each a new `[batch, heads, queries, keys]` tensor, and as many back; on
-//! the CPU backend each of them on one thread.
+//! weights alone. Under autodiff burn's composition is seven passes forward (scale, bias add,
+//! max, subtract, exp, sum, divide), each a new `[batch, heads, queries, keys]` tensor, and
+//! as many back, on the CPU backend each on one thread; without autodiff (scoring, prefill)
+//! burn's CPU softmax is one threaded pass, and this saves the scale and the mask add.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

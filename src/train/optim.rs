@@ -62,7 +62,7 @@ pub struct StepRead {
     pub grad_norm: f32,
     /// The values of the tensors the step asked for, in order, concatenated.
     pub also: Vec<f32>,
-    /// `max_norm / norm` where the norm exceeds `max_norm`, else 1: the factor
+    /// `max_norm / (norm + 1e-6)` where the norm exceeds `max_norm`, else 1: the factor
     /// [`AdamW::step`] multiplies the gradients by (in the update's own pass).
     pub grad_scale: f32,
 }

@@ -284,12 +284,17 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
         let (bias1, bias2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
         let rule = AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale };
         let mut outs = Vec::new();
+        // A second handle on the weight, as a frozen reference model holds one: the update
+        // must leave what it reads unchanged (the CPU twin writes in place only when nothing
+        // else holds the buffer).
+        let shared = tensor(w.clone(), [n], device);
         for kernels in [true, false] {
             sgpo::kernels::set_enabled(kernels);
             let t = |values: &Vec<f32>| tensor(values.clone(), [n], device);
-            outs.push(adamw(t(&w), t(&g), t(&m), t(&v), rule));
+            outs.push(adamw(shared.clone(), t(&g), t(&m), t(&v), rule));
         }
         sgpo::kernels::set_enabled(true);
+        assert!(host(shared).await == w, "adamw wrote into a weight another handle still reads");
         let mut expected = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..n {
             let g = g[i] * grad_scale;
