@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::host::{f32_values, filled_rows};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
-use super::{Kernel, enabled};
+use super::{Kernel, applies_with_twin};
 
 const FORWARD: Wgsl = Wgsl { name: "attention_softmax", source: include_str!("../../shaders/attention_softmax.wgsl"), defines: &[] };
 const BACKWARD: Wgsl = Wgsl { name: "attention_softmax_grad", source: include_str!("../../shaders/attention_softmax_grad.wgsl"), defines: &[] };
@@ -160,9 +160,7 @@ impl<B: FusedSoftmax, C: CheckpointStrategy> AttentionSoftmax for Autodiff<B, C>
 /// gradient). The fused kernels on wgpu, their threaded twins on the CPU backend, burn's ops
 /// when switched off.
 pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, scale: f32) -> Tensor<4> {
-    let device = scores.device();
-    let on = enabled(Kernel::AttentionSoftmax) && (crate::device::is_gpu(&device) || crate::device::is_cpu(&device));
-    if on && scores.dtype() == DType::F32 && bias.dtype() == DType::F32 {
+    if applies_with_twin(Kernel::AttentionSoftmax, &scores.device()) && scores.dtype() == DType::F32 && bias.dtype() == DType::F32 {
         let bias = bias.detach();
         return Tensor::from_dispatch(<Dispatch as AttentionSoftmax>::attention_softmax(scores.into_dispatch(), bias.into_dispatch(), scale));
     }

@@ -118,6 +118,12 @@ fn applies_forward<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) 
     applies(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
 }
 
+/// Whether tensors on `device` go through `kernel` or its CPU twin (`host.rs`): burn's wgpu
+/// backend or its CPU backend, the kernel on. For the kernels that have a twin.
+fn applies_with_twin(kernel: Kernel, device: &Device) -> bool {
+    enabled(kernel) && (crate::device::is_gpu(device) || crate::device::is_cpu(device))
+}
+
 /// Whether `x` goes through `kernel`'s CPU twin (`host.rs`): on burn's CPU backend, f32, not
 /// under autodiff, the kernel on.
 fn applies_on_cpu<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {

@@ -16,7 +16,7 @@ use burn::tensor::{Int, Shape, Tensor, TensorData};
 
 use super::host::{f32_values, filled_rows, for_each_row2};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
-use super::{Kernel, applies, enabled};
+use super::{Kernel, applies_with_twin};
 
 const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/token_logprobs.wgsl")), defines: &[] };
 const BACKWARD: Wgsl = Wgsl { name: "token_logprobs_grad", source: include_str!("../../shaders/token_logprobs_grad.wgsl"), defines: &[] };
@@ -144,9 +144,9 @@ impl<B: FusedLogprobs, C: CheckpointStrategy> TokenLogprobs for Autodiff<B, C> {
 pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t, v] = logits.dims();
     let device = logits.device();
-    let on_gpu = applies(Kernel::TokenLogprobs, &device) && targets.dtype() == DType::I32;
-    let on_cpu = enabled(Kernel::TokenLogprobs) && crate::device::is_cpu(&device);
-    if (on_gpu || on_cpu) && logits.dtype() == DType::F32 {
+    // The WGSL kernel reads i32 ids; the CPU twin takes either width.
+    let ids_fit = targets.dtype() == DType::I32 || crate::device::is_cpu(&device);
+    if applies_with_twin(Kernel::TokenLogprobs, &device) && ids_fit && logits.dtype() == DType::F32 {
         let rows = <Dispatch as TokenLogprobs>::token_logprobs(logits.reshape([b * t, v]).into_dispatch(), targets.reshape([b * t]).into_dispatch());
         return Tensor::<1>::from_dispatch(rows).reshape([b, t]);
     }
