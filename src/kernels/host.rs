@@ -89,18 +89,186 @@ pub fn for_each_row2(a: &mut [f32], b: &mut [f32], f: impl Fn(usize, &mut f32, &
     }
 }
 
-/// A `rows x width` buffer, each row written by `f(row, values)`, rows split across threads
-/// natively.
+/// A `rows x width` buffer, each row written by `f(row, values)` (zeros before), rows split
+/// across threads natively.
 pub fn filled_rows(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * width];
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(width.max(1)).enumerate().for_each(|(row, values)| f(row, values));
-    }
+    for_each_row(&mut out, width, f);
+    out
+}
+
+/// `f(row, values)` for each `width`-long row of `values`, rows split across threads natively
+/// when they hold more than [`CHUNK`] values (waking a sleeping thread costs more than a decode
+/// step's norm of one row).
+pub fn for_each_row(values: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let threaded = values.len() > CHUNK;
+    rows_on_threads(values, width, threaded, f);
+}
+
+/// `f(row, values)` for each `width`-long row of `values`, on every thread natively where
+/// `threaded`, else in turn.
+fn rows_on_threads(values: &mut [f32], width: usize, threaded: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     #[cfg(target_arch = "wasm32")]
-    for (row, values) in out.chunks_mut(width.max(1)).enumerate() {
+    let _ = threaded; // a tab gives burn no threads
+    #[cfg(not(target_arch = "wasm32"))]
+    if threaded {
+        use rayon::prelude::*;
+        values.par_chunks_mut(width.max(1)).enumerate().for_each(|(row, values)| f(row, values));
+        return;
+    }
+    for (row, values) in values.chunks_mut(width.max(1)).enumerate() {
         f(row, values);
     }
+}
+
+/// `a · b`, in [`DOT_LANES`] running sums (a loop over one sum cannot be vectorised: float
+/// addition is not associative, so the compiler keeps its order).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_with::<false>(a, b)
+}
+
+/// Running sums in [`dot`]: four vectors of eight, so that four multiply-adds are in flight
+/// instead of one waiting on the last.
+const DOT_LANES: usize = 32;
+
+#[inline(always)]
+fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut sums = [0.0f32; DOT_LANES];
+    let (a_lanes, b_lanes) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+    let tail: f32 = a_lanes.remainder().iter().zip(b_lanes.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in a_lanes.zip(b_lanes) {
+        for i in 0..DOT_LANES {
+            sums[i] = if FMA { a[i].mul_add(b[i], sums[i]) } else { sums[i] + a[i] * b[i] };
+        }
+    }
+    sums.iter().sum::<f32>() + tail
+}
+
+/// Rows of the weight per piece of work in [`rows_product_transposed`].
+const TRANSPOSED_BLOCK: usize = 256;
+
+/// `x` `[rows, k]` times the transpose of `w` `[n, k]`: `[rows, n]`, for few rows. The tied
+/// output head's product (`w` is the embedding table): each of `w`'s rows is read once and
+/// dotted with every row of `x`; blocks of them split across threads natively.
+pub fn rows_product_transposed(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+    assert!(x.len() == rows * k && w.len() == n * k, "a [{rows}, {k}] x [{n}, {k}]^T product of {} and {} values", x.len(), w.len());
+    // Column-major (`[n, rows]`): a block of w's rows writes one contiguous run.
+    let mut by_column = vec![0.0f32; n * rows];
+    for_each_row(&mut by_column, TRANSPOSED_BLOCK * rows, |block, out| {
+        let first = block * TRANSPOSED_BLOCK;
+        transposed_block(x, &w[first * k..(first + out.len() / rows) * k], rows, k, out);
+    });
+    if rows == 1 {
+        return by_column;
+    }
+    let mut out = vec![0.0f32; rows * n];
+    for (j, column) in by_column.chunks_exact(rows).enumerate() {
+        for (row, &v) in column.iter().enumerate() {
+            out[row * n + j] = v;
+        }
+    }
     out
+}
+
+/// `out[j * rows + r]` = `x[r] · w[j]` for each of `w`'s rows.
+fn transposed_block(x: &[f32], w: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for (checked above).
+        return unsafe { transposed_block_avx2(x, w, rows, k, out) };
+    }
+    transposed_block_portable::<false>(x, w, rows, k, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transposed_block_avx2(x: &[f32], w: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+    transposed_block_portable::<true>(x, w, rows, k, out)
+}
+
+#[inline(always)]
+fn transposed_block_portable<const FMA: bool>(x: &[f32], w: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+    for (w, out) in w.chunks_exact(k).zip(out.chunks_exact_mut(rows)) {
+        for (x, o) in x.chunks_exact(k).zip(out) {
+            *o = dot_with::<FMA>(x, w);
+        }
+    }
+}
+
+/// Rows of the weight [`rows_product`] adds into the output in one pass over it: the output,
+/// read and written once per pass, moves an eighth as often as one row at a time would make it.
+const PRODUCT_DEPTH: usize = 8;
+
+/// `x` `[rows, k]` times `w` `[k, n]`, row-major: `[rows, n]`, for few rows (a decode step).
+/// The weight is read once, front to back (a general product packs it into panels first,
+/// which for a few rows costs as much as the product); each thread takes a contiguous run of
+/// its rows and the threads' sums are added in a fixed order. On x86-64 the loop is compiled
+/// for AVX2 and FMA too and picked at run time (this crate builds for baseline x86-64).
+pub fn rows_product(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+    assert!(x.len() == rows * k && w.len() == k * n, "a [{rows}, {k}] x [{k}, {n}] product of {} and {} values", x.len(), w.len());
+    // As `for_each_row`: a small product on the calling thread alone.
+    #[cfg(not(target_arch = "wasm32"))]
+    let parts = if k * n <= CHUNK { 1 } else { rayon::current_num_threads().min(k.div_ceil(PRODUCT_DEPTH)) };
+    #[cfg(target_arch = "wasm32")]
+    let parts = 1;
+    let depth = k.div_ceil(parts).next_multiple_of(PRODUCT_DEPTH);
+    let mut sums = vec![0.0f32; parts * rows * n];
+    rows_on_threads(&mut sums, rows * n, parts > 1, |part, out| {
+        let ks = (part * depth).min(k)..((part + 1) * depth).min(k);
+        product_part(x, w, rows, k, n, ks, out);
+    });
+    let (first, rest) = sums.split_at_mut(rows * n);
+    for part in rest.chunks_exact(rows * n) {
+        first.iter_mut().zip(part).for_each(|(o, p)| *o += p);
+    }
+    sums.truncate(rows * n);
+    sums
+}
+
+/// `out` `[rows, n]` += `x[:, ks]` times `w[ks, :]`.
+fn product_part(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, ks: std::ops::Range<usize>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for (checked above).
+        return unsafe { product_part_avx2(x, w, rows, k, n, ks, out) };
+    }
+    product_part_portable::<false>(x, w, rows, k, n, ks, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn product_part_avx2(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, ks: std::ops::Range<usize>, out: &mut [f32]) {
+    product_part_portable::<true>(x, w, rows, k, n, ks, out)
+}
+
+/// The loop, with fused multiply-adds where `FMA` (only where the CPU has them: elsewhere
+/// `mul_add` is a library call).
+#[inline(always)]
+fn product_part_portable<const FMA: bool>(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, ks: std::ops::Range<usize>, out: &mut [f32]) {
+    let mut at = ks.start;
+    while at < ks.end {
+        if ks.end - at >= PRODUCT_DEPTH {
+            let w: [&[f32]; PRODUCT_DEPTH] = std::array::from_fn(|i| &w[(at + i) * n..(at + i + 1) * n]);
+            for row in 0..rows {
+                let a: [f32; PRODUCT_DEPTH] = std::array::from_fn(|i| x[row * k + at + i]);
+                let out = &mut out[row * n..(row + 1) * n];
+                for c in 0..n {
+                    let mut sum = out[c];
+                    for i in 0..PRODUCT_DEPTH {
+                        sum = if FMA { a[i].mul_add(w[i][c], sum) } else { sum + a[i] * w[i][c] };
+                    }
+                    out[c] = sum;
+                }
+            }
+            at += PRODUCT_DEPTH;
+        } else {
+            let w = &w[at * n..(at + 1) * n];
+            for row in 0..rows {
+                let a = x[row * k + at];
+                out[row * n..(row + 1) * n].iter_mut().zip(w).for_each(|(o, &w)| *o = if FMA { a.mul_add(w, *o) } else { *o + a * w });
+            }
+            at += 1;
+        }
+    }
 }

@@ -6,13 +6,15 @@
 //! decode step (README, performance).
 
 use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::backend::tensor::FloatTensor;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{Shape, Tensor, TensorData};
 
-use super::{Kernel, applies_forward};
+use super::host::{dot, f32_values, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
+use super::{Kernel, applies_forward, applies_forward_with_twin};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
@@ -72,17 +74,19 @@ pub const LINEAR_ROWS_MAX: usize = 64;
 /// The same on a software adapter, where burn's matmul is already faster at 8 rows (measured
 /// with `sgpo bench --profile` on lavapipe).
 const LINEAR_ROWS_MAX_SOFTWARE: usize = 4;
+/// The same for the CPU twin, where burn's general product packs the weight first (measured
+/// with `sgpo bench --profile --device cpu`: the twin is faster at 1 and 16 rows).
+const LINEAR_ROWS_MAX_CPU: usize = 16;
+/// Rows up to which the tied output head takes its CPU twin: one row's dot products with the
+/// table are read-bound, sixteen rows' compute-bound, where burn's product is faster (measured
+/// as above: SmolLM2's head at 1, 2, 4, 8 and 16 rows took 7.4, 9.0, 10.5, 13.8 and 25.8 ms,
+/// burn's 12.1, 13.4, 13.4, 15.4 and 17.5 ms).
+const TIED_HEAD_ROWS_MAX_CPU: usize = 8;
 
+/// The decode kernels that fuse several layers' work, wgpu only: on the CPU backend their
+/// fallbacks are made of the twins of [`DecodeOps`].
 #[backend_extension(Cube)]
-pub trait InferenceOps: Backend {
-    fn linear_rows(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        has_bias: bool,
-        residual: FloatTensor<Self>,
-        has_residual: bool,
-    ) -> FloatTensor<Self>;
+pub trait FusedDecodeOps: Backend {
     fn linear_swiglu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     #[allow(clippy::too_many_arguments)]
     fn linear_heads(
@@ -95,6 +99,21 @@ pub trait InferenceOps: Backend {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         at: HeadsAt,
+    ) -> FloatTensor<Self>;
+}
+
+/// The decode kernels that have a CPU twin: on burn's CPU backend each replaces a chain of
+/// single-threaded passes, hundreds of tiny matrix products per layer (attention), or a general
+/// matrix product that packs the whole weight for a few rows (`linear_rows`).
+#[backend_extension(Cube, Flex)]
+pub trait DecodeOps: Backend {
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+        residual: FloatTensor<Self>,
+        has_residual: bool,
     ) -> FloatTensor<Self>;
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -116,19 +135,7 @@ pub trait InferenceOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-impl InferenceOps for Cube {
-    fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, residual: CubeTensor, has_residual: bool) -> CubeTensor {
-        let (x, weight) = (into_contiguous(x), into_contiguous(weight));
-        let (bias, residual) = (bound_or_own(bias, has_bias, &x), bound_or_own(residual, has_residual, &x));
-        let [rows, k] = x.meta.shape().dims::<2>();
-        let n = weight.meta.shape().dims::<2>()[1];
-        let out = empty(&x, Shape::new([rows, n]), DType::F32);
-        let (kernel, grid) = rows_launch(&LINEAR_ROWS, rows, n);
-        let p = [rows as u32, k as u32, n as u32, has_bias as u32, has_residual as u32];
-        launch(kernel, grid, &[&x, &weight, &bias, &residual, &out], &p);
-        out
-    }
-
+impl FusedDecodeOps for Cube {
     fn linear_swiglu(x: CubeTensor, gamma: CubeTensor, w_gate: CubeTensor, w_up: CubeTensor, eps: f32) -> CubeTensor {
         let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
         let (w_gate, w_up) = (into_contiguous(w_gate), into_contiguous(w_up));
@@ -151,6 +158,21 @@ impl InferenceOps for Cube {
         let p = [rows, k, n, rows / batch, head_dim, capacity, at.offset, at.pos_start, at.rotate as usize, has_bias as usize].map(|v| v as u32);
         launch(kernel, grid, &[&x, &gamma, &weight, &bias, &cos, &sin, &dst], &[&p[..], &[at.eps.to_bits()]].concat());
         dst
+    }
+
+}
+
+impl DecodeOps for Cube {
+    fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, residual: CubeTensor, has_residual: bool) -> CubeTensor {
+        let (x, weight) = (into_contiguous(x), into_contiguous(weight));
+        let (bias, residual) = (bound_or_own(bias, has_bias, &x), bound_or_own(residual, has_residual, &x));
+        let [rows, k] = x.meta.shape().dims::<2>();
+        let n = weight.meta.shape().dims::<2>()[1];
+        let out = empty(&x, Shape::new([rows, n]), DType::F32);
+        let (kernel, grid) = rows_launch(&LINEAR_ROWS, rows, n);
+        let p = [rows as u32, k as u32, n as u32, has_bias as u32, has_residual as u32];
+        launch(kernel, grid, &[&x, &weight, &bias, &residual, &out], &p);
+        out
     }
 
     fn rms_norm(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
@@ -199,6 +221,125 @@ impl InferenceOps for Cube {
     }
 }
 
+/// The tied output head's few-row product, on the CPU backend only (on wgpu burn's product of
+/// the table's transposed view is what runs: its output is wide enough to fill the GPU).
+#[backend_extension(Flex)]
+pub trait TiedHeadOps: Backend {
+    fn rows_times_table(hidden: FloatTensor<Self>, table: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl TiedHeadOps for Flex {
+    fn rows_times_table(hidden: FlexTensor, table: FlexTensor) -> FlexTensor {
+        let [rows, d] = hidden.layout().shape().dims::<2>();
+        let vocab = table.layout().shape().dims::<2>()[0];
+        let out = rows_product_transposed(&f32_values(&hidden), &f32_values(&table), rows, d, vocab);
+        FlexTensor::from_data(TensorData::new(out, [rows, vocab]))
+    }
+}
+
+impl DecodeOps for Flex {
+    fn linear_rows(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, has_bias: bool, residual: FlexTensor, has_residual: bool) -> FlexTensor {
+        let [rows, k] = x.layout().shape().dims::<2>();
+        let n = weight.layout().shape().dims::<2>()[1];
+        let mut out = rows_product(&f32_values(&x), &f32_values(&weight), rows, k, n);
+        if has_bias {
+            let bias = f32_values(&bias);
+            out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(bias.iter()).for_each(|(o, b)| *o += b));
+        }
+        if has_residual {
+            out.iter_mut().zip(f32_values(&residual).iter()).for_each(|(o, r)| *o += r);
+        }
+        FlexTensor::from_data(TensorData::new(out, [rows, n]))
+    }
+
+    fn rms_norm(x: FlexTensor, gamma: FlexTensor, eps: f32) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let (x, gamma) = (f32_values(&x), f32_values(&gamma));
+        let out = filled_rows(shape.num_elements() / width, width, |row, out| {
+            let x = &x[row * width..(row + 1) * width];
+            let inv_rms = 1.0 / (dot(x, x) / width as f32 + eps).sqrt();
+            for ((o, &x), &g) in out.iter_mut().zip(x).zip(gamma.iter()) {
+                *o = x * inv_rms * g;
+            }
+        });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        let shape = gate.layout().shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let (gate, up) = (f32_values(&gate), f32_values(&up));
+        let out = filled_rows(shape.num_elements() / width, width, |row, out| {
+            let at = row * width..(row + 1) * width;
+            for ((o, &g), &u) in out.iter_mut().zip(&gate[at.clone()]).zip(&up[at]) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn rope_into(dst: FlexTensor, src: FlexTensor, cos: FlexTensor, sin: FlexTensor, offset: usize, pos_start: usize, rotate: bool) -> FlexTensor {
+        let mut dst = owned_f32(dst);
+        let [_, heads, capacity, head_dim] = dst.layout().shape().dims::<4>();
+        let len = src.layout().shape().dims::<3>()[1];
+        let half = head_dim / 2;
+        let (src, cos, sin) = (f32_values(&src), f32_values(&cos), f32_values(&sin));
+        // One (batch row, head) of the cache per piece of work: its positions offset.. are written.
+        for_each_row(values_mut(&mut dst), capacity * head_dim, |row, cache| {
+            let (b, h) = (row / heads, row % heads);
+            for t in 0..len {
+                let x = &src[((b * len + t) * heads + h) * head_dim..][..head_dim];
+                let out = &mut cache[(offset + t) * head_dim..][..head_dim];
+                if !rotate {
+                    out.copy_from_slice(x);
+                    continue;
+                }
+                let at = (pos_start + t) * half;
+                let (cos, sin) = (&cos[at..at + half], &sin[at..at + half]);
+                for i in 0..half {
+                    let (x1, x2) = (x[i], x[i + half]);
+                    out[i] = x1 * cos[i] - x2 * sin[i];
+                    out[i + half] = x2 * cos[i] + x1 * sin[i];
+                }
+            }
+        });
+        dst
+    }
+
+    fn cached_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, bias: FlexTensor, len_k: usize) -> FlexTensor {
+        let [batch, heads, len_q, head_dim] = q.layout().shape().dims::<4>();
+        let [_, kv_heads, capacity, _] = k.layout().shape().dims::<4>();
+        let [bias_rows, _, _, bias_len] = bias.layout().shape().dims::<4>();
+        let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+        let (q, k, v, bias) = (f32_values(&q), f32_values(&k), f32_values(&v), f32_values(&bias));
+        // One output row per (batch row, query, head): its scores over the keys, their softmax,
+        // and the values they weigh, without the repeated keys and values burn's ops need.
+        let out = filled_rows(batch * len_q * heads, head_dim, |row, out| {
+            let (b, query, h) = (row / (len_q * heads), row / heads % len_q, row % heads);
+            let q = &q[((b * heads + h) * len_q + query) * head_dim..][..head_dim];
+            let kv_at = (b * kv_heads + h / (heads / kv_heads)) * capacity * head_dim;
+            let bias = &bias[(b.min(bias_rows - 1) * len_q + query) * bias_len..][..len_k];
+            let key = |j: usize| kv_at + j * head_dim..kv_at + (j + 1) * head_dim;
+            let mut weights: Vec<f32> = (0..len_k).map(|j| dot(q, &k[key(j)]) * scale + bias[j]).collect();
+            let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
+            let mut sum = 0.0f32;
+            for w in weights.iter_mut() {
+                // As `attention_softmax`'s twin: below -104 expf rounds to 0 (a masked key).
+                let d = *w - max;
+                *w = if d < -104.0 { 0.0 } else { d.exp() };
+                sum += *w;
+            }
+            for (j, &w) in weights.iter().enumerate().filter(|(_, w)| **w != 0.0) {
+                out.iter_mut().zip(&v[key(j)]).for_each(|(o, &v)| *o += w * v);
+            }
+            let inv = 1.0 / sum;
+            out.iter_mut().for_each(|o| *o *= inv);
+        });
+        FlexTensor::from_data(TensorData::new(out, [batch, len_q, heads * head_dim]))
+    }
+}
+
 /// What a kernel binds for an optional input: the tensor when `present`, else a buffer of its
 /// own beside `like` (WebGPU rejects one buffer bound twice where either binding is writable,
 /// so the placeholder the caller passed cannot be bound).
@@ -216,16 +357,33 @@ fn optional_input<const D: usize>(input: Option<Tensor<D>>, placeholder: &Tensor
 }
 
 /// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`, `linear_heads`) takes `rows` rows
-/// of `x`.
+/// of `x` on wgpu.
 fn few_rows_apply(kernel: Kernel, x: &Tensor<3>, rows: usize) -> bool {
     let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
     applies_forward(kernel, x) && rows <= max_rows
+}
+
+/// Whether `linear_rows` takes `rows` rows of `x`: [`few_rows_apply`] on wgpu, its CPU twin up
+/// to [`LINEAR_ROWS_MAX_CPU`] rows.
+fn linear_rows_apply(x: &Tensor<3>, rows: usize) -> bool {
+    few_rows_apply(Kernel::LinearRows, x, rows) || (applies_forward_with_twin(Kernel::LinearRows, x) && crate::device::is_cpu(&x.device()) && rows <= LINEAR_ROWS_MAX_CPU)
 }
 
 /// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
 /// most [`LINEAR_ROWS_MAX`] (burn's matmul spends far longer on so few rows), else burn's.
 pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
     linear_rows_or_burn(x, layer, None)
+}
+
+/// The tied output head: `hidden` `[rows, d]` times the transpose of the embedding `table`
+/// `[vocab, d]`. On the CPU backend, up to [`TIED_HEAD_ROWS_MAX_CPU`] rows (a decode step), each
+/// of the table's rows read once (`linear_rows`' switch); else burn's product.
+pub fn tied_head(hidden: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
+    let rows = hidden.dims()[0];
+    if applies_forward_with_twin(Kernel::LinearRows, &hidden) && crate::device::is_cpu(&hidden.device()) && rows <= TIED_HEAD_ROWS_MAX_CPU {
+        return Tensor::from_dispatch(<Dispatch as TiedHeadOps>::rows_times_table(hidden.into_dispatch(), table.into_dispatch()));
+    }
+    hidden.matmul(table.transpose())
 }
 
 /// `residual + layer(x)`, the add done in `linear_rows.wgsl`'s epilogue where that kernel
@@ -236,13 +394,13 @@ pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3
 
 fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
     let [b, t, k] = x.dims();
-    if few_rows_apply(Kernel::LinearRows, &x, b * t) {
+    if linear_rows_apply(&x, b * t) {
         let weight = layer.weight.val();
         let n = weight.dims()[1];
         let (bias, has_bias) = optional_input(layer.bias.as_ref().map(|b| b.val()), &weight);
         let (residual, has_residual) = optional_input(residual.map(|r| r.reshape([b * t, n])), &weight);
         let x = x.reshape([b * t, k]).into_dispatch();
-        let out = <Dispatch as InferenceOps>::linear_rows(x, weight.into_dispatch(), bias, has_bias, residual, has_residual);
+        let out = <Dispatch as DecodeOps>::linear_rows(x, weight.into_dispatch(), bias, has_bias, residual, has_residual);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
     let y = layer.forward(x);
@@ -263,7 +421,7 @@ pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Line
         let n = w_gate.dims()[1];
         let x = x.reshape([b * t, k]).into_dispatch();
         let gamma = norm.gamma.val().into_dispatch();
-        let out = <Dispatch as InferenceOps>::linear_swiglu(x, gamma, w_gate.into_dispatch(), w_up.into_dispatch(), norm.epsilon as f32);
+        let out = <Dispatch as FusedDecodeOps>::linear_swiglu(x, gamma, w_gate.into_dispatch(), w_up.into_dispatch(), norm.epsilon as f32);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
     let h = rms_norm(x, norm);
@@ -301,7 +459,7 @@ pub fn norm_linear_heads<const N: usize>(x: Tensor<3>, norm: &RmsNorm, outs: [He
             let weight = out.layer.weight.val();
             let (bias, has_bias) = optional_input(out.layer.bias.as_ref().map(|b| b.val()), &weight);
             let at = HeadsAt { offset: out.offset, pos_start, rotate: out.rotate, eps: norm.epsilon as f32 };
-            Tensor::from_dispatch(<Dispatch as InferenceOps>::linear_heads(
+            Tensor::from_dispatch(<Dispatch as FusedDecodeOps>::linear_heads(
                 out.dst.into_dispatch(),
                 rows.clone().into_dispatch(),
                 norm.gamma.val().into_dispatch(),
@@ -320,8 +478,8 @@ pub fn norm_linear_heads<const N: usize>(x: Tensor<3>, norm: &RmsNorm, outs: [He
 
 /// `norm`'s RMSNorm of `x`'s rows.
 pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
-    if applies_forward(Kernel::RmsNorm, &x) {
-        let out = <Dispatch as InferenceOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), norm.epsilon as f32);
+    if applies_forward_with_twin(Kernel::RmsNorm, &x) {
+        let out = <Dispatch as DecodeOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), norm.epsilon as f32);
         return Tensor::from_dispatch(out);
     }
     norm.forward(x)
@@ -329,8 +487,8 @@ pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
 
 /// `silu(gate) * up`.
 pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
-    if applies_forward(Kernel::Swiglu, &gate) {
-        return Tensor::from_dispatch(<Dispatch as InferenceOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
+    if applies_forward_with_twin(Kernel::Swiglu, &gate) {
+        return Tensor::from_dispatch(<Dispatch as DecodeOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
     }
     silu(gate) * up
 }
@@ -339,8 +497,8 @@ pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
 /// `pos_start..pos_start + len` when `rotate`, and written into `dst` `[batch, heads, capacity,
 /// head_dim]` at `offset..offset + len` along its third dimension (in place on wgpu).
 pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize, pos_start: usize, rotate_heads: bool) -> Tensor<4> {
-    if applies_forward(Kernel::RopeInto, &src) {
-        let out = <Dispatch as InferenceOps>::rope_into(
+    if applies_forward_with_twin(Kernel::RopeInto, &src) {
+        let out = <Dispatch as DecodeOps>::rope_into(
             dst.into_dispatch(),
             src.into_dispatch(),
             rope.cos.clone().into_dispatch(),
@@ -369,8 +527,8 @@ pub fn rope_into(dst: Tensor<4>, src: Tensor<3>, rope: &RopeTable, offset: usize
 /// >= len_k]` added to the scaled scores (its keys past `len_k` unread): `[batch, len_q, heads
 /// * head_dim]`.
 pub fn cached_attention(q: Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: &Tensor<4>, len_k: usize) -> Tensor<3> {
-    if applies_forward(Kernel::CachedAttention, &q) {
-        let out = <Dispatch as InferenceOps>::cached_attention(
+    if applies_forward_with_twin(Kernel::CachedAttention, &q) {
+        let out = <Dispatch as DecodeOps>::cached_attention(
             q.into_dispatch(),
             k.clone().into_dispatch(),
             v.clone().into_dispatch(),

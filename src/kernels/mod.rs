@@ -17,7 +17,7 @@ use burn::tensor::Device;
 
 pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
-pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu};
+pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu, tied_head};
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
@@ -116,6 +116,12 @@ pub fn software_adapter() -> bool {
 /// keeps the plain ops).
 fn applies_forward<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
     applies(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
+}
+
+/// Whether `x` goes through the forward-only `kernel` or its CPU twin (`host.rs`): as
+/// [`applies_forward`], on burn's CPU backend too.
+fn applies_forward_with_twin<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
+    applies_with_twin(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
 }
 
 /// Whether tensors on `device` go through `kernel` or its CPU twin (`host.rs`): burn's wgpu

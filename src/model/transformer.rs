@@ -430,7 +430,7 @@ impl Model {
     pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.embed.weight.val().transpose()),
+            None => kernels::tied_head(hidden, self.embed.weight.val()),
         }
     }
 

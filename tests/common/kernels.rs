@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, squared_sum, swiglu, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -20,7 +20,10 @@ pub async fn all_match(device: &Device) {
     inference_kernels_match(device, &mut rng).await;
     sampler_matches_the_host(device, &mut rng).await;
     adamw_matches(device, &mut rng).await;
-    // The CPU twins (`src/kernels/host.rs`): threaded natively, in turn in the browser.
+    // The CPU twins (`src/kernels/host.rs`): threaded natively, in turn in the browser. On the
+    // CPU the decode path's fused kernels fall back to a composition of twins (the norm, the
+    // few-row product, RoPE into the cache), so their cases check those compositions too.
+    inference_kernels_match(&Device::flex(), &mut rng).await;
     token_logprobs_match(&Device::flex(), &mut rng).await;
     attention_softmax_matches(&Device::flex(), &mut rng).await;
     adamw_matches(&Device::flex(), &mut rng).await;
@@ -73,7 +76,8 @@ async fn both_with_gradient<const D: usize, const G: usize>(f: impl Fn() -> (Ten
 /// without bias), the gate and up projections with SwiGLU in one, RMSNorm, SwiGLU,
 /// RoPE into a cache at an offset (rotated and not; the rest of the cache untouched), and
 /// attention over a cache longer than one 256-key chunk, grouped heads, padded and causal
-/// biases per row or shared, a query whose every key is masked, head sizes 16 and 64.
+/// biases per row or shared, a query whose every key is masked, head sizes 16 and 64; the tied
+/// output head on few rows.
 async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
     for (rows, width) in [(6, 300), (1, 576), (3, 7)] {
         let x = uniform(rows * width, 3.0, rng);
@@ -122,6 +126,14 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
         sgpo::kernels::set_software_adapter(false);
     }
     norm_linear_heads_match(device, rng).await;
+    for (rows, d, vocab) in [(1, 70, 1000), (3, 64, 257), (8, 576, 3000), (9, 40, 50)] {
+        let hidden = uniform(rows * d, 2.0, rng);
+        let table = tensor(uniform(vocab * d, 0.5, rng), [vocab, d], device);
+        let (a, b) = both(|| tied_head(tensor(hidden.clone(), [rows, d], device), table.clone())).await;
+        let d_max = max_diff(&a, &b);
+        eprintln!("tied_head [{rows}, {d}] x [{vocab}, {d}]^T: {d_max:.1e}");
+        assert!(d_max < 1e-4, "tied_head [{rows}, {d}] x [{vocab}, {d}]^T differs by {d_max}");
+    }
     let (g, u) = (uniform(2 * 3 * 700, 6.0, rng), uniform(2 * 3 * 700, 2.0, rng));
     let (a, b) = both(|| swiglu(tensor(g.clone(), [2, 3, 700], device), tensor(u.clone(), [2, 3, 700], device))).await;
     let d = max_diff(&a, &b);

@@ -53,7 +53,8 @@ pub struct BenchArgs {
     #[arg(long, requires = "lora_rank")]
     burn_lora: bool,
     /// Plain burn ops instead of our kernels (the WGSL files in shaders/ on wgpu; on the CPU,
-    /// the CPU twins of token_logprobs, adamw and attention_softmax), to measure what they buy.
+    /// the CPU twins of token_logprobs, adamw, attention_softmax and the decode path's
+    /// linear_rows, rms_norm, swiglu, rope_into and cached_attention), to measure what they buy.
     #[arg(long)]
     no_kernels: bool,
     /// Plain burn ops instead of these kernels only (comma-separated: token_logprobs,
