@@ -97,6 +97,45 @@ pub fn filled_rows(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sy
     out
 }
 
+/// Two `rows x width` buffers, each row of both written by `f(row, a, b)` (zeros before), rows
+/// split across threads natively as in [`for_each_row`].
+pub fn filled_rows2(rows: usize, width: usize, f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send) -> (Vec<f32>, Vec<f32>) {
+    let (mut a, mut b) = (vec![0.0f32; rows * width], vec![0.0f32; rows * width]);
+    let width = width.max(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    if a.len() > CHUNK {
+        use rayon::prelude::*;
+        a.par_chunks_mut(width).zip(b.par_chunks_mut(width)).enumerate().for_each(|(row, (a, b))| f(row, a, b));
+        return (a, b);
+    }
+    for (row, (a, b)) in a.chunks_mut(width).zip(b.chunks_mut(width)).enumerate() {
+        f(row, a, b);
+    }
+    (a, b)
+}
+
+/// Rows per block in [`summed_blocks`].
+const SUMMED_ROWS: usize = 64;
+
+/// `Σ over rows of f(row)`, a `width`-long sum, where `f(row, sum)` adds its row's terms into
+/// `sum`: blocks of [`SUMMED_ROWS`] rows summed across threads natively, the blocks' sums
+/// added in order (the same bits whatever the threads, as [`sum_chunks`]).
+pub fn summed_blocks(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    let blocks = rows.div_ceil(SUMMED_ROWS);
+    let mut sums = vec![0.0f32; blocks * width];
+    rows_on_threads(&mut sums, width, blocks > 1, |block, sum| {
+        for row in block * SUMMED_ROWS..rows.min((block + 1) * SUMMED_ROWS) {
+            f(row, sum);
+        }
+    });
+    let (total, rest) = sums.split_at_mut(width.min(blocks * width));
+    for block in rest.chunks_exact(width.max(1)) {
+        total.iter_mut().zip(block).for_each(|(t, b)| *t += b);
+    }
+    sums.truncate(width);
+    sums
+}
+
 /// `f(row, values)` for each `width`-long row of `values`, rows split across threads natively
 /// when they hold more than [`CHUNK`] values (waking a sleeping thread costs more than a decode
 /// step's norm of one row).

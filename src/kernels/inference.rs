@@ -10,11 +10,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::backend::tensor::FloatTensor;
 use burn::nn::{Linear, RmsNorm};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::host::{dot, f32_values, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
-use super::{Kernel, applies_forward, applies_forward_with_twin};
+use super::{Kernel, applies_forward, applies_forward_with_twin, rms_norm, swiglu};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
@@ -474,23 +474,6 @@ pub fn norm_linear_heads<const N: usize>(x: Tensor<3>, norm: &RmsNorm, outs: [He
     }
     let h = rms_norm(x, norm);
     outs.map(|out| rope_into(out.dst, linear(h.clone(), out.layer), rope, out.offset, pos_start, out.rotate))
-}
-
-/// `norm`'s RMSNorm of `x`'s rows.
-pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
-    if applies_forward_with_twin(Kernel::RmsNorm, &x) {
-        let out = <Dispatch as DecodeOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), norm.epsilon as f32);
-        return Tensor::from_dispatch(out);
-    }
-    norm.forward(x)
-}
-
-/// `silu(gate) * up`.
-pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
-    if applies_forward_with_twin(Kernel::Swiglu, &gate) {
-        return Tensor::from_dispatch(<Dispatch as DecodeOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
-    }
-    silu(gate) * up
 }
 
 /// `src` `[batch, len, heads * head_dim]` split into heads, rotated for positions

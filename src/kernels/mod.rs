@@ -8,7 +8,9 @@ mod attention_softmax;
 mod host;
 mod inference;
 mod launch;
+mod rms_norm;
 mod sample;
+mod swiglu;
 mod token_logprobs;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -17,7 +19,9 @@ use burn::tensor::Device;
 
 pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
-pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, swiglu, tied_head};
+pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rope_into, tied_head};
+pub use rms_norm::rms_norm;
+pub use swiglu::swiglu;
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
@@ -122,6 +126,12 @@ fn applies_forward<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) 
 /// [`applies_forward`], on burn's CPU backend too.
 fn applies_forward_with_twin<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
     applies_with_twin(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
+}
+
+/// Whether `x`, under autodiff, goes through `kernel`'s CPU twin with its backward: on burn's
+/// CPU backend, f32, the kernel on (the twins with a backward that wgpu does not have yet).
+fn applies_with_gradient_on_cpu<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
+    enabled(kernel) && crate::device::is_cpu(&x.device()) && x.is_autodiff() && x.dtype() == burn::backend::DType::F32
 }
 
 /// Whether tensors on `device` go through `kernel` or its CPU twin (`host.rs`): burn's wgpu

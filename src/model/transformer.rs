@@ -5,7 +5,6 @@
 use burn::module::Module;
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{KvCache, causal_bias, repeat_kv, rope_table, rotate};
@@ -253,12 +252,12 @@ impl Model {
 }
 
 impl Block {
-    /// The training and scoring path: every position at once, no cache, plain burn ops (they
-    /// carry gradients).
+    /// The training and scoring path: every position at once, no cache; burn's ops and the
+    /// kernels that carry gradients (on wgpu, attention's softmax; on the CPU, their twins).
     fn forward(&self, x: Tensor<3>, rope: &(Tensor<4>, Tensor<4>), bias: &Tensor<4>, shape: (usize, usize, usize)) -> Tensor<3> {
         let (n_heads, n_kv, hd) = shape;
         let [b, t, d] = x.dims();
-        let h = self.attn_norm.forward(x.clone());
+        let h = kernels::rms_norm(x.clone(), &self.attn_norm);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let q = rotate(heads(self.project(LoraTarget::Q, h.clone()), n_heads), &rope.0, &rope.1);
         let k = rotate(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
@@ -269,8 +268,8 @@ impl Block {
         let weights = kernels::attention_softmax(q.matmul(k.swap_dims(2, 3)), bias.clone(), 1.0 / (hd as f32).sqrt());
         let attn = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.project(LoraTarget::O, attn);
-        let h = self.mlp_norm.forward(x.clone());
-        let gated = silu(self.project(LoraTarget::Gate, h.clone())) * self.project(LoraTarget::Up, h);
+        let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
+        let gated = kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h));
         x + self.project(LoraTarget::Down, gated)
     }
 
@@ -395,7 +394,7 @@ impl Model {
         for block in &self.blocks {
             x = block.forward(x, &rope, &bias, shape);
         }
-        self.norm.forward(x)
+        kernels::rms_norm(x, &self.norm)
     }
 
     fn hidden_cached(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, cache: &mut KvCache) -> Tensor<3> {

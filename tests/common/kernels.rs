@@ -26,6 +26,7 @@ pub async fn all_match(device: &Device) {
     inference_kernels_match(&Device::flex(), &mut rng).await;
     token_logprobs_match(&Device::flex(), &mut rng).await;
     attention_softmax_matches(&Device::flex(), &mut rng).await;
+    norm_and_gate_gradients_match(&Device::flex(), &mut rng).await;
     adamw_matches(&Device::flex(), &mut rng).await;
     squared_sum_matches(&Device::flex(), &mut rng).await;
 }
@@ -328,6 +329,45 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
         }
         let moved = max_diff(&expected.0, &w);
         assert!(moved > 1e-6, "the update moved the weights ({moved})");
+    }
+}
+
+/// RMSNorm and SwiGLU under autodiff against burn's ops: the values, and the gradients of
+/// every input (the norm's gains included) under a weighted sum of the output; one row and
+/// enough rows for several blocks of the gains' sum, widths below and above a vector's.
+async fn norm_and_gate_gradients_match(device: &Device, rng: &mut Rng) {
+    let device = device.clone().autodiff();
+    for (rows, width) in [(1, 7), (6, 300), (130, 64)] {
+        let (x, gamma, weights) = (uniform(rows * width, 3.0, rng), uniform(width, 1.5, rng), uniform(rows * width, 1.0, rng));
+        let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
+            let x = tensor(x.clone(), [1, rows, width], &device).require_grad();
+            let norm = RmsNorm { gamma: Param::from_tensor(tensor(gamma.clone(), [width], &device).require_grad()), epsilon: 1e-5 };
+            let y = rms_norm(x.clone(), &norm);
+            let grads = (y.clone() * tensor(weights.clone(), [1, rows, width], &device)).sum().backward();
+            let (dx, dgamma) = (x.grad(&grads).expect("x gets a gradient"), norm.gamma.grad(&grads).expect("the gains get a gradient"));
+            (y, Tensor::cat(vec![dx.reshape([rows * width]), dgamma], 0))
+        })
+        .await;
+        let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
+        let scale = plain_grad.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        eprintln!("rms_norm with gradients [{rows}, {width}] ({device:?}): values differ by {d:.1e}, gradients by {dg:.1e} of {scale:.0}");
+        assert!(d < 1e-5, "rms_norm [{rows}, {width}]: values differ by {d}");
+        assert!(dg / scale < 1e-5, "rms_norm [{rows}, {width}]: gradients differ by {dg} of {scale}");
+
+        let (gate, up) = (uniform(rows * width, 6.0, rng), uniform(rows * width, 2.0, rng));
+        let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
+            let gate = tensor(gate.clone(), [1, rows, width], &device).require_grad();
+            let up = tensor(up.clone(), [1, rows, width], &device).require_grad();
+            let y = swiglu(gate.clone(), up.clone());
+            let grads = (y.clone() * tensor(weights.clone(), [1, rows, width], &device)).sum().backward();
+            let (d_gate, d_up) = (gate.grad(&grads).expect("the gate gets a gradient"), up.grad(&grads).expect("up gets a gradient"));
+            (y, Tensor::cat(vec![d_gate, d_up], 0))
+        })
+        .await;
+        let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
+        eprintln!("swiglu with gradients [{rows}, {width}] ({device:?}): values differ by {d:.1e}, gradients by {dg:.1e}");
+        assert!(d < 1e-5, "swiglu [{rows}, {width}]: values differ by {d}");
+        assert!(dg < 1e-5, "swiglu [{rows}, {width}]: gradients differ by {dg}");
     }
 }
 

@@ -1,0 +1,109 @@
+//! SwiGLU's gate, `silu(gate) * up`: the decode kernel (forward only, `DecodeOps::swiglu`, on
+//! wgpu and as a CPU twin) and, under autodiff on the CPU backend, a twin with its backward in
+//! one threaded pass, where burn's composition is a sigmoid, two products and their backward,
+//! each a pass on one thread. On wgpu under autodiff burn's ops run (no WGSL backward yet).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::activation::silu;
+use burn::tensor::{Tensor, TensorData};
+
+use super::host::{f32_values, filled_rows2};
+use super::inference::DecodeOps;
+use super::{Kernel, applies_forward_with_twin, applies_with_gradient_on_cpu};
+
+#[backend_extension(Flex, Autodiff)]
+pub trait TrainedSwiglu: Backend {
+    /// `gate`, `up` of one shape -> `silu(gate) * up`.
+    fn trained_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The two passes on one backend (the CPU's; a WGSL pair would make wgpu's).
+pub trait FusedSwiglu: Backend {
+    fn forward(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradients of `gate` and `up` from the output's.
+    fn backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl FusedSwiglu for Flex {
+    fn forward(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        <Flex as DecodeOps>::swiglu(gate, up)
+    }
+
+    fn backward(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let shape = gate.layout().shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let (gate, up, grad) = (f32_values(&gate), f32_values(&up), f32_values(&grad));
+        // y = g s(g) u: dy/du = g s(g), dy/dg = u s(g) (1 + g (1 - s(g))).
+        let (d_gate, d_up) = filled_rows2(shape.num_elements() / width, width, |row, d_gate, d_up| {
+            let at = row * width;
+            let (gate, up, grad) = (&gate[at..at + width], &up[at..at + width], &grad[at..at + width]);
+            for i in 0..width {
+                let (g, u, dy) = (gate[i], up[i], grad[i]);
+                let s = 1.0 / (1.0 + (-g).exp());
+                d_up[i] = dy * g * s;
+                d_gate[i] = dy * u * s * (1.0 + g * (1.0 - s));
+            }
+        });
+        (FlexTensor::from_data(TensorData::new(d_gate, shape.clone())), FlexTensor::from_data(TensorData::new(d_up, shape)))
+    }
+}
+
+impl TrainedSwiglu for Flex {
+    fn trained_swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        <Flex as FusedSwiglu>::forward(gate, up)
+    }
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl<B: FusedSwiglu> Backward<B, 2> for SwigluBackward {
+    /// The gate and up projections.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (gate, up) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let (d_gate, d_up) = B::backward(gate, up, grad);
+        let [gate_node, up_node] = ops.parents;
+        if let Some(node) = gate_node {
+            grads.register::<B>(node.id, d_gate);
+        }
+        if let Some(node) = up_node {
+            grads.register::<B>(node.id, d_up);
+        }
+    }
+}
+
+impl<B: FusedSwiglu, C: CheckpointStrategy> TrainedSwiglu for Autodiff<B, C> {
+    fn trained_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (gate, gate_node) = gate.into_parts();
+        let (up, up_node) = up.into_parts();
+        match SwigluBackward.prepare::<C>([gate_node, up_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::forward(gate.clone(), up.clone());
+                prep.finish((gate, up), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::forward(gate, up)),
+        }
+    }
+}
+
+/// `silu(gate) * up`: the decode kernel without autodiff (wgpu, or its CPU twin), the CPU
+/// twin with its backward under autodiff, burn's ops elsewhere or when switched off
+/// (`swiglu`).
+pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
+    if applies_forward_with_twin(Kernel::Swiglu, &gate) {
+        return Tensor::from_dispatch(<Dispatch as DecodeOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
+    }
+    if applies_with_gradient_on_cpu(Kernel::Swiglu, &gate) {
+        return Tensor::from_dispatch(<Dispatch as TrainedSwiglu>::trained_swiglu(gate.into_dispatch(), up.into_dispatch()));
+    }
+    silu(gate) * up
+}
