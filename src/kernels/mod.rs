@@ -9,6 +9,7 @@ mod host;
 mod inference;
 mod launch;
 mod rms_norm;
+mod rope;
 mod sample;
 mod swiglu;
 mod token_logprobs;
@@ -21,11 +22,13 @@ pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
 pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rope_into, tied_head};
 pub use rms_norm::rms_norm;
+pub use rope::rope;
 pub use swiglu::swiglu;
 pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
-/// Each kernel, by the name `sgpo bench --no-kernel` takes (its WGSL file's).
+/// Each kernel, by the name `sgpo bench --no-kernel` takes (its WGSL file's). A kernel's switch
+/// also covers its CPU twins, and `rope_into`'s the training path's rotation (`rope.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     TokenLogprobs,

@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::{KvCache, causal_bias, repeat_kv, rope_table, rotate};
+use super::attention::{KvCache, causal_bias, repeat_kv, rope_table};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::{LoraTarget, ModelConfig};
 use crate::kernels::{self, HeadsInto, RopeTable};
@@ -259,8 +259,8 @@ impl Block {
         let [b, t, d] = x.dims();
         let h = kernels::rms_norm(x.clone(), &self.attn_norm);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = rotate(heads(self.project(LoraTarget::Q, h.clone()), n_heads), &rope.0, &rope.1);
-        let k = rotate(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
+        let q = kernels::rope(heads(self.project(LoraTarget::Q, h.clone()), n_heads), &rope.0, &rope.1);
+        let k = kernels::rope(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
         let v = heads(self.project(LoraTarget::V, h), n_kv);
         let rep = n_heads / n_kv;
         let k = repeat_kv(k, rep);

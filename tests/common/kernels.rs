@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -332,8 +332,8 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
     }
 }
 
-/// RMSNorm and SwiGLU under autodiff against burn's ops: the values, and the gradients of
-/// every input (the norm's gains included) under a weighted sum of the output; one row and
+/// RMSNorm, SwiGLU and RoPE under autodiff against burn's ops: the values, and the gradients
+/// of every input (the norm's gains included) under a weighted sum of the output; one row and
 /// enough rows for several blocks of the gains' sum, widths below and above a vector's.
 async fn norm_and_gate_gradients_match(device: &Device, rng: &mut Rng) {
     let device = device.clone().autodiff();
@@ -368,6 +368,22 @@ async fn norm_and_gate_gradients_match(device: &Device, rng: &mut Rng) {
         eprintln!("swiglu with gradients [{rows}, {width}] ({device:?}): values differ by {d:.1e}, gradients by {dg:.1e}");
         assert!(d < 1e-5, "swiglu [{rows}, {width}]: values differ by {d}");
         assert!(dg < 1e-5, "swiglu [{rows}, {width}]: gradients differ by {dg}");
+    }
+    // RoPE's rotation of heads split from a projection (a strided view, as the model makes them).
+    for (b, len, heads, hd) in [(2, 5, 3, 8), (1, 40, 2, 64)] {
+        let (x, weights) = (uniform(b * len * heads * hd, 2.0, rng), uniform(b * len * heads * hd, 1.0, rng));
+        let angles = |rng: &mut Rng| tensor(uniform(len * hd / 2, 1.0, rng), [1, 1, len, hd / 2], &device);
+        let (cos, sin) = (angles(rng), angles(rng));
+        let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
+            let x = tensor(x.clone(), [b, len, heads, hd], &device).require_grad();
+            let y = rope(x.clone().swap_dims(1, 2), &cos, &sin);
+            let grads = (y.clone() * tensor(weights.clone(), [b, heads, len, hd], &device)).sum().backward();
+            (y, x.grad(&grads).expect("x gets a gradient"))
+        })
+        .await;
+        let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
+        eprintln!("rope with gradients [{b}, {heads}, {len}, {hd}] ({device:?}): values differ by {d:.1e}, gradients by {dg:.1e}");
+        assert!(d < 1e-6 && dg < 1e-6, "rope [{b}, {heads}, {len}, {hd}]: values differ by {d}, gradients by {dg}");
     }
 }
 
