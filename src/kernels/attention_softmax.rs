@@ -16,7 +16,7 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{f32_values, filled_rows};
+use super::host::{exp_in_place, f32_values, filled_rows, max_of, sum_of};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_with_twin};
 
@@ -78,20 +78,12 @@ impl FusedSoftmax for Flex {
             let batch_row = (row / per_batch).min(bias_batch - 1);
             let start = (batch_row * queries + row % queries) * keys;
             let bias = &bias[start..start + keys];
-            let mut max = f32::NEG_INFINITY;
-            for ((o, &s), &b) in out.iter_mut().zip(s).zip(bias) {
-                *o = s * scale + b;
-                max = max.max(*o);
-            }
-            let mut sum = 0.0f32;
-            for o in out.iter_mut() {
-                // Masked keys (a -1e9 bias) would take expf's slow underflow path, which also
-                // sets errno; below -104 its result rounds to 0 in f32, so this is exact.
-                let d = *o - max;
-                *o = if d < -104.0 { 0.0 } else { d.exp() };
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
+            out.iter_mut().zip(s).zip(bias).for_each(|((o, &s), &b)| *o = s * scale + b);
+            let max = max_of(out);
+            out.iter_mut().for_each(|o| *o -= max);
+            // Masked keys (a -1e9 bias) come out 0.
+            exp_in_place(out);
+            let inv = 1.0 / sum_of(out);
             out.iter_mut().for_each(|o| *o *= inv);
         });
         FlexTensor::from_data(TensorData::new(probs, shape))

@@ -184,6 +184,35 @@ fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     sums.iter().sum::<f32>() + tail
 }
 
+/// The largest of `values` (negative infinity for none), in eight running maxima: `f32::max`
+/// in one loop does not vectorise (it must skip NaN, value by value). A NaN among the values
+/// may be passed over here; the softmaxes that use this carry it on through `exp`.
+pub fn max_of(values: &[f32]) -> f32 {
+    let larger = |m: f32, v: f32| if v > m { v } else { m };
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+    for chunk in chunks {
+        for i in 0..8 {
+            lanes[i] = larger(lanes[i], chunk[i]);
+        }
+    }
+    lanes.into_iter().fold(tail, larger)
+}
+
+/// The sum of `values`, in eight running sums (as [`dot`]: one sum in order does not vectorise).
+pub fn sum_of(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for i in 0..8 {
+            lanes[i] += chunk[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Rows of the weight per piece of work in [`rows_product_transposed`].
 const TRANSPOSED_BLOCK: usize = 256;
 
@@ -309,5 +338,104 @@ fn product_part_portable<const FMA: bool>(x: &[f32], w: &[f32], rows: usize, k: 
             }
             at += 1;
         }
+    }
+}
+
+/// Below this `e^x` is subnormal in f32: [`exp_in_place`] gives 0 (a masked key's weight).
+const EXP_MIN: f32 = -87.336_55;
+/// Above this `e^x` overflows f32: [`exp_in_place`] gives infinity.
+const EXP_MAX: f32 = 88.722_83;
+
+/// `e^x` for each value, in place, within a few units in the last place of the true value:
+/// `x = n ln 2 + r` with `|r| <= ln 2 / 2`, a degree-7 polynomial for `e^r` (Cephes' `expf`
+/// coefficients) and `2^n` put in the exponent bits. Unlike a call to the C library's `expf`
+/// per value, the loop vectorises; on x86-64 it is compiled for AVX2 and FMA too and picked at
+/// run time. NaN stays NaN (a non-finite loss must show).
+pub fn exp_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for (checked above).
+        return unsafe { exp_in_place_avx2(values) };
+    }
+    values.iter_mut().for_each(|v| *v = exp::<false>(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_in_place_avx2(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = exp::<true>(*v));
+}
+
+#[inline(always)]
+fn exp<const FMA: bool>(x: f32) -> f32 {
+    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
+    // Rounding to the nearest integer by adding and taking away 1.5 * 2^23.
+    const ROUND: f32 = 12_582_912.0;
+    let clamped = x.clamp(EXP_MIN, EXP_MAX);
+    let rounded = madd(clamped, std::f32::consts::LOG2_E, ROUND);
+    let n = rounded - ROUND;
+    // ln 2 in two parts, the first exact in a few bits, so that n ln 2 loses nothing.
+    let r = madd(n, 2.121_944_4e-4, madd(n, -0.693_359_4, clamped));
+    let mut p = 1.987_569_1e-4f32;
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = madd(p, r, c);
+    }
+    let e_r = madd(p, r * r, r + 1.0);
+    // e^r 2^n as (e^r 2^(n - 1)) 2: 2^128 (n's largest, where e^r < 1) is not an f32. n is
+    // read from `rounded`'s low bits (it is ROUND's bits plus n), not converted from a float:
+    // Rust's saturating float-to-int conversion does not vectorise.
+    let n_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits());
+    let half_scale = f32::from_bits(n_bits.wrapping_add(126) << 23);
+    let y = e_r * half_scale * 2.0;
+    if x < EXP_MIN {
+        0.0
+    } else if x > EXP_MAX {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lane-wise maximum and sum against one loop in order, for every length up to past
+    /// two chunks of eight (the remainders), on values of both signs.
+    #[test]
+    fn max_and_sum_match_one_loop() {
+        let values: Vec<f32> = (0..40).map(|i| ((i * 7919 % 23) as f32 - 11.5) * 0.37).collect();
+        for n in 0..=values.len() {
+            let v = &values[..n];
+            assert_eq!(max_of(v), v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)), "max of {n}");
+            let sum: f32 = v.iter().sum();
+            assert!((sum_of(v) - sum).abs() <= 1e-5 * v.iter().map(|x| x.abs()).sum::<f32>().max(1.0), "sum of {n}");
+        }
+    }
+
+    /// Against f64's `exp` over the whole finite range, densely: relative error within 3e-7
+    /// (a few units in the last place); the ends and NaN.
+    #[test]
+    fn exp_matches_f64() {
+        let xs: Vec<f32> = (0..=400_000).map(|i| EXP_MIN + (EXP_MAX - EXP_MIN) * i as f32 / 400_000.0).chain([0.0, -0.0, 1.0, -1.0, 1e-8, -1e-8]).collect();
+        let mut ys = xs.clone();
+        exp_in_place(&mut ys);
+        let mut worst = 0.0f64;
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = (x as f64).exp();
+            if want < f32::MIN_POSITIVE as f64 * 2.0 {
+                continue; // near the subnormal edge only the absolute error is small
+            }
+            if want > f32::MAX as f64 {
+                assert_eq!(y, f32::INFINITY, "e^{x} overflows f32");
+                continue;
+            }
+            worst = worst.max(((y as f64) - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "relative error {worst:e}");
+        let mut edges = [EXP_MIN - 1.0, -1e9, EXP_MAX + 1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        exp_in_place(&mut edges);
+        assert_eq!(edges[..5], [0.0, 0.0, f32::INFINITY, f32::INFINITY, 0.0]);
+        assert!(edges[5].is_nan());
     }
 }

@@ -13,7 +13,7 @@ use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use super::host::{dot, f32_values, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
+use super::host::{dot, exp_in_place, f32_values, max_of, sum_of, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
 use super::{Kernel, applies_forward, applies_forward_with_twin, rms_norm, swiglu};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
@@ -272,8 +272,11 @@ impl DecodeOps for Flex {
         let (gate, up) = (f32_values(&gate), f32_values(&up));
         let out = filled_rows(shape.num_elements() / width, width, |row, out| {
             let at = row * width..(row + 1) * width;
-            for ((o, &g), &u) in out.iter_mut().zip(&gate[at.clone()]).zip(&up[at]) {
-                *o = g / (1.0 + (-g).exp()) * u;
+            let (gate, up) = (&gate[at.clone()], &up[at]);
+            out.iter_mut().zip(gate).for_each(|(o, &g)| *o = -g);
+            exp_in_place(out);
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + *o) * u;
             }
         });
         FlexTensor::from_data(TensorData::new(out, shape))
@@ -322,14 +325,10 @@ impl DecodeOps for Flex {
             let bias = &bias[(b.min(bias_rows - 1) * len_q + query) * bias_len..][..len_k];
             let key = |j: usize| kv_at + j * head_dim..kv_at + (j + 1) * head_dim;
             let mut weights: Vec<f32> = (0..len_k).map(|j| dot(q, &k[key(j)]) * scale + bias[j]).collect();
-            let max = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
-            let mut sum = 0.0f32;
-            for w in weights.iter_mut() {
-                // As `attention_softmax`'s twin: below -104 expf rounds to 0 (a masked key).
-                let d = *w - max;
-                *w = if d < -104.0 { 0.0 } else { d.exp() };
-                sum += *w;
-            }
+            let max = max_of(&weights);
+            weights.iter_mut().for_each(|w| *w -= max);
+            exp_in_place(&mut weights); // a masked key's weight comes out 0
+            let sum = sum_of(&weights);
             for (j, &w) in weights.iter().enumerate().filter(|(_, w)| **w != 0.0) {
                 out.iter_mut().zip(&v[key(j)]).for_each(|(o, &v)| *o += w * v);
             }

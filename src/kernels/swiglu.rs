@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{f32_values, filled_rows2};
+use super::host::{exp_in_place, f32_values, filled_rows2};
 use super::inference::DecodeOps;
 use super::{Kernel, applies_forward_with_twin, applies_with_gradient_on_cpu};
 
@@ -43,9 +43,11 @@ impl FusedSwiglu for Flex {
         let (d_gate, d_up) = filled_rows2(shape.num_elements() / width, width, |row, d_gate, d_up| {
             let at = row * width;
             let (gate, up, grad) = (&gate[at..at + width], &up[at..at + width], &grad[at..at + width]);
+            d_up.iter_mut().zip(gate).for_each(|(e, &g)| *e = -g);
+            exp_in_place(d_up);
             for i in 0..width {
                 let (g, u, dy) = (gate[i], up[i], grad[i]);
-                let s = 1.0 / (1.0 + (-g).exp());
+                let s = 1.0 / (1.0 + d_up[i]);
                 d_up[i] = dy * g * s;
                 d_gate[i] = dy * u * s * (1.0 + g * (1.0 - s));
             }

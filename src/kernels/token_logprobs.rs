@@ -14,7 +14,7 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
-use super::host::{f32_values, filled_rows, for_each_row2};
+use super::host::{exp_in_place, f32_values, filled_rows, for_each_row2, max_of, sum_of};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_with_twin};
 
@@ -63,8 +63,10 @@ impl FusedLogprobs for Flex {
         let (mut out, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows]);
         for_each_row2(&mut out, &mut lse, |row, out, lse| {
             let x = &x[row * vocab..(row + 1) * vocab];
-            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
+            let max = max_of(x);
+            let mut e: Vec<f32> = x.iter().map(|&v| v - max).collect();
+            exp_in_place(&mut e);
+            let sum = sum_of(&e);
             *lse = max + sum.ln();
             *out = x[targets[row]] - *lse;
         });
@@ -76,9 +78,9 @@ impl FusedLogprobs for Flex {
         let (x, targets, lse, grad) = (f32_values(&logits), host_ids(&targets, vocab), f32_values(&lse), f32_values(&grad));
         let out = filled_rows(rows, vocab, |row, out| {
             let (x, g, lse) = (&x[row * vocab..(row + 1) * vocab], grad[row], lse[row]);
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = -g * (v - lse).exp();
-            }
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - lse);
+            exp_in_place(out);
+            out.iter_mut().for_each(|o| *o *= -g);
             out[targets[row]] += g;
         });
         FlexTensor::from_data(TensorData::new(out, [rows, vocab]))
