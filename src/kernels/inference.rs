@@ -3,7 +3,8 @@
 //! MLP's first half (RMSNorm, gate, up and SwiGLU in one), few-row projections with their
 //! residual add, and attention over the cache. Each replaces a chain of burn ops, and so a chain
 //! of dispatches: on wgpu the host's cost of issuing a dispatch, not the GPU, is what bounds a
-//! decode step (README, performance).
+//! decode step (README, performance). Five have a CPU twin (`DecodeOps` for Flex), as has the
+//! tied output head's few-row product: there a decode step is bound by reading the weights.
 
 use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::backend::flex::FlexTensor;
@@ -13,7 +14,7 @@ use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use super::host::{dot, exp_in_place, f32_values, max_of, sum_of, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
+use super::host::{dot, exp_in_place, f32_values, filled_rows, for_each_row, max_of, owned_f32, rows_product, rows_product_transposed, sum_of, values_mut};
 use super::{Kernel, applies_forward, applies_forward_with_twin, rms_norm, swiglu};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
