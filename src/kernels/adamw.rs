@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::host::{f32_values, for_each_chunk3, owned_f32, sum_chunks, values_mut};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
-use super::{Kernel, applies_on_cpu, applies_with_twin};
+use super::{Kernel, applies_forward_with_twin, applies_on_cpu};
 
 const ADAMW: Wgsl = Wgsl { name: "adamw", source: include_str!("../../shaders/adamw.wgsl"), defines: &[] };
 
@@ -111,7 +111,7 @@ pub fn squared_sum(x: Tensor<1>) -> Tensor<1> {
 /// `second`: the weight and moments after it. One `adamw.wgsl` dispatch on wgpu, one threaded
 /// pass on the CPU backend; the same rule in burn ops when the kernel is off.
 pub fn adamw(weight: Tensor<1>, grad: Tensor<1>, first: Tensor<1>, second: Tensor<1>, rule: AdamWRule) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    if applies_with_twin(Kernel::Adamw, &weight.device()) && !weight.is_autodiff() && weight.dtype() == DType::F32 {
+    if applies_forward_with_twin(Kernel::Adamw, &weight) {
         let (w, m, v) = <Dispatch as OptimizerOps>::adamw(weight.into_dispatch(), grad.into_dispatch(), first.into_dispatch(), second.into_dispatch(), rule);
         return (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v));
     }

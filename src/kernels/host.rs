@@ -128,12 +128,26 @@ pub fn summed_blocks(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + 
             f(row, sum);
         }
     });
-    let (total, rest) = sums.split_at_mut(width.min(blocks * width));
-    for block in rest.chunks_exact(width.max(1)) {
-        total.iter_mut().zip(block).for_each(|(t, b)| *t += b);
+    added_parts(sums, width)
+}
+
+/// `parts`, pieces of `width` values each, added into the first in order (the same bits
+/// whatever the threads that made them): the first `width` values.
+fn added_parts(mut parts: Vec<f32>, width: usize) -> Vec<f32> {
+    let first = width.min(parts.len());
+    let (total, rest) = parts.split_at_mut(first);
+    for part in rest.chunks_exact(width.max(1)) {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
     }
-    sums.truncate(width);
-    sums
+    parts.truncate(width);
+    parts
+}
+
+/// Whether this CPU runs the loops compiled for AVX2 and FMA (x86-64 only; this crate builds
+/// for baseline x86-64, so they are picked at run time).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `f(row, values)` for each `width`-long row of `values`, rows split across threads natively
@@ -242,7 +256,7 @@ pub fn rows_product_transposed(x: &[f32], w: &[f32], rows: usize, k: usize, n: u
 /// `out[j * rows + r]` = `x[r] · w[j]` for each of `w`'s rows.
 fn transposed_block(x: &[f32], w: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for (checked above).
         return unsafe { transposed_block_avx2(x, w, rows, k, out) };
     }
@@ -286,18 +300,13 @@ pub fn rows_product(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Ve
         let ks = (part * depth).min(k)..((part + 1) * depth).min(k);
         product_part(x, w, rows, k, n, ks, out);
     });
-    let (first, rest) = sums.split_at_mut(rows * n);
-    for part in rest.chunks_exact(rows * n) {
-        first.iter_mut().zip(part).for_each(|(o, p)| *o += p);
-    }
-    sums.truncate(rows * n);
-    sums
+    added_parts(sums, rows * n)
 }
 
 /// `out` `[rows, n]` += `x[:, ks]` times `w[ks, :]`.
 fn product_part(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, ks: std::ops::Range<usize>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for (checked above).
         return unsafe { product_part_avx2(x, w, rows, k, n, ks, out) };
     }
@@ -353,7 +362,7 @@ const EXP_MAX: f32 = 88.722_83;
 /// run time. NaN stays NaN (a non-finite loss must show).
 pub fn exp_in_place(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for (checked above).
         return unsafe { exp_in_place_avx2(values) };
     }

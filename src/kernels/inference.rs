@@ -15,7 +15,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::host::{dot, exp_in_place, f32_values, filled_rows, for_each_row, max_of, owned_f32, rows_product, rows_product_transposed, sum_of, values_mut};
-use super::{Kernel, applies_forward, applies_forward_with_twin, rms_norm, swiglu};
+use super::{Kernel, applies_forward, applies_forward_with_twin, applies_on_cpu, rms_norm, swiglu};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
@@ -366,7 +366,7 @@ fn few_rows_apply(kernel: Kernel, x: &Tensor<3>, rows: usize) -> bool {
 /// Whether `linear_rows` takes `rows` rows of `x`: [`few_rows_apply`] on wgpu, its CPU twin up
 /// to [`LINEAR_ROWS_MAX_CPU`] rows.
 fn linear_rows_apply(x: &Tensor<3>, rows: usize) -> bool {
-    few_rows_apply(Kernel::LinearRows, x, rows) || (applies_forward_with_twin(Kernel::LinearRows, x) && crate::device::is_cpu(&x.device()) && rows <= LINEAR_ROWS_MAX_CPU)
+    few_rows_apply(Kernel::LinearRows, x, rows) || (applies_on_cpu(Kernel::LinearRows, x) && rows <= LINEAR_ROWS_MAX_CPU)
 }
 
 /// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
@@ -380,7 +380,7 @@ pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
 /// of the table's rows read once (`linear_rows`' switch); else burn's product.
 pub fn tied_head(hidden: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
     let rows = hidden.dims()[0];
-    if applies_forward_with_twin(Kernel::LinearRows, &hidden) && crate::device::is_cpu(&hidden.device()) && rows <= TIED_HEAD_ROWS_MAX_CPU {
+    if applies_on_cpu(Kernel::LinearRows, &hidden) && rows <= TIED_HEAD_ROWS_MAX_CPU {
         return Tensor::from_dispatch(<Dispatch as TiedHeadOps>::rows_times_table(hidden.into_dispatch(), table.into_dispatch()));
     }
     hidden.matmul(table.transpose())

@@ -10,11 +10,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
 use super::host::{f32_values, filled_rows};
-use super::{Kernel, enabled};
+use super::{Kernel, applies_on_cpu, applies_with_gradient_on_cpu};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait RopeOps: Backend {
@@ -91,8 +91,7 @@ impl<B: FusedRope, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
 /// of `cos` and `sin` `[1, 1, len, head_dim / 2]`: the CPU twin (with its backward under
 /// autodiff) on burn's CPU backend, burn's ops elsewhere or when `rope_into` is switched off.
 pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let on_cpu = enabled(Kernel::RopeInto) && crate::device::is_cpu(&x.device()) && x.dtype() == DType::F32;
-    if on_cpu {
+    if applies_on_cpu(Kernel::RopeInto, &x) || applies_with_gradient_on_cpu(Kernel::RopeInto, &x) {
         let [_, _, len, half] = cos.dims();
         let table = |t: &Tensor<4>| t.clone().detach().reshape([len, half]).into_dispatch();
         return Tensor::from_dispatch(<Dispatch as RopeOps>::rope(x.into_dispatch(), table(cos), table(sin)));

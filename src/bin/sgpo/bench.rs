@@ -102,8 +102,7 @@ struct Report {
     trainable_parameters: usize,
     /// `none`, `ours` or `burn`.
     lora: &'static str,
-    /// Whether our kernels were on (on wgpu all of them; on the CPU token_logprobs, adamw and
-    /// attention_softmax).
+    /// Whether our kernels were on (on wgpu all of them; on the CPU those with a CPU twin).
     kernels: bool,
     /// The kernels switched off one by one (`--no-kernel`).
     kernels_off: Vec<&'static str>,
