@@ -7,7 +7,8 @@
 #   4. where a decode step's time goes (`sgpo bench --profile`), and smollm2-135m's training
 #      steps without the one-pass AdamW kernel and without attention_softmax (one invocation
 #      per row of keys: fastest on lavapipe, unmeasured on a GPU) (beside step 1's, which have
-#      both);
+#      both), and without the tiled matrix product (matmul.wgsl: burn's fixed routine instead;
+#      off on software adapters, so never measured before a GPU);
 #   5. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m on
 #      wgpu with burn's autotuned matrix products;
 # then one table of wgpu vs CPU. SGPO_BIN names a prebuilt binary (default: the release
@@ -33,6 +34,10 @@ echo "== smollm2-135m training on wgpu without the adamw kernel" >&2
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel adamw --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-adamw.ours.json"
 echo "== smollm2-135m training on wgpu without the attention_softmax kernel" >&2
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel attention_softmax --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-attention-softmax.ours.json"
+echo "== smollm2-135m and small training on wgpu without the tiled matmul kernel" >&2
+for preset in smollm2-135m small; do
+  "$SGPO_BIN" bench --device wgpu --preset "$preset" --steps 3 --no-generation --no-kernel matmul --json >"$SGPO_BENCH_OUT/$preset-wgpu-no-matmul.ours.json"
+done
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   echo "== smollm2-135m on wgpu, burn autotune" >&2
   "$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"
@@ -42,12 +47,12 @@ import json, os, sys
 d = sys.argv[1]
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
-    for device in ("wgpu", "wgpu-autotune", "cpu"):
+    for device in ("wgpu", "wgpu-no-matmul", "wgpu-autotune", "cpu"):
         path = f"{d}/{preset}-{device}.ours.json"
         if not os.path.exists(path):
             continue
         r = json.load(open(path))
         dec = {g["batch_size"]: g["tokens_per_s"] for g in r["generation"] if g["cache"]}
         step = lambda k: f"{r[k]['step_s']:.4f} s" if r.get(k) else "-"
-        print(f"{preset} | {device} | {step('sft')} | {step('dpo')} | {r['prefill_tokens_per_s']:.0f} | {dec.get(1, 0):.1f} | {dec.get(16, 0):.1f}")
+        print(f"{preset} | {device} | {step('sft')} | {step('dpo')} | {r.get('prefill_tokens_per_s') or 0:.0f} | {dec.get(1, 0):.1f} | {dec.get(16, 0):.1f}")
 PY

@@ -370,29 +370,35 @@ fn linear_rows_apply(x: &Tensor<3>, rows: usize) -> bool {
 }
 
 /// `layer` applied to `x` `[batch, len, in]`: by `linear_rows.wgsl` when `batch * len` is at
-/// most [`LINEAR_ROWS_MAX`] (burn's matmul spends far longer on so few rows), else burn's.
+/// most [`LINEAR_ROWS_MAX`] (burn's matmul spends far longer on so few rows), else by the tiled
+/// product ([`super::matmul`]: on wgpu, with its backward) or burn's.
 pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
-    linear_rows_or_burn(x, layer, None)
+    projection(x, layer, None)
 }
 
 /// The tied output head: `hidden` `[rows, d]` times the transpose of the embedding `table`
 /// `[vocab, d]`. On the CPU backend, up to [`TIED_HEAD_ROWS_MAX_CPU`] rows (a decode step), each
-/// of the table's rows read once (`linear_rows`' switch); else burn's product.
+/// of the table's rows read once (`linear_rows`' switch); on wgpu above [`LINEAR_ROWS_MAX`] rows
+/// (training, scoring) the tiled product ([`super::matmul2`]); else burn's product.
 pub fn tied_head(hidden: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
     let rows = hidden.dims()[0];
     if applies_on_cpu(Kernel::LinearRows, &hidden) && rows <= TIED_HEAD_ROWS_MAX_CPU {
         return Tensor::from_dispatch(<Dispatch as TiedHeadOps>::rows_times_table(hidden.into_dispatch(), table.into_dispatch()));
     }
-    hidden.matmul(table.transpose())
+    if rows <= LINEAR_ROWS_MAX {
+        // A decode step's: burn's product, as measured on the H100 (README).
+        return hidden.matmul(table.transpose());
+    }
+    super::matmul2(hidden, table, true)
 }
 
 /// `residual + layer(x)`, the add done in `linear_rows.wgsl`'s epilogue where that kernel
 /// applies (in a decode step each burn op costs the host more than the GPU its work).
 pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3> {
-    linear_rows_or_burn(x, layer, Some(residual))
+    projection(x, layer, Some(residual))
 }
 
-fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
+fn projection(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
     let [b, t, k] = x.dims();
     if linear_rows_apply(&x, b * t) {
         let weight = layer.weight.val();
@@ -403,7 +409,13 @@ fn linear_rows_or_burn(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>
         let out = <Dispatch as DecodeOps>::linear_rows(x, weight.into_dispatch(), bias, has_bias, residual, has_residual);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
-    let y = layer.forward(x);
+    let weight = layer.weight.val();
+    let n = weight.dims()[1];
+    let y = super::matmul(x.reshape([1, b * t, k]), weight.unsqueeze(), false).reshape([b, t, n]);
+    let y = match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze(),
+        None => y,
+    };
     match residual {
         Some(r) => r + y,
         None => y,

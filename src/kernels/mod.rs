@@ -8,6 +8,7 @@ mod attention_softmax;
 mod host;
 mod inference;
 mod launch;
+mod matmul;
 mod rms_norm;
 mod rope;
 mod sample;
@@ -21,6 +22,7 @@ use burn::tensor::Device;
 pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
 pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rope_into, tied_head};
+pub use matmul::{matmul, matmul2};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use swiglu::swiglu;
@@ -42,10 +44,11 @@ pub enum Kernel {
     Sample,
     Adamw,
     AttentionSoftmax,
+    Matmul,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Self::TokenLogprobs,
         Self::LinearRows,
         Self::LinearSwiglu,
@@ -57,6 +60,7 @@ impl Kernel {
         Self::Sample,
         Self::Adamw,
         Self::AttentionSoftmax,
+        Self::Matmul,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Kernel {
             Self::Sample => "sample",
             Self::Adamw => "adamw",
             Self::AttentionSoftmax => "attention_softmax",
+            Self::Matmul => "matmul",
         }
     }
 }

@@ -428,7 +428,10 @@ impl Model {
     /// The output projection: logits `[rows, vocab]` for hidden states `[rows, d_model]`.
     pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => {
+                let rows = hidden.dims()[0];
+                kernels::linear(hidden.unsqueeze(), head).reshape([rows, self.vocab_size()])
+            }
             None => kernels::tied_head(hidden, self.embed.weight.val()),
         }
     }

@@ -130,6 +130,9 @@ async fn open_webgpu() -> Result<Opened, JsValue> {
     let info = setup.adapter.get_info();
     let software = is_software_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu);
     let note = if software { " — a software adapter: expect it to be slow" } else { "" };
+    // The kernels with a variant or a limit for software adapters take them (as `device::select`
+    // says natively).
+    crate::kernels::set_software_adapter(software);
     let limits = setup.device.limits();
     let limits = BufferLimits { max_buffer_size: limits.max_buffer_size, max_storage_binding: limits.max_storage_buffer_binding_size as u64 };
     let lost = Arc::new(Mutex::new(None));

@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, norm_linear_heads, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -20,6 +20,7 @@ pub async fn all_match(device: &Device) {
     inference_kernels_match(device, &mut rng).await;
     sampler_matches_the_host(device, &mut rng).await;
     adamw_matches(device, &mut rng).await;
+    matmul_matches(device, &mut rng).await;
     // The CPU twins (`src/kernels/host.rs`): threaded natively, in turn in the browser. On the
     // CPU the decode path's fused kernels fall back to a composition of twins (the norm, the
     // few-row product, RoPE into the cache), so their cases check those compositions too.
@@ -385,6 +386,69 @@ async fn norm_and_gate_gradients_match(device: &Device, rng: &mut Rng) {
         eprintln!("rope with gradients [{b}, {heads}, {len}, {hd}] ({device:?}): values differ by {d:.1e}, gradients by {dg:.1e}");
         assert!(d < 1e-6 && dg < 1e-6, "rope [{b}, {heads}, {len}, {hd}]: values differ by {d}, gradients by {dg}");
     }
+}
+
+/// The tiled matrix product against burn's matmul, values and both operands' gradients: every
+/// way of reading the operands (as stored, or transposed where they lie, the backward's two
+/// products included), sizes below, at and across the 64 x 64 tiles and the 16-deep steps of
+/// k, several matrices at once; then through its callers, a linear layer with its bias on many
+/// rows (training's projections) and the tied output head, each with their gradients.
+async fn matmul_matches(device: &Device, rng: &mut Rng) {
+    let device = device.clone().autodiff();
+    // Relative to the largest value: sums of k products, rounded in another order.
+    let check = |what: String, (fused, plain): (Vec<f32>, Vec<f32>)| {
+        let scale = plain.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let d = max_diff(&fused, &plain);
+        eprintln!("{what}: {d:.1e} of {scale:.1}");
+        assert!(d / scale < 2e-6, "{what} differs by {d} of {scale}");
+    };
+    for [batch, m, k, n] in [[1, 5, 7, 3], [2, 70, 33, 130], [1, 64, 16, 64], [3, 129, 576, 65]] {
+        let (a, b, weights) = (uniform(batch * m * k, 1.0, rng), uniform(batch * k * n, 1.0, rng), uniform(batch * m * n, 1.0, rng));
+        for transpose_b in [false, true] {
+            let b_shape = if transpose_b { [batch, n, k] } else { [batch, k, n] };
+            let (values, grads) = both_with_gradient(|| {
+                let a = tensor(a.clone(), [batch, m, k], &device).require_grad();
+                let b = tensor(b.clone(), b_shape, &device).require_grad();
+                let c = matmul(a.clone(), b.clone(), transpose_b);
+                let grads = (c.clone() * tensor(weights.clone(), [batch, m, n], &device)).sum().backward();
+                let (d_a, d_b) = (a.grad(&grads).expect("a gets a gradient"), b.grad(&grads).expect("b gets a gradient"));
+                (c, Tensor::cat(vec![d_a.reshape([batch * m * k]), d_b.reshape([batch * k * n])], 0))
+            })
+            .await;
+            check(format!("matmul [{batch}, {m}, {k}] x {b_shape:?} (b transposed {transpose_b})"), values);
+            check(format!("matmul [{batch}, {m}, {k}] x {b_shape:?} (b transposed {transpose_b}): gradients"), grads);
+        }
+    }
+    let (rows, k, n) = (200, 96, 80);
+    let (x, w, bias, weights) = (uniform(rows * k, 2.0, rng), uniform(k * n, 0.2, rng), uniform(n, 1.0, rng), uniform(rows * n, 1.0, rng));
+    let (values, grads) = both_with_gradient(|| {
+        let x = tensor(x.clone(), [2, rows / 2, k], &device).require_grad();
+        let layer = Linear { weight: Param::from_tensor(tensor(w.clone(), [k, n], &device).require_grad()), bias: Some(Param::from_tensor(tensor(bias.clone(), [n], &device).require_grad())) };
+        let y = linear(x.clone(), &layer);
+        let grads = (y.clone() * tensor(weights.clone(), [2, rows / 2, n], &device)).sum().backward();
+        let dx = x.grad(&grads).expect("x gets a gradient").reshape([rows * k]);
+        let dw = layer.weight.grad(&grads).expect("the weight gets a gradient").reshape([k * n]);
+        let db = layer.bias.as_ref().and_then(|b| b.grad(&grads)).expect("the bias gets a gradient");
+        (y, Tensor::cat(vec![dx, dw, db], 0))
+    })
+    .await;
+    check(format!("linear [{rows}, {k}] x [{k}, {n}] with bias"), values);
+    check(format!("linear [{rows}, {k}] x [{k}, {n}] with bias: gradients"), grads);
+    let (vocab, d) = (300, 64);
+    let (hidden, table, weights) = (uniform(rows * d, 2.0, rng), uniform(vocab * d, 0.5, rng), uniform(rows * vocab, 1.0, rng));
+    let (values, grads) = both_with_gradient(|| {
+        let hidden = tensor(hidden.clone(), [rows, d], &device).require_grad();
+        let table = tensor(table.clone(), [vocab, d], &device).require_grad();
+        let logits = tied_head(hidden.clone(), table.clone());
+        let grads = (logits.clone() * tensor(weights.clone(), [rows, vocab], &device)).sum().backward();
+        let (dh, dt) = (hidden.grad(&grads).expect("hidden gets a gradient"), table.grad(&grads).expect("the table gets a gradient"));
+        (logits, Tensor::cat(vec![dh.reshape([rows * d]), dt.reshape([vocab * d])], 0))
+    })
+    .await;
+    check(format!("tied head [{rows}, {d}] x [{vocab}, {d}]^T"), values);
+    check(format!("tied head [{rows}, {d}] x [{vocab}, {d}]^T: gradients"), grads);
+    let plain_2d = both(|| matmul2(tensor(hidden.clone(), [rows, d], &device), tensor(table.clone(), [vocab, d], &device), true)).await;
+    check(format!("matmul2 [{rows}, {d}] x [{vocab}, {d}]^T without autodiff"), plain_2d);
 }
 
 /// Attention's weights from scores and mask (forward), and the scores' gradient under a
