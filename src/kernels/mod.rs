@@ -5,6 +5,7 @@
 
 mod adamw;
 mod attention_softmax;
+mod decode_twins;
 mod host;
 mod inference;
 mod launch;
