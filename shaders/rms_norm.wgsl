@@ -1,6 +1,6 @@
 // RMSNorm of each row, as burn's RmsNorm: out = x / sqrt(mean(x^2) + eps) * gamma.
 // One workgroup per row (rows on a 2-D grid).
-// Follows row_reduce.wgsl (WG, partial, reduce_max, reduce_sum), which src/kernels prepends.
+// Follows row_reduce.wgsl and row_rms.wgsl, which src/kernels prepends.
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> gamma: array<f32>;
@@ -21,15 +21,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let base = row * params.width;
-    var sum = 0.0;
-    for (var i = lid; i < params.width; i = i + WG) {
-        let v = x[base + i];
-        sum = sum + v * v;
-    }
-    partial[lid] = sum;
-    workgroupBarrier();
-    reduce_sum(lid);
-    let rms = sqrt(partial[0] / f32(params.width) + bitcast<f32>(params.eps_bits));
+    let rms = row_rms(base, lid);
     for (var i = lid; i < params.width; i = i + WG) {
         out[base + i] = x[base + i] / rms * gamma[i];
     }

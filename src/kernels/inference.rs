@@ -18,7 +18,7 @@ use super::decode_twins::TiedHeadOps;
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
-const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/rms_norm.wgsl")), defines: &[] };
+const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/row_rms.wgsl"), include_str!("../../shaders/rms_norm.wgsl")), defines: &[] };
 const SWIGLU: Wgsl = Wgsl { name: "swiglu", source: include_str!("../../shaders/swiglu.wgsl"), defines: &[] };
 const ROPE_INTO: Wgsl = Wgsl { name: "rope_into", source: include_str!("../../shaders/rope_into.wgsl"), defines: &[] };
 /// A few-rows kernel's variants, for GPUs and for software adapters: (rows per workgroup,

@@ -137,6 +137,12 @@ fn applies_forward_with_twin<const D: usize>(kernel: Kernel, x: &burn::tensor::T
     applies_with_twin(kernel, &x.device()) && !x.is_autodiff() && x.dtype() == burn::backend::DType::F32
 }
 
+/// Whether `x`, under autodiff, goes through `kernel` with its backward, on wgpu or as its CPU
+/// twin: f32, the kernel on.
+fn applies_with_gradient<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
+    applies_with_twin(kernel, &x.device()) && x.is_autodiff() && x.dtype() == burn::backend::DType::F32
+}
+
 /// Whether `x`, under autodiff, goes through `kernel`'s CPU twin with its backward: on burn's
 /// CPU backend, f32, the kernel on (the twins with a backward that wgpu does not have yet).
 fn applies_with_gradient_on_cpu<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {

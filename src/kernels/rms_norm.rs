@@ -1,8 +1,9 @@
 //! RMSNorm, `x / sqrt(mean(x²) + eps) * gamma` over each row: the decode kernel (forward only,
-//! `DecodeOps::rms_norm`, on wgpu and as a CPU twin) and, under autodiff on the CPU backend, a
-//! twin with its backward: one threaded pass per row each way, where burn's composition is six
-//! passes forward (square, mean, add, root, divide, scale), each a new tensor on one thread,
-//! and more back. On wgpu under autodiff burn's ops run (no WGSL backward yet).
+//! `DecodeOps::rms_norm`, on wgpu and as a CPU twin) and, under autodiff, the same forward with
+//! a backward of one pass per row (`rms_norm_grad.wgsl` on wgpu, whose gains' gradient burn's
+//! reduction sums over the rows; a threaded twin on the CPU backend), where burn's composition
+//! is six passes forward (square, mean, add, root, divide, scale), each a new tensor (on the
+//! CPU on one thread), and more back.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -10,25 +11,59 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
 use super::host::{dot, f32_values, filled_rows, summed_blocks};
 use super::inference::DecodeOps;
-use super::{Kernel, applies_forward_with_twin, applies_with_gradient_on_cpu};
+use super::launch::{Wgsl, empty, grid, launch};
+use super::{Kernel, applies_forward_with_twin, applies_with_gradient};
 
-#[backend_extension(Flex, Autodiff)]
+const BACKWARD: Wgsl = Wgsl {
+    name: "rms_norm_grad",
+    source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/row_rms.wgsl"), include_str!("../../shaders/rms_norm_grad.wgsl")),
+    defines: &[],
+};
+
+#[backend_extension(Cube, Flex, Autodiff)]
 pub trait TrainedRmsNorm: Backend {
     /// `x` `[.., width]`, `gamma` `[width]` -> shaped as `x`.
     fn trained_rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
 }
 
-/// The two passes on one backend (the CPU's; a WGSL pair would make wgpu's).
+/// The two passes on one backend: WGSL kernels on wgpu, threaded twins on the CPU.
 pub trait FusedRmsNorm: Backend {
     fn forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     /// The gradients of `x` and `gamma` from the output's.
     fn backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl FusedRmsNorm for Cube {
+    fn forward(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
+        <Cube as DecodeOps>::rms_norm(x, gamma, eps)
+    }
+
+    fn backward(x: CubeTensor, gamma: CubeTensor, grad: CubeTensor, eps: f32) -> (CubeTensor, CubeTensor) {
+        let (x, gamma, grad) = (into_contiguous(x), into_contiguous(gamma), into_contiguous(grad));
+        let shape = x.meta.shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / width;
+        let dx = empty(&x, shape, DType::F32);
+        let dgamma_rows = empty(&x, burn::tensor::Shape::new([rows, width]), DType::F32);
+        let g = grid(rows as u32);
+        launch(BACKWARD, g, &[&x, &gamma, &grad, &dx, &dgamma_rows], &[rows as u32, width as u32, g.0, eps.to_bits()]);
+        let dgamma = <Cube as FloatTensorOps<Cube>>::float_sum_dim(dgamma_rows, 0);
+        (dx, <Cube as FloatTensorOps<Cube>>::float_reshape(dgamma, burn::tensor::Shape::new([width])))
+    }
+}
+
+impl TrainedRmsNorm for Cube {
+    fn trained_rms_norm(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
+        <Cube as FusedRmsNorm>::forward(x, gamma, eps)
+    }
 }
 
 impl FusedRmsNorm for Flex {
@@ -105,14 +140,17 @@ impl<B: FusedRmsNorm, C: CheckpointStrategy> TrainedRmsNorm for Autodiff<B, C> {
 }
 
 /// `norm`'s RMSNorm of `x`'s rows: the decode kernel without autodiff (wgpu, or its CPU
-/// twin), the CPU twin with its backward under autodiff, burn's ops elsewhere or when
+/// twin), the kernel or twin with its backward under autodiff, burn's ops elsewhere or when
 /// switched off (`rms_norm`).
 pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
     let eps = norm.epsilon as f32;
     if applies_forward_with_twin(Kernel::RmsNorm, &x) {
         return Tensor::from_dispatch(<Dispatch as DecodeOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), eps));
     }
-    if applies_with_gradient_on_cpu(Kernel::RmsNorm, &x) {
+    // Not on a software adapter: there one workgroup per row, its reductions' barriers each a
+    // switch between batches of lanes, took longer than burn's ops in training (README).
+    let software = crate::device::is_gpu(&x.device()) && super::software_adapter();
+    if applies_with_gradient(Kernel::RmsNorm, &x) && !software {
         return Tensor::from_dispatch(<Dispatch as TrainedRmsNorm>::trained_rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), eps));
     }
     norm.forward(x)

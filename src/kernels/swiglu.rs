@@ -1,7 +1,8 @@
 //! SwiGLU's gate, `silu(gate) * up`: the decode kernel (forward only, `DecodeOps::swiglu`, on
-//! wgpu and as a CPU twin) and, under autodiff on the CPU backend, a twin with its backward in
-//! one threaded pass, where burn's composition is a sigmoid, two products and their backward,
-//! each a pass on one thread. On wgpu under autodiff burn's ops run (no WGSL backward yet).
+//! wgpu and as a CPU twin) and, under autodiff, the same forward with a backward of one pass
+//! (`swiglu_grad.wgsl` on wgpu, a threaded twin on the CPU backend), where burn's composition
+//! is a sigmoid, two products and their backward: several passes (dispatches on wgpu, passes on
+//! one thread on the CPU).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -9,25 +10,51 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
 
 use super::host::{exp_in_place, f32_values, filled_rows2};
 use super::inference::DecodeOps;
-use super::{Kernel, applies_forward_with_twin, applies_with_gradient_on_cpu};
+use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
+use super::{Kernel, applies_forward_with_twin, applies_with_gradient};
 
-#[backend_extension(Flex, Autodiff)]
+const BACKWARD: Wgsl = Wgsl { name: "swiglu_grad", source: include_str!("../../shaders/swiglu_grad.wgsl"), defines: &[] };
+
+#[backend_extension(Cube, Flex, Autodiff)]
 pub trait TrainedSwiglu: Backend {
     /// `gate`, `up` of one shape -> `silu(gate) * up`.
     fn trained_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// The two passes on one backend (the CPU's; a WGSL pair would make wgpu's).
+/// The two passes on one backend: WGSL kernels on wgpu, threaded twins on the CPU.
 pub trait FusedSwiglu: Backend {
     fn forward(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gradients of `gate` and `up` from the output's.
     fn backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl FusedSwiglu for Cube {
+    fn forward(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
+        <Cube as DecodeOps>::swiglu(gate, up)
+    }
+
+    fn backward(gate: CubeTensor, up: CubeTensor, grad: CubeTensor) -> (CubeTensor, CubeTensor) {
+        let (gate, up, grad) = (into_contiguous(gate), into_contiguous(up), into_contiguous(grad));
+        let shape = gate.meta.shape().clone();
+        let len = shape.num_elements();
+        let (d_gate, d_up) = (empty(&gate, shape.clone(), DType::F32), empty(&gate, shape, DType::F32));
+        let g = grid((len as u32).div_ceil(WORKGROUP));
+        launch(BACKWARD, g, &[&gate, &up, &grad, &d_gate, &d_up], &[len as u32, g.0]);
+        (d_gate, d_up)
+    }
+}
+
+impl TrainedSwiglu for Cube {
+    fn trained_swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
+        <Cube as FusedSwiglu>::forward(gate, up)
+    }
 }
 
 impl FusedSwiglu for Flex {
@@ -97,14 +124,14 @@ impl<B: FusedSwiglu, C: CheckpointStrategy> TrainedSwiglu for Autodiff<B, C> {
     }
 }
 
-/// `silu(gate) * up`: the decode kernel without autodiff (wgpu, or its CPU twin), the CPU
-/// twin with its backward under autodiff, burn's ops elsewhere or when switched off
+/// `silu(gate) * up`: the decode kernel without autodiff (wgpu, or its CPU twin), the kernel
+/// or twin with its backward under autodiff, burn's ops elsewhere or when switched off
 /// (`swiglu`).
 pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
     if applies_forward_with_twin(Kernel::Swiglu, &gate) {
         return Tensor::from_dispatch(<Dispatch as DecodeOps>::swiglu(gate.into_dispatch(), up.into_dispatch()));
     }
-    if applies_with_gradient_on_cpu(Kernel::Swiglu, &gate) {
+    if applies_with_gradient(Kernel::Swiglu, &gate) {
         return Tensor::from_dispatch(<Dispatch as TrainedSwiglu>::trained_swiglu(gate.into_dispatch(), up.into_dispatch()));
     }
     silu(gate) * up
