@@ -5,6 +5,7 @@
 //   cos, sin: [table_len, head_dim / 2], the rotation of every position
 //   dst[b, h, offset + t, :] = rotate(src[b, t, h * head_dim ..], position pos_start + t)
 // One invocation per (b, t, h, i < head_dim / 2) writes elements i and i + head_dim / 2.
+// `rotate`: 0 copies the heads, 1 rotates them, 2 rotates them back.
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> cos_table: array<f32>;
@@ -45,7 +46,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (params.rotate != 0u) {
         let row = (params.pos_start + t) * half + i;
         let c = cos_table[row];
-        let s = sin_table[row];
+        // rotate 2: by the negated angles, the rotation's transpose (training's backward).
+        let s = select(sin_table[row], -sin_table[row], params.rotate == 2u);
         dst[dst_at + i] = x1 * c - x2 * s;
         dst[dst_at + i + half] = x2 * c + x1 * s;
     } else {

@@ -197,14 +197,8 @@ impl DecodeOps for Cube {
     }
 
     fn rope_into(dst: CubeTensor, src: CubeTensor, cos: CubeTensor, sin: CubeTensor, offset: usize, pos_start: usize, rotate: bool) -> CubeTensor {
-        let (dst, src) = (into_contiguous(dst), into_contiguous(src));
-        let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
-        let [batch, heads, capacity, head_dim] = dst.meta.shape().dims::<4>();
-        let len = src.meta.shape().dims::<3>()[1];
-        let g = grid((batch * len * heads * head_dim / 2).div_ceil(WORKGROUP as usize) as u32);
-        let p = [batch, len, heads, head_dim, capacity, offset, pos_start, rotate as usize].map(|v| v as u32);
-        launch(ROPE_INTO, g, &[&src, &cos, &sin, &dst], &[&p[..], &[g.0]].concat());
-        dst
+        let rotation = if rotate { Rotation::Forward } else { Rotation::None };
+        launch_rope_into(dst, src, cos, sin, offset, pos_start, rotation)
     }
 
     fn cached_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, bias: CubeTensor, len_k: usize) -> CubeTensor {
@@ -219,6 +213,29 @@ impl DecodeOps for Cube {
         launch(CACHED_ATTENTION, g, &[&q, &k, &v, &bias, &out], &[&p[..], &[scale.to_bits(), g.0, bias_len as u32]].concat());
         out
     }
+}
+
+/// How `rope_into.wgsl` writes the heads (its `rotate` parameter): as they are, rotated, or
+/// rotated back (the rotation's transpose: its gradient).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Rotation {
+    None = 0,
+    Forward = 1,
+    Back = 2,
+}
+
+/// `rope_into.wgsl`: the heads of `src` `[batch, len, heads * head_dim]` written into `dst`
+/// `[batch, heads, capacity, head_dim]` from position `offset`, turned by `rotation` at
+/// positions `pos_start..` of the `cos`/`sin` tables.
+pub(super) fn launch_rope_into(dst: CubeTensor, src: CubeTensor, cos: CubeTensor, sin: CubeTensor, offset: usize, pos_start: usize, rotation: Rotation) -> CubeTensor {
+    let (dst, src) = (into_contiguous(dst), into_contiguous(src));
+    let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
+    let [batch, heads, capacity, head_dim] = dst.meta.shape().dims::<4>();
+    let len = src.meta.shape().dims::<3>()[1];
+    let g = grid((batch * len * heads * head_dim / 2).div_ceil(WORKGROUP as usize) as u32);
+    let p = [batch, len, heads, head_dim, capacity, offset, pos_start, rotation as usize].map(|v| v as u32);
+    launch(ROPE_INTO, g, &[&src, &cos, &sin, &dst], &[&p[..], &[g.0]].concat());
+    dst
 }
 
 /// What a kernel binds for an optional input: the tensor when `present`, else a buffer of its

@@ -143,12 +143,6 @@ fn applies_with_gradient<const D: usize>(kernel: Kernel, x: &burn::tensor::Tenso
     applies_with_twin(kernel, &x.device()) && x.is_autodiff() && x.dtype() == burn::backend::DType::F32
 }
 
-/// Whether `x`, under autodiff, goes through `kernel`'s CPU twin with its backward: on burn's
-/// CPU backend, f32, the kernel on (the twins with a backward that wgpu does not have yet).
-fn applies_with_gradient_on_cpu<const D: usize>(kernel: Kernel, x: &burn::tensor::Tensor<D>) -> bool {
-    enabled(kernel) && crate::device::is_cpu(&x.device()) && x.is_autodiff() && x.dtype() == burn::backend::DType::F32
-}
-
 /// Whether tensors on `device` go through `kernel` or its CPU twin (`host.rs`): burn's wgpu
 /// backend or its CPU backend, the kernel on. For the kernels that have a twin.
 fn applies_with_twin(kernel: Kernel, device: &Device) -> bool {

@@ -1,8 +1,9 @@
 //! RoPE's rotation of the training path's queries and keys (`[batch, heads, len, head_dim]`,
-//! every position at once), on the CPU backend: one threaded pass, and under autodiff a
-//! backward that is the same pass rotating back. burn's composition is two slices, four
-//! products, a difference, a sum and a concatenation, each a pass on one thread, and as many
-//! back. Under `rope_into`'s switch (the decode path's RoPE); on wgpu burn's ops run.
+//! every position at once): one pass, and under autodiff a backward that is the same pass
+//! rotating back; on wgpu `rope_into.wgsl` (which reads the heads where the projection wrote
+//! them), on the CPU backend a threaded twin. burn's composition is two slices, four products,
+//! a difference, a sum and a concatenation, each a pass (a dispatch; on the CPU on one thread),
+//! and as many back. Under `rope_into`'s switch (the decode path's RoPE).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -10,23 +11,45 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::host::{f32_values, filled_rows};
-use super::{Kernel, applies_on_cpu, applies_with_gradient_on_cpu};
+use super::inference::{Rotation, launch_rope_into};
+use super::launch::empty;
+use super::{Kernel, applies_forward_with_twin, applies_with_gradient};
 
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Cube, Flex, Autodiff)]
 pub trait RopeOps: Backend {
     /// `x` `[batch, heads, len, head_dim]`, `cos`, `sin` `[len, head_dim / 2]` (constants: they
     /// get no gradient) -> `x` rotated, each position by its angles.
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// The rotation on one backend (the CPU's), forward or back.
+/// The rotation on one backend, forward or back.
 pub trait FusedRope: Backend {
     /// `x` rotated by the angles, or by their negatives where `back` (the gradient's pass).
     fn rotated(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, back: bool) -> FloatTensor<Self>;
+}
+
+impl FusedRope for Cube {
+    fn rotated(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, back: bool) -> CubeTensor {
+        let [batch, heads, len, head_dim] = x.meta.shape().dims::<4>();
+        // The heads as a projection lays them out, [batch, len, heads * head_dim]: the model's
+        // queries and keys are a swapped view of that, so no copy is made for them.
+        let src = into_contiguous(<Cube as FloatTensorOps<Cube>>::float_swap_dims(x, 1, 2));
+        let src = <Cube as FloatTensorOps<Cube>>::float_reshape(src, Shape::new([batch, len, heads * head_dim]));
+        let dst = empty(&src, Shape::new([batch, heads, len, head_dim]), DType::F32);
+        launch_rope_into(dst, src, cos, sin, 0, 0, if back { Rotation::Back } else { Rotation::Forward })
+    }
+}
+
+impl RopeOps for Cube {
+    fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        <Cube as FusedRope>::rotated(x, cos, sin, false)
+    }
 }
 
 impl FusedRope for Flex {
@@ -88,10 +111,11 @@ impl<B: FusedRope, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
 }
 
 /// `x` `[batch, heads, len, head_dim]` rotated by RoPE, position `p` by the angles in row `p`
-/// of `cos` and `sin` `[1, 1, len, head_dim / 2]`: the CPU twin (with its backward under
-/// autodiff) on burn's CPU backend, burn's ops elsewhere or when `rope_into` is switched off.
+/// of `cos` and `sin` `[1, 1, len, head_dim / 2]`: `rope_into.wgsl` on wgpu and the CPU twin
+/// on burn's CPU backend (each with its backward under autodiff), burn's ops elsewhere or when
+/// `rope_into` is switched off.
 pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    if applies_on_cpu(Kernel::RopeInto, &x) || applies_with_gradient_on_cpu(Kernel::RopeInto, &x) {
+    if applies_forward_with_twin(Kernel::RopeInto, &x) || applies_with_gradient(Kernel::RopeInto, &x) {
         let [_, _, len, half] = cos.dims();
         let table = |t: &Tensor<4>| t.clone().detach().reshape([len, half]).into_dispatch();
         return Tensor::from_dispatch(<Dispatch as RopeOps>::rope(x.into_dispatch(), table(cos), table(sin)));

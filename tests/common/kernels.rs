@@ -374,16 +374,20 @@ async fn norm_and_gate_gradients_match(device: &Device, rng: &mut Rng) {
         assert!(d < 1e-5, "swiglu [{rows}, {width}]: values differ by {d}");
         assert!(dg < 1e-5, "swiglu [{rows}, {width}]: gradients differ by {dg}");
     }
-    // RoPE's rotation of heads split from a projection (a strided view, as the model makes them):
-    // a CPU twin only (on wgpu training rotates with burn's ops).
-    let rope_cases: &[(usize, usize, usize, usize)] = if sgpo::device::is_cpu(&device) { &[(2, 5, 3, 8), (1, 40, 2, 64)] } else { &[] };
-    for &(b, len, heads, hd) in rope_cases {
+    // RoPE's rotation of heads split from a projection (a strided view, as the model makes them),
+    // and of heads stored as they are rotated (`split: false`).
+    for (b, len, heads, hd, split) in [(2, 5, 3, 8, true), (1, 40, 2, 64, true), (2, 7, 2, 16, false)] {
         let (x, weights) = (uniform(b * len * heads * hd, 2.0, rng), uniform(b * len * heads * hd, 1.0, rng));
         let angles = |rng: &mut Rng| tensor(uniform(len * hd / 2, 1.0, rng), [1, 1, len, hd / 2], &device);
         let (cos, sin) = (angles(rng), angles(rng));
         let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
-            let x = tensor(x.clone(), [b, len, heads, hd], &device).require_grad();
-            let y = rope(x.clone().swap_dims(1, 2), &cos, &sin);
+            let (x, y) = if split {
+                let x = tensor(x.clone(), [b, len, heads, hd], &device).require_grad();
+                (x.clone(), rope(x.swap_dims(1, 2), &cos, &sin))
+            } else {
+                let x = tensor(x.clone(), [b, heads, len, hd], &device).require_grad();
+                (x.clone(), rope(x, &cos, &sin))
+            };
             let grads = (y.clone() * tensor(weights.clone(), [b, heads, len, hd], &device)).sum().backward();
             (y, x.grad(&grads).expect("x gets a gradient"))
         })
