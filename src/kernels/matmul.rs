@@ -1,5 +1,6 @@
-//! Matrix products on many rows, `shaders/matmul.wgsl`: the projections and the tied output
-//! head of the training and scoring forward, and under autodiff their two backward products,
+//! Matrix products on many rows, `shaders/matmul.wgsl`: the projections, attention's two
+//! products and the tied output head of the training and scoring forward, and under autodiff
+//! their two backward products each,
 //! which read the forward's operands transposed where they lie. burn-wgpu without autotune
 //! takes one fixed routine for every product (README: on a GPU without cooperative matrices
 //! for f32, its simplest); this is a register-tiled one of our own. wgpu only: on the CPU
@@ -128,4 +129,17 @@ pub fn matmul2(a: Tensor<2>, b: Tensor<2>, transpose_b: bool) -> Tensor<2> {
     let [m, _] = a.dims();
     let n = b.dims()[if transpose_b { 0 } else { 1 }];
     matmul(a.unsqueeze(), b.unsqueeze(), transpose_b).reshape([m, n])
+}
+
+/// [`matmul`] over two leading dimensions, attention's products: `a` `[batch, heads, m, k]` times
+/// `b` `[batch, heads, k, n]`, or times the transpose of `b` `[batch, heads, n, k]` when
+/// `transpose_b` (the scores, from the keys as they are stored).
+pub fn matmul4(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4> {
+    if !tiled_applies(&a, &b) {
+        return if transpose_b { a.matmul(b.swap_dims(2, 3)) } else { a.matmul(b) };
+    }
+    let [batch, heads, m, k] = a.dims();
+    let [_, _, b0, b1] = b.dims();
+    let n = if transpose_b { b0 } else { b1 };
+    matmul(a.reshape([batch * heads, m, k]), b.reshape([batch * heads, b0, b1]), transpose_b).reshape([batch, heads, m, n])
 }

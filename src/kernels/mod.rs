@@ -23,7 +23,7 @@ use burn::tensor::Device;
 pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
 pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rope_into, tied_head};
-pub use matmul::{matmul, matmul2};
+pub use matmul::{matmul, matmul2, matmul4};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use swiglu::swiglu;

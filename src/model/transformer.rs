@@ -265,8 +265,8 @@ impl Block {
         let rep = n_heads / n_kv;
         let k = repeat_kv(k, rep);
         let v = repeat_kv(v, rep);
-        let weights = kernels::attention_softmax(q.matmul(k.swap_dims(2, 3)), bias.clone(), 1.0 / (hd as f32).sqrt());
-        let attn = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let weights = kernels::attention_softmax(kernels::matmul4(q, k, true), bias.clone(), 1.0 / (hd as f32).sqrt());
+        let attn = kernels::matmul4(weights, v, false).swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.project(LoraTarget::O, attn);
         let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
         let gated = kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h));

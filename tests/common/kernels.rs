@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, norm_linear_heads, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
+use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, matmul4, norm_linear_heads, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -457,6 +457,20 @@ async fn matmul_matches(device: &Device, rng: &mut Rng) {
     .await;
     check(format!("tied head [{rows}, {d}] x [{vocab}, {d}]^T"), values);
     check(format!("tied head [{rows}, {d}] x [{vocab}, {d}]^T: gradients"), grads);
+    // Attention's products: scores from the keys as stored, then the weighted sum of values.
+    let ([b, h, t, hd], scale) = ([2, 3, 70, 16], 0.25f32);
+    let (q, k, v, weights) = (uniform(b * h * t * hd, 1.0, rng), uniform(b * h * t * hd, 1.0, rng), uniform(b * h * t * hd, 1.0, rng), uniform(b * h * t * hd, 1.0, rng));
+    let (values, grads) = both_with_gradient(|| {
+        let [q, k, v] = [&q, &k, &v].map(|x| tensor(x.clone(), [b, h, t, hd], &device).require_grad());
+        let scores = matmul4(q.clone(), k.clone(), true).mul_scalar(scale);
+        let out = matmul4(scores, v.clone(), false);
+        let grads = (out.clone() * tensor(weights.clone(), [b, h, t, hd], &device)).sum().backward();
+        let grad = |x: &Tensor<4>| x.grad(&grads).expect("q, k and v get gradients").reshape([b * h * t * hd]);
+        (out, Tensor::cat(vec![grad(&q), grad(&k), grad(&v)], 0))
+    })
+    .await;
+    check(format!("attention's products [{b}, {h}, {t}, {hd}]"), values);
+    check(format!("attention's products [{b}, {h}, {t}, {hd}]: gradients"), grads);
     let plain_2d = both(|| matmul2(tensor(hidden.clone(), [rows, d], &device), tensor(table.clone(), [vocab, d], &device), true)).await;
     check(format!("matmul2 [{rows}, {d}] x [{vocab}, {d}]^T without autodiff"), plain_2d);
 }
