@@ -1,10 +1,10 @@
 //! Matrix products on many rows, `shaders/matmul.wgsl`: the projections, attention's two
 //! products and the tied output head of the training and scoring forward, and under autodiff
-//! their two backward products each,
-//! which read the forward's operands transposed where they lie. burn-wgpu without autotune
-//! takes one fixed routine for every product (README: on a GPU without cooperative matrices
-//! for f32, its simplest); this is a register-tiled one of our own. wgpu only: on the CPU
-//! burn's packed product is the faster (decode steps' few rows have their own kernels).
+//! the two backward products of each, which read the forward's operands transposed where they
+//! lie. burn-wgpu without autotune takes one fixed routine for every product (README: on a GPU
+//! without cooperative matrices for f32, its simplest); this is a register-tiled one of our
+//! own. Hardware adapters only: on lavapipe it takes three times burn's time; on the CPU
+//! burn's packed product runs (decode steps' few rows have their own kernels).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
