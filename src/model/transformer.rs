@@ -428,6 +428,8 @@ impl Model {
     /// The output projection: logits `[rows, vocab]` for hidden states `[rows, d_model]`.
     pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.lm_head {
+            // A decode step's few rows: burn's product, as measured (the tied head likewise).
+            Some(head) if hidden.dims()[0] <= kernels::LINEAR_ROWS_MAX => head.forward(hidden),
             Some(head) => {
                 let rows = hidden.dims()[0];
                 kernels::linear(hidden.unsqueeze(), head).reshape([rows, self.vocab_size()])
