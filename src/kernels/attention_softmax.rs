@@ -16,7 +16,7 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{exp_in_place, f32_values, filled_rows, max_of, sum_of};
+use super::host::{exp_shifted, f32_values, filled_rows};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_with_twin};
 
@@ -79,11 +79,8 @@ impl FusedSoftmax for Flex {
             let start = (batch_row * queries + row % queries) * keys;
             let bias = &bias[start..start + keys];
             out.iter_mut().zip(s).zip(bias).for_each(|((o, &s), &b)| *o = s * scale + b);
-            let max = max_of(out);
-            out.iter_mut().for_each(|o| *o -= max);
-            // Masked keys (a -1e9 bias) come out 0.
-            exp_in_place(out);
-            let inv = 1.0 / sum_of(out);
+            let (_, sum) = exp_shifted(out);
+            let inv = 1.0 / sum;
             out.iter_mut().for_each(|o| *o *= inv);
         });
         FlexTensor::from_data(TensorData::new(probs, shape))

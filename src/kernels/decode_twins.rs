@@ -7,7 +7,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 
-use super::host::{dot, exp_in_place, f32_values, filled_rows, for_each_row, max_of, owned_f32, rows_product, rows_product_transposed, sum_of, values_mut};
+use super::host::{dot, exp_in_place, exp_shifted, f32_values, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
 use super::inference::DecodeOps;
 
 /// The tied output head's few-row product, on the CPU backend only (on wgpu burn's product of
@@ -114,10 +114,7 @@ impl DecodeOps for Flex {
             let bias = &bias[(b.min(bias_rows - 1) * len_q + query) * bias_len..][..len_k];
             let key = |j: usize| kv_at + j * head_dim..kv_at + (j + 1) * head_dim;
             let mut weights: Vec<f32> = (0..len_k).map(|j| dot(q, &k[key(j)]) * scale + bias[j]).collect();
-            let max = max_of(&weights);
-            weights.iter_mut().for_each(|w| *w -= max);
-            exp_in_place(&mut weights); // a masked key's weight comes out 0
-            let sum = sum_of(&weights);
+            let (_, sum) = exp_shifted(&mut weights);
             for (j, &w) in weights.iter().enumerate().filter(|(_, w)| **w != 0.0) {
                 out.iter_mut().zip(&v[key(j)]).for_each(|(o, &v)| *o += w * v);
             }

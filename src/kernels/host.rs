@@ -201,7 +201,7 @@ fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
 /// The largest of `values` (negative infinity for none), in eight running maxima: `f32::max`
 /// in one loop does not vectorise (it must skip NaN, value by value). A NaN among the values
 /// may be passed over here; the softmaxes that use this carry it on through `exp`.
-pub fn max_of(values: &[f32]) -> f32 {
+fn max_of(values: &[f32]) -> f32 {
     let larger = |m: f32, v: f32| if v > m { v } else { m };
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = values.chunks_exact(8);
@@ -215,7 +215,7 @@ pub fn max_of(values: &[f32]) -> f32 {
 }
 
 /// The sum of `values`, in eight running sums (as [`dot`]: one sum in order does not vectorise).
-pub fn sum_of(values: &[f32]) -> f32 {
+fn sum_of(values: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = values.chunks_exact(8);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -225,6 +225,15 @@ pub fn sum_of(values: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+/// A softmax's unnormalised weights in place: `values` less their maximum, exponentiated
+/// (a masked value, -1e9, comes out 0). Returns the maximum and the weights' sum.
+pub fn exp_shifted(values: &mut [f32]) -> (f32, f32) {
+    let max = max_of(values);
+    values.iter_mut().for_each(|v| *v -= max);
+    exp_in_place(values);
+    (max, sum_of(values))
 }
 
 /// Rows of the weight per piece of work in [`rows_product_transposed`].

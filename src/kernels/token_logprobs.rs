@@ -14,7 +14,7 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
-use super::host::{exp_in_place, f32_values, filled_rows, for_each_row2, max_of, sum_of};
+use super::host::{exp_in_place, exp_shifted, f32_values, filled_rows, for_each_row2};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_with_twin};
 
@@ -63,10 +63,7 @@ impl FusedLogprobs for Flex {
         let (mut out, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows]);
         for_each_row2(&mut out, &mut lse, |row, out, lse| {
             let x = &x[row * vocab..(row + 1) * vocab];
-            let max = max_of(x);
-            let mut e: Vec<f32> = x.iter().map(|&v| v - max).collect();
-            exp_in_place(&mut e);
-            let sum = sum_of(&e);
+            let (max, sum) = exp_shifted(&mut x.to_vec());
             *lse = max + sum.ln();
             *out = x[targets[row]] - *lse;
         });
