@@ -298,17 +298,15 @@ pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3
 
 fn projection(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
     let [b, t, k] = x.dims();
+    let weight = layer.weight.val();
+    let n = weight.dims()[1];
     if linear_rows_apply(&x, b * t) {
-        let weight = layer.weight.val();
-        let n = weight.dims()[1];
         let (bias, has_bias) = optional_input(layer.bias.as_ref().map(|b| b.val()), &weight);
         let (residual, has_residual) = optional_input(residual.map(|r| r.reshape([b * t, n])), &weight);
         let x = x.reshape([b * t, k]).into_dispatch();
         let out = <Dispatch as DecodeOps>::linear_rows(x, weight.into_dispatch(), bias, has_bias, residual, has_residual);
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
-    let weight = layer.weight.val();
-    let n = weight.dims()[1];
     let y = super::matmul(x.reshape([1, b * t, k]), weight.unsqueeze(), false).reshape([b, t, n]);
     let y = match &layer.bias {
         Some(bias) => y + bias.val().unsqueeze(),

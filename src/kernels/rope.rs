@@ -19,7 +19,7 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use super::host::{f32_values, filled_rows};
 use super::inference::{Rotation, launch_rope_into};
 use super::launch::empty;
-use super::{Kernel, applies_forward_with_twin, applies_with_gradient};
+use super::{Kernel, applies_with_twin};
 
 #[backend_extension(Cube, Flex, Autodiff)]
 pub trait RopeOps: Backend {
@@ -115,7 +115,7 @@ impl<B: FusedRope, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
 /// on burn's CPU backend (each with its backward under autodiff), burn's ops elsewhere or when
 /// `rope_into` is switched off.
 pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    if applies_forward_with_twin(Kernel::RopeInto, &x) || applies_with_gradient(Kernel::RopeInto, &x) {
+    if applies_with_twin(Kernel::RopeInto, &x.device()) && x.dtype() == DType::F32 {
         let [_, _, len, half] = cos.dims();
         let table = |t: &Tensor<4>| t.clone().detach().reshape([len, half]).into_dispatch();
         return Tensor::from_dispatch(<Dispatch as RopeOps>::rope(x.into_dispatch(), table(cos), table(sin)));
