@@ -9,7 +9,9 @@
 #      per row of keys: fastest on lavapipe, unmeasured on a GPU) (beside step 1's, which have
 #      both), and without the tiled matrix product (matmul.wgsl: burn's fixed routine instead;
 #      off on software adapters, so never measured before a GPU), and without the training
-#      path's RMSNorm and SwiGLU kernels (rms_norm's backward is also off on software adapters);
+#      path's RMSNorm and SwiGLU kernels (rms_norm's backward is also off on software adapters),
+#      and with each training step read back before the next (`--read-every 1`, as before
+#      2026-12-06; the default reads every 8 steps, a 3-step timing once at its end);
 #   5. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m on
 #      wgpu with burn's autotuned matrix products;
 # then one table of wgpu vs CPU. SGPO_BIN names a prebuilt binary (default: the release
@@ -41,6 +43,10 @@ for preset in smollm2-135m small; do
 done
 echo "== smollm2-135m training on wgpu without the rms_norm and swiglu kernels" >&2
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel rms_norm,swiglu --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-norm-gate.ours.json"
+echo "== smollm2-135m and small training on wgpu, each step read back before the next" >&2
+for preset in smollm2-135m small; do
+  "$SGPO_BIN" bench --device wgpu --preset "$preset" --steps 3 --no-generation --read-every 1 --json >"$SGPO_BENCH_OUT/$preset-wgpu-read-each-step.ours.json"
+done
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   echo "== smollm2-135m on wgpu, burn autotune" >&2
   "$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"
@@ -50,7 +56,7 @@ import json, os, sys
 d = sys.argv[1]
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
-    for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-autotune", "cpu"):
+    for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "cpu"):
         path = f"{d}/{preset}-{device}.ours.json"
         if not os.path.exists(path):
             continue

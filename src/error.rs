@@ -33,10 +33,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// A step error renumbered to the run's own step counter.
-    pub fn at_step(self, run_step: usize) -> Self {
+    /// A step error renumbered to the run's own step counter, `offset` steps ahead of the stage's.
+    pub fn offset_step(self, offset: usize) -> Self {
         match self {
-            Error::NonFinite { stage, loss, grad_norm, .. } => Error::NonFinite { stage, step: run_step, loss, grad_norm },
+            Error::NonFinite { stage, step, loss, grad_norm } => Error::NonFinite { stage, step: step + offset, loss, grad_norm },
             other => other,
         }
     }

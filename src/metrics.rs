@@ -13,6 +13,7 @@ pub struct TrainStep {
     pub grad_norm: f32,
     /// Non-pad tokens processed by this step.
     pub tokens: usize,
+    /// Over the steps read back together with this one (they overlap on the device).
     #[serde(rename = "tokens/s")]
     pub tokens_per_s: f32,
 }
@@ -36,7 +37,7 @@ pub struct TaskScore {
 }
 
 /// One DPO step on preference pairs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DpoStep {
     pub stage: String,
     pub iteration: usize,
@@ -57,6 +58,7 @@ pub struct DpoStep {
     pub grad_norm: f32,
     pub lr: f64,
     pub tokens: usize,
+    /// Over the steps read back together with this one (they overlap on the device).
     #[serde(rename = "tokens/s")]
     pub tokens_per_s: f32,
 }

@@ -228,7 +228,9 @@ impl Pipeline {
     pub async fn step(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         match &mut self.phase {
             Phase::Sft(run) => {
-                on_event(Event::Train(run.step().await?));
+                for m in run.step().await? {
+                    on_event(Event::Train(m));
+                }
                 if run.is_done() {
                     let sft = run.text_model();
                     self.sft_model = Some(model_bytes(&sft.model).await?);
@@ -241,6 +243,19 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Read back the training steps not read yet and report them: due before a snapshot.
+    pub async fn flush(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        match &mut self.phase {
+            Phase::Sft(run) => {
+                for m in run.flush().await? {
+                    on_event(Event::Train(m));
+                }
+            }
+            Phase::Preference(run) => run.flush(on_event).await?,
+        }
+        Ok(())
+    }
+
     /// True right after a unit that ended a stage or an iteration (or SFT): worth saving.
     pub fn at_boundary(&self) -> bool {
         match &self.phase {
@@ -249,6 +264,7 @@ impl Pipeline {
         }
     }
 
+    /// The run as it stands, every step read back ([`Pipeline::flush`]) first.
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let checkpoint = match &self.phase {
             Phase::Sft(run) => run.checkpoint().await?,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use pollster::block_on;
 
@@ -32,8 +32,13 @@ fn tiny_config(steps: usize) -> SftConfig {
     }
 }
 
+/// `n` steps, their numbers read back as the run reads them (every few steps), then the rest.
 fn train(run: &mut SftRun, n: usize) -> Vec<TrainStep> {
-    (0..n).map(|_| block_on(run.step()).unwrap()).collect()
+    let first = run.state.step;
+    let mut log: Vec<TrainStep> = (0..n).flat_map(|_| block_on(run.step()).unwrap()).collect();
+    log.extend(block_on(run.flush()).unwrap());
+    assert_eq!(log.iter().map(|m| m.step).collect::<Vec<_>>(), (first + 1..=first + n).collect::<Vec<_>>(), "every step once, in order");
+    log
 }
 
 fn trained_tiny(steps: usize) -> (SftRun, Vec<TrainStep>, Vec<Example>) {
@@ -50,6 +55,76 @@ fn loss_decreases_on_a_tiny_run() {
     let (first, last) = (mean(&log[..5]), mean(&log[75..]));
     assert!(last < 0.65 * first, "loss {first} -> {last}");
     assert!(log.iter().all(|m| m.grad_norm.is_finite() && m.tokens > 0));
+}
+
+/// Reading the steps' numbers back every 4 steps (or only at the end) records each step as
+/// reading it before its update does: the same losses and norms, step by step, and the same
+/// weights after (the update clips by the norm where the step left it, on the device).
+#[test]
+fn steps_read_back_together_record_what_steps_read_one_by_one_do() {
+    let (tok, examples) = tiny_data();
+    let device = Device::flex();
+    let run_with = |read_every: usize| {
+        // A low clip, so that the device-side clipping acts.
+        let config = SftConfig { optim: OptimConfig { grad_clip: 0.3, ..tiny_config(10).optim }, ..tiny_config(10) };
+        let mut run = SftRun::new(config, tok.clone(), &examples, &device).unwrap();
+        run.set_read_every(read_every);
+        let mut per_call = Vec::new();
+        let log: Vec<TrainStep> = (0..10)
+            .flat_map(|_| {
+                let read = block_on(run.step()).unwrap();
+                per_call.push(read.len());
+                read
+            })
+            .collect();
+        (run, log, per_call)
+    };
+    let (one, expected, reads) = run_with(1);
+    assert_eq!(reads, vec![1; 10]);
+    assert!(expected.iter().filter(|m| m.grad_norm > 0.3).count() > 5, "clipping acts on most steps");
+    for read_every in [4, 100] {
+        let (run, log, reads) = run_with(read_every);
+        let expected_reads = if read_every == 4 { vec![0, 0, 0, 4, 0, 0, 0, 4, 0, 2] } else { [vec![0; 9], vec![10]].concat() };
+        assert_eq!(reads, expected_reads, "read every {read_every}: reads at the due steps and the last");
+        for (a, b) in expected.iter().zip(&log) {
+            assert_eq!((a.step, a.tokens, a.lr), (b.step, b.tokens, b.lr));
+            assert_eq!((a.loss, a.grad_norm), (b.loss, b.grad_norm), "read every {read_every}, step {}", a.step);
+        }
+        let w = |run: &SftRun| common::probe_logits(&run.model, &run.model_config);
+        assert_eq!(w(&one), w(&run), "read every {read_every}: the same weights");
+    }
+}
+
+/// A step that is not finite, read with the steps after it: the error names that step, the log
+/// holds the steps before it, and the model stays finite (the update of every step whose report
+/// was not finite changed nothing on the device).
+#[test]
+fn a_step_not_finite_among_unread_ones_is_named_and_spoils_nothing() {
+    let (tok, examples) = tiny_data();
+    let config = SftConfig { optim: OptimConfig { lr: 1e9, warmup_steps: 0, ..OptimConfig::default() }, ..tiny_config(40) };
+    let mut run = SftRun::new(config, tok, &examples, &Device::flex()).unwrap();
+    run.set_read_every(16);
+    let mut log = Vec::new();
+    let error = loop {
+        match block_on(run.step()) {
+            Ok(read) => log.extend(read),
+            Err(e) => break e,
+        }
+    };
+    let sgpo::Error::NonFinite { stage, step, .. } = error else { panic!("{error}") };
+    assert_eq!(stage, "sft");
+    assert!(step > 1 && run.state.step >= step, "step {step} of {} taken", run.state.step);
+    assert_eq!(log.iter().map(|m| m.step).collect::<Vec<_>>(), (1..step).collect::<Vec<_>>(), "the steps before it, each once");
+    assert!(log.iter().all(|m| m.loss.is_finite() && m.grad_norm.is_finite()));
+    struct AllFinite(usize);
+    impl ModuleVisitor for AllFinite {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 += param.val().into_data().iter::<f32>().filter(|x| !x.is_finite()).count();
+        }
+    }
+    let mut not_finite = AllFinite(0);
+    run.model.visit(&mut not_finite);
+    assert_eq!(not_finite.0, 0, "weights not finite after the skipped updates");
 }
 
 #[test]

@@ -32,6 +32,7 @@ fn a_snapshot_without_optimiser_state_is_refused_by_name() {
             assert!(!p.is_done());
             block_on(p.step(&mut |_| {})).unwrap();
         }
+        block_on(p.flush(&mut |_| {})).unwrap();
         let mut snapshot = reload(block_on(p.snapshot()).unwrap());
         assert!(snapshot.checkpoint.optimizer.as_ref().is_some_and(|b| !b.is_empty()), "{phase}: the optimiser state is saved");
         snapshot.checkpoint.optimizer = None;
@@ -62,6 +63,7 @@ fn a_checkpoint_as_init_skips_sft() {
     let device = Device::flex();
     let mut p = Pipeline::new(config(), &Inputs::default(), &device, None).unwrap();
     block_on(p.step(&mut |_| {})).unwrap();
+    block_on(p.flush(&mut |_| {})).unwrap();
     let checkpoint = reload(block_on(p.snapshot()).unwrap()).checkpoint;
     let inputs = Inputs { init: Some(("upload.tar".into(), checkpoint)), ..Inputs::default() };
     let p = Pipeline::new(config(), &inputs, &device, None).unwrap();
@@ -121,6 +123,7 @@ fn a_model_file_runs_sgpo_with_lora_and_resumes_from_adapter_snapshots() {
         block_on(p.step(&mut |e| events.push(e))).unwrap();
         let pos = p.position();
         if (reloaded == 0 && pos.stage == Stage::Improver && pos.step == 2) || (reloaded == 1 && pos.stage == Stage::Dpo) {
+            block_on(p.flush(&mut |e| events.push(e))).unwrap();
             let snapshot = reload(block_on(p.snapshot()).unwrap());
             p = Pipeline::resume(config.clone(), &inputs, &snapshot, &device).unwrap();
             assert_eq!(p.position(), pos);

@@ -248,6 +248,7 @@ fn resumes_exactly(improver_targets: ImproverTargets, stops: &[fn(&SgpoRun) -> b
         while !stop(&run) {
             block_on(run.advance(&mut |e| resumed.push(e))).unwrap();
         }
+        block_on(run.flush(&mut |e| resumed.push(e))).unwrap();
         block_on(run.checkpoint("{}".into())).unwrap().save(dir.path()).unwrap();
         run = fresh();
         run.restore(&Checkpoint::load(dir.path()).unwrap()).unwrap();

@@ -175,6 +175,7 @@ async fn snapshots_cross_to_javascript_as_byte_arrays_and_resume() {
     let config = serde_wasm_bindgen::to_value(&PipelineConfig { device: DeviceChoice::Cpu, ..resume::config() }).unwrap();
     let mut engine = Engine::create(config.clone(), JsValue::UNDEFINED, JsValue::UNDEFINED).await.unwrap();
     engine.step().await.unwrap();
+    engine.flush().await.unwrap();
     let snapshot = engine.snapshot().await.unwrap();
     let files = Reflect::get(&snapshot, &"files".into()).unwrap();
     let names = Object::keys(files.unchecked_ref::<Object>());

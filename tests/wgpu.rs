@@ -48,8 +48,15 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
     let d = max_diff(&logits(&on_cpu, &cpu), &logits(&on_gpu, &gpu));
     assert!(d < TOLERANCE, "forward differs by {d}");
 
-    for _ in 0..2 {
-        let (a, b) = (block_on(on_cpu.step()).unwrap(), block_on(on_gpu.step()).unwrap());
+    // Two steps read back together at the end, as runs read them.
+    let two_steps = |run: &mut SftRun| {
+        let mut read: Vec<_> = (0..2).flat_map(|_| block_on(run.step()).unwrap()).collect();
+        read.extend(block_on(run.flush()).unwrap());
+        read
+    };
+    let (on_cpu_read, on_gpu_read) = (two_steps(&mut on_cpu), two_steps(&mut on_gpu));
+    assert_eq!(on_gpu_read.len(), 2);
+    for (a, b) in on_cpu_read.iter().zip(&on_gpu_read) {
         assert!((a.loss - b.loss).abs() < TOLERANCE, "loss {} vs {}", a.loss, b.loss);
         assert!((a.grad_norm - b.grad_norm).abs() < 1e-3 * a.grad_norm.max(1.0), "grad norm {} vs {}", a.grad_norm, b.grad_norm);
     }

@@ -54,8 +54,18 @@ async function serve() {
   }
 }
 
+/// Events from the engine: kept for the next checkpoint's log, and shown.
+function report(events) {
+  unsaved.push(...events);
+  for (const e of events) if (e.event === "iteration") pairs.push([e.iteration, engine.pairs_jsonl()]);
+  postMessage({ kind: "events", events, position: engine.position() });
+}
+
 /// Whether the run is now saved up to this step.
 async function save() {
+  // Steps whose numbers are still on the GPU: read back before a snapshot that includes them.
+  const read = await engine.flush();
+  if (read.length) report(read);
   if (!saving) {
     unsaved = [];
     pairs = [];
@@ -102,10 +112,7 @@ async function run() {
         loseDevice = false;
         engine.lose_device();
       }
-      const events = await engine.step();
-      unsaved.push(...events);
-      for (const e of events) if (e.event === "iteration") pairs.push([e.iteration, engine.pairs_jsonl()]);
-      postMessage({ kind: "events", events, position: engine.position() });
+      report(await engine.step());
       if (engine.at_boundary() || Date.now() - lastSave > SAVE_EVERY_MS) await save();
       await new Promise((r) => setTimeout(r, 0));
     }

@@ -53,7 +53,8 @@ async fn train_sft(
     let mut best: Option<(f32, usize, Model)> = None;
     let mut since_best = 0;
     while !run.is_done() {
-        let step = run.step().await?.step;
+        run.step().await?;
+        let step = run.state.step;
         on_event(ExperimentEvent::Sft { setting, sft_seed, step, total: plan.sft.steps });
         let Some(plateau) = plan.plateau else { continue };
         if step % plateau.every != 0 && !run.is_done() {

@@ -17,8 +17,8 @@ use super::{Kernel, applies_forward_with_twin, applies_on_cpu};
 const ADAMW: Wgsl = Wgsl { name: "adamw", source: include_str!("../../shaders/adamw.wgsl"), defines: &[] };
 
 /// One update's numbers: `keep` is `1 - lr weight_decay` (1 where nothing decays), `biasN` is
-/// `1 - betaN^step`, and the gradient is multiplied by `grad_scale` first (global-norm
-/// clipping's factor, 1 when the norm is within bounds).
+/// `1 - betaN^step`, and `max_norm` the global gradient norm the step is clipped to (0: not
+/// clipped). The norm itself comes from the step's report on the device (see [`adamw`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWRule {
     pub beta1: f32,
@@ -28,14 +28,28 @@ pub struct AdamWRule {
     pub bias1: f32,
     pub bias2: f32,
     pub eps: f32,
-    pub grad_scale: f32,
+    pub max_norm: f32,
 }
 
+/// Added to the norm clipping divides by, as torch's `clip_grad_norm_` does.
+const CLIP_EPS: f32 = 1e-6;
+
 impl AdamWRule {
-    /// The new weight and moments of one value.
+    /// The factor a step's gradients are multiplied by, from its loss and the gradients' squared
+    /// sum: `None` when either is not finite (the step changes nothing), else
+    /// `max_norm / (norm + 1e-6)` where the norm exceeds a positive `max_norm`, 1 otherwise.
+    pub fn grad_scale(&self, loss: f32, squares: f32) -> Option<f32> {
+        if !(loss.is_finite() && squares.is_finite()) {
+            return None;
+        }
+        let norm = squares.sqrt();
+        Some(if self.max_norm > 0.0 && norm > self.max_norm { self.max_norm / (norm + CLIP_EPS) } else { 1.0 })
+    }
+
+    /// The new weight and moments of one value, its gradient multiplied by `grad_scale`.
     #[inline(always)]
-    fn apply(&self, weight: f32, grad: f32, first: f32, second: f32) -> (f32, f32, f32) {
-        let g = grad * self.grad_scale;
+    fn apply(&self, grad_scale: f32, weight: f32, grad: f32, first: f32, second: f32) -> (f32, f32, f32) {
+        let g = grad * grad_scale;
         let m = self.beta1 * first + (1.0 - self.beta1) * g;
         let v = self.beta2 * second + (1.0 - self.beta2) * (g * g);
         let delta = (m / self.bias1) / ((v / self.bias2).sqrt() + self.eps);
@@ -50,21 +64,22 @@ pub trait OptimizerOps: Backend {
         grad: FloatTensor<Self>,
         first: FloatTensor<Self>,
         second: FloatTensor<Self>,
+        report: FloatTensor<Self>,
         rule: AdamWRule,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl OptimizerOps for Cube {
-    fn adamw(weight: CubeTensor, grad: CubeTensor, first: CubeTensor, second: CubeTensor, rule: AdamWRule) -> (CubeTensor, CubeTensor, CubeTensor) {
+    fn adamw(weight: CubeTensor, grad: CubeTensor, first: CubeTensor, second: CubeTensor, report: CubeTensor, rule: AdamWRule) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (weight, grad) = (into_contiguous(weight), into_contiguous(grad));
-        let (first, second) = (into_contiguous(first), into_contiguous(second));
+        let (first, second, report) = (into_contiguous(first), into_contiguous(second), into_contiguous(report));
         let shape = weight.meta.shape().clone();
         let len = shape.num_elements();
         let [weight_out, first_out, second_out] = [(); 3].map(|_| empty(&weight, shape.clone(), DType::F32));
         let g = grid((len as u32).div_ceil(WORKGROUP));
-        let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale } = rule;
-        let p = [len as u32, g.0, beta1.to_bits(), beta2.to_bits(), lr.to_bits(), keep.to_bits(), bias1.to_bits(), bias2.to_bits(), eps.to_bits(), grad_scale.to_bits()];
-        launch(ADAMW, g, &[&weight, &grad, &first, &second, &weight_out, &first_out, &second_out], &p);
+        let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, max_norm } = rule;
+        let p = [len as u32, g.0, beta1.to_bits(), beta2.to_bits(), lr.to_bits(), keep.to_bits(), bias1.to_bits(), bias2.to_bits(), eps.to_bits(), max_norm.to_bits()];
+        launch(ADAMW, g, &[&weight, &grad, &first, &second, &report, &weight_out, &first_out, &second_out], &p);
         (weight_out, first_out, second_out)
     }
 }
@@ -73,12 +88,14 @@ impl OptimizerOps for Cube {
 /// when anything else holds it, as the trainer's own handle on the model does during the
 /// update), all threads.
 impl OptimizerOps for Flex {
-    fn adamw(weight: FlexTensor, grad: FlexTensor, first: FlexTensor, second: FlexTensor, rule: AdamWRule) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn adamw(weight: FlexTensor, grad: FlexTensor, first: FlexTensor, second: FlexTensor, report: FlexTensor, rule: AdamWRule) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let report = f32_values(&report);
+        let Some(grad_scale) = rule.grad_scale(report[0], report[1]) else { return (weight, first, second) };
         let (mut weight, mut first, mut second) = (owned_f32(weight), owned_f32(first), owned_f32(second));
         let grad = f32_values(&grad);
         for_each_chunk3(values_mut(&mut weight), values_mut(&mut first), values_mut(&mut second), &grad, |w, m, v, g| {
             for (((w, m), v), g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                (*w, *m, *v) = rule.apply(*w, *g, *m, *v);
+                (*w, *m, *v) = rule.apply(grad_scale, *w, *g, *m, *v);
             }
         });
         (weight, first, second)
@@ -108,18 +125,40 @@ pub fn squared_sum(x: Tensor<1>) -> Tensor<1> {
 }
 
 /// `rule`'s update of a flat parameter `weight` with gradient `grad` and moments `first` and
-/// `second`: the weight and moments after it. One `adamw.wgsl` dispatch on wgpu, one threaded
-/// pass on the CPU backend; the same rule in burn ops when the kernel is off.
-pub fn adamw(weight: Tensor<1>, grad: Tensor<1>, first: Tensor<1>, second: Tensor<1>, rule: AdamWRule) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+/// `second`: the weight and moments after it. `report` is the step's `[loss, squared sum of
+/// every gradient, ..]` as it stands on the device: the update clips by that norm
+/// ([`AdamWRule::grad_scale`]) and, when either number is not finite, leaves weight and moments
+/// as they were, so a step nobody has read yet cannot spoil the model. One `adamw.wgsl`
+/// dispatch on wgpu, one threaded pass on the CPU backend; the same rule in burn ops when the
+/// kernel is off.
+pub fn adamw(weight: Tensor<1>, grad: Tensor<1>, first: Tensor<1>, second: Tensor<1>, report: Tensor<1>, rule: AdamWRule) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     if applies_forward_with_twin(Kernel::Adamw, &weight) {
-        let (w, m, v) = <Dispatch as OptimizerOps>::adamw(weight.into_dispatch(), grad.into_dispatch(), first.into_dispatch(), second.into_dispatch(), rule);
+        let (w, m, v) = <Dispatch as OptimizerOps>::adamw(
+            weight.into_dispatch(),
+            grad.into_dispatch(),
+            first.into_dispatch(),
+            second.into_dispatch(),
+            report.into_dispatch(),
+            rule,
+        );
         return (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v));
     }
-    let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale } = rule;
-    let grad = if grad_scale == 1.0 { grad } else { grad.mul_scalar(grad_scale) };
-    let first = first.mul_scalar(beta1).add(grad.clone().mul_scalar(1.0 - beta1));
-    let second = second.mul_scalar(beta2).add(grad.square().mul_scalar(1.0 - beta2));
-    let step = first.clone().div_scalar(bias1).div(second.clone().div_scalar(bias2).sqrt().add_scalar(eps));
-    let weight = if keep == 1.0 { weight } else { weight.mul_scalar(keep) };
-    (weight - step.mul_scalar(lr), first, second)
+    let AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, max_norm } = rule;
+    let (loss, squares) = (report.clone().narrow(0, 0, 1), report.narrow(0, 1, 1));
+    let norm = squares.sqrt();
+    let apply = loss.is_finite().bool_and(norm.clone().is_finite());
+    let mut grad_scale = Tensor::ones([1], &grad.device());
+    if max_norm > 0.0 {
+        let clipped = Tensor::full([1], max_norm, &grad.device()).div(norm.clone().add_scalar(CLIP_EPS));
+        grad_scale = grad_scale.mask_where(norm.greater_elem(max_norm), clipped);
+    }
+    let n = weight.dims()[0];
+    let (apply, grad_scale) = (apply.expand([n]), grad_scale.expand([n]));
+    let grad = grad * grad_scale;
+    let new_first = first.clone().mul_scalar(beta1).add(grad.clone().mul_scalar(1.0 - beta1));
+    let new_second = second.clone().mul_scalar(beta2).add(grad.square().mul_scalar(1.0 - beta2));
+    let step = new_first.clone().div_scalar(bias1).div(new_second.clone().div_scalar(bias2).sqrt().add_scalar(eps));
+    let new_weight = if keep == 1.0 { weight.clone() } else { weight.clone().mul_scalar(keep) } - step.mul_scalar(lr);
+    let kept = |old: Tensor<1>, new: Tensor<1>| old.mask_where(apply.clone(), new);
+    (kept(weight, new_weight), kept(first, new_first), kept(second, new_second))
 }

@@ -18,7 +18,7 @@ use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel};
 use crate::rng::Rng;
-use crate::train::{PreferenceTrainer, ScoredPair, SftRun, autodiff, score_pairs};
+use crate::train::{PreferenceTrainer, READ_EVERY, ScoredPair, SftRun, autodiff, score_pairs};
 
 /// Where a preference run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +113,8 @@ pub struct SgpoRun {
     pub(super) generated_tokens: usize,
     pub(super) rng: Rng,
     pub(super) device: Device,
+    /// Steps between reads of the training steps' numbers (see `train::reports`).
+    pub(super) read_every: usize,
     /// Checkpoints hold the LoRA adapters only: the driver rebuilds the run from the model file
     /// it started from before restoring (the page, where a whole model at every save would
     /// fill the browser's storage).
@@ -134,7 +136,8 @@ impl SgpoRun {
             Some(lora) => policy.with_lora(lora, config.seed),
             None => policy,
         };
-        let trainer = PreferenceTrainer::new(policy, config.clone(), sft.tokenizer.special.pad, device);
+        let mut trainer = PreferenceTrainer::new(policy, config.clone(), sft.tokenizer.special.pad, device);
+        trainer.set_read_every(READ_EVERY);
         let sft = TextModel { model: sft.model.valid(), config: ModelConfig { lora, ..sft.config }, ..sft };
         let rng = Rng::new(config.seed);
         Ok(Self {
@@ -157,8 +160,42 @@ impl SgpoRun {
             generated_tokens: 0,
             rng,
             device: device.clone(),
+            read_every: READ_EVERY,
             adapters_only: false,
         })
+    }
+
+    /// Read the training steps' numbers back every `steps` steps (1: each step, before it is
+    /// applied), in stage 1 and in DPO.
+    pub fn set_read_every(&mut self, steps: usize) {
+        self.read_every = steps;
+        self.trainer.set_read_every(steps);
+        if let Some(run) = &mut self.improver_run {
+            run.set_read_every(steps);
+        }
+    }
+
+    /// Read back the steps not read yet and report them, numbered as the run counts: due before
+    /// a checkpoint (stages and iterations read their own at their end).
+    pub async fn flush(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        if let Some(run) = &mut self.improver_run {
+            let offset = self.step - run.state.step;
+            for mut m in run.flush().await.map_err(|e| e.offset_step(offset))? {
+                m.step += offset;
+                on_event(Event::Train(m));
+            }
+        }
+        let offset = self.step - self.trainer.step;
+        for mut m in self.trainer.flush().await.map_err(|e| e.offset_step(offset))? {
+            m.step += offset;
+            on_event(Event::Dpo(m));
+        }
+        Ok(())
+    }
+
+    /// No step's numbers wait on the device: a checkpoint may be taken.
+    pub fn all_read(&self) -> bool {
+        self.trainer.all_read() && self.improver_run.as_ref().is_none_or(SftRun::all_read)
     }
 
     pub fn is_done(&self) -> bool {
@@ -290,7 +327,9 @@ impl SgpoRun {
     /// its written target (phase B) come up at the same point of each phase.
     fn start_improver_run(&mut self, model: Model, seqs: Vec<TokenSeq>) -> Result<()> {
         let start = TextModel { model, ..self.sft.clone() };
-        self.improver_run = Some(SftRun::from_model("improver", self.improver_sft_config(), start, seqs, &self.device)?);
+        let mut run = SftRun::from_model("improver", self.improver_sft_config(), start, seqs, &self.device)?;
+        run.set_read_every(self.read_every);
+        self.improver_run = Some(run);
         Ok(())
     }
 
@@ -306,10 +345,14 @@ impl SgpoRun {
     async fn improver_step(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         let run = self.improver_run.as_mut().expect("stage 1 has its run");
         if !run.is_done() {
-            let mut m = run.step().await.map_err(|e| e.at_step(self.step + 1))?;
+            // Stage 1's steps are numbered from the run's count at its start.
+            let offset = self.step - run.state.step;
+            let read = run.step().await.map_err(|e| e.offset_step(offset))?;
             self.step += 1;
-            m.step = self.step;
-            on_event(Event::Train(m));
+            for mut m in read {
+                m.step += offset;
+                on_event(Event::Train(m));
+            }
         }
         if run.is_done() {
             let run = self.improver_run.take().expect("stage 1 has its run");
@@ -319,6 +362,7 @@ impl SgpoRun {
             }
             let dpo_steps = self.trainer.step;
             self.trainer = PreferenceTrainer::new(run.model, self.config.clone(), self.sft.tokenizer.special.pad, &self.device);
+            self.trainer.set_read_every(self.read_every);
             self.trainer.step = dpo_steps;
             self.stage = Stage::Pairs;
             // Where the policy stands after stage 1, before the next preference step.
@@ -406,12 +450,16 @@ impl SgpoRun {
             dpo.cursor = end;
             let k = if self.config.improver_sft_weight > 0.0 { self.config.batch_size.min(self.improver_seqs.len()) } else { 0 };
             let improver: Vec<&TokenSeq> = (0..k).map(|_| &self.improver_seqs[self.rng.below(self.improver_seqs.len())]).collect();
-            let mut m = self.trainer.step(&pairs, &improver, self.iteration).await.map_err(|e| e.at_step(self.step + 1))?;
+            let offset = self.step - self.trainer.step;
+            let read = self.trainer.step(&pairs, &improver, self.iteration).await.map_err(|e| e.offset_step(offset))?;
             self.step += 1;
-            m.step = self.step;
-            on_event(Event::Dpo(m));
+            for mut m in read {
+                m.step += offset;
+                on_event(Event::Dpo(m));
+            }
             return Ok(());
         }
+        self.flush(on_event).await?;
         let dpo = self.dpo.take().expect("the DPO stage has its pairs");
         let summary = self.finish_summary(IterationSummary { step: self.step, ..dpo.summary }).await?;
         on_event(Event::Iteration(summary));

@@ -40,6 +40,8 @@ impl SgpoRun {
     /// The whole position. `config` is the run's config JSON (the caller's: it knows where the
     /// SFT model came from).
     pub async fn checkpoint(&self, config: String) -> Result<Checkpoint> {
+        // Steps not read back would be in the weights and not in the log.
+        assert!(self.all_read(), "a checkpoint with training steps not read back (SgpoRun::flush first)");
         let (model, optimizer) = match &self.improver_run {
             Some(run) => (&run.model, run.optimizer_bytes().await?),
             None => (&self.trainer.model, self.trainer.optimizer_bytes().await?),
@@ -100,12 +102,14 @@ impl SgpoRun {
         match saved.improver_run {
             Some((seqs, state)) => {
                 let start = TextModel { model, ..self.sft.clone() };
-                let run = SftRun::restore("improver", self.improver_sft_config(), start, checkpoint.optimizer.as_deref(), seqs, state, &self.device)?;
+                let mut run = SftRun::restore("improver", self.improver_sft_config(), start, checkpoint.optimizer.as_deref(), seqs, state, &self.device)?;
+                run.set_read_every(self.read_every);
                 self.improver_run = Some(run);
                 self.trainer.step = saved.dpo_steps;
             }
             None => {
                 self.trainer = PreferenceTrainer::restore(model, self.config.clone(), pad, checkpoint.optimizer.as_deref(), saved.dpo_steps, &self.device)?;
+                self.trainer.set_read_every(self.read_every);
             }
         }
         Ok(())

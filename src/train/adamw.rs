@@ -39,20 +39,25 @@ pub struct AdamW {
     beta1: f32,
     beta2: f32,
     weight_decay: f32,
+    /// Global gradient-norm clip (0: none).
+    max_norm: f32,
     /// By parameter path (`blocks.0.attention.wq.weight`).
     moments: BTreeMap<String, Moments>,
 }
 
 impl AdamW {
     pub fn new(config: &OptimConfig) -> Self {
-        Self { beta1: config.beta1, beta2: config.beta2, weight_decay: config.weight_decay, moments: BTreeMap::new() }
+        let (beta1, beta2, weight_decay, max_norm) = (config.beta1, config.beta2, config.weight_decay, config.grad_clip);
+        Self { beta1, beta2, weight_decay, max_norm, moments: BTreeMap::new() }
     }
 
     /// Apply one update with learning rate `lr` to every parameter of `module` that `grads`
-    /// holds a gradient for, the gradients multiplied by `grad_scale` (clipping's factor); the
-    /// others (frozen weights) are left as they are.
-    pub fn step<M: Module>(&mut self, lr: f64, grad_scale: f32, module: M, mut grads: GradientsParams) -> M {
-        module.map(&mut Update { optim: self, grads: &mut grads, lr, grad_scale, path: Vec::new() })
+    /// holds a gradient for; the others (frozen weights) are left as they are. `report` is the
+    /// step's `[loss, squared sum of the gradients, ..]` on the device: the gradients are
+    /// clipped to the configured global norm by it, and a step whose loss or norm is not finite
+    /// changes nothing (see [`kernels::adamw`]), all without the host reading it.
+    pub fn step<M: Module>(&mut self, lr: f64, report: Tensor<1>, module: M, mut grads: GradientsParams) -> M {
+        module.map(&mut Update { optim: self, grads: &mut grads, lr, report, path: Vec::new() })
     }
 
     /// The state as safetensors bytes: `PATH.exp_avg` and `PATH.exp_avg_sq` (F32, flat), each
@@ -104,7 +109,7 @@ struct Update<'a> {
     optim: &'a mut AdamW,
     grads: &'a mut GradientsParams,
     lr: f64,
-    grad_scale: f32,
+    report: Tensor<1>,
     path: Vec<String>,
 }
 
@@ -120,8 +125,8 @@ impl ModuleMapper for Update<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some(grad) = self.grads.remove::<D>(param.id) else { return param };
         let path = self.path.join(".");
-        let AdamW { beta1, beta2, weight_decay, .. } = *self.optim;
-        let (lr, grad_scale) = (self.lr, self.grad_scale);
+        let AdamW { beta1, beta2, weight_decay, max_norm, .. } = *self.optim;
+        let (lr, report) = (self.lr, self.report.clone());
         let moments = &mut self.optim.moments;
         param.map(|tensor| {
             let (shape, require_grad) = (tensor.shape(), tensor.is_require_grad());
@@ -147,9 +152,10 @@ impl ModuleMapper for Update<'_> {
                 bias1: 1.0 - beta1.powi(time),
                 bias2: 1.0 - beta2.powi(time),
                 eps: EPSILON,
-                grad_scale,
+                max_norm,
             };
-            let (weights, first, second) = kernels::adamw(tensor.inner().reshape([n]), grad, first, second, rule);
+            let report = on_device(report);
+            let (weights, first, second) = kernels::adamw(tensor.inner().reshape([n]), grad, first, second, report, rule);
             moments.insert(path, Moments { first, second, time });
             let updated = Tensor::from_inner(weights.reshape(shape));
             if require_grad { updated.require_grad() } else { updated }
@@ -171,8 +177,15 @@ mod tests {
         weight: Param<Tensor<2>>,
     }
 
-    /// Two updates with constant gradients, the second clipped to half, follow the rule worked
-    /// out by hand: moments, bias corrections by step count, decay on the matrix only.
+    /// A step's report as the trainers leave it on the device, `[loss, squared gradient sum]`,
+    /// outside the autodiff graph as theirs is.
+    fn report(loss: f32, squares: f32, device: &Device) -> Tensor<1> {
+        Tensor::<1>::from_data(TensorData::new(vec![loss, squares], [2]), device).inner()
+    }
+
+    /// Two updates with constant gradients, the second clipped to about half (a reported norm of
+    /// 2 against a clip of 1), follow the rule worked out by hand: moments, bias corrections by
+    /// step count, decay on the matrix only.
     #[test]
     fn two_steps_follow_the_rule() {
         let device = autodiff(&Device::flex());
@@ -180,7 +193,7 @@ mod tests {
             gain: Param::from_tensor(Tensor::<1>::ones([3], &device).require_grad()),
             weight: Param::from_tensor(Tensor::<2>::ones([2, 3], &device).require_grad()),
         };
-        let config = OptimConfig { weight_decay: 0.5, ..OptimConfig::default() };
+        let config = OptimConfig { weight_decay: 0.5, grad_clip: 1.0, ..OptimConfig::default() };
         let (b1, b2, lr, wd) = (config.beta1, config.beta2, 0.1f32, 0.5f32);
         let mut optim = AdamW::new(&config);
         // d loss / d gain = 2, d loss / d weight = -3, at every step.
@@ -188,8 +201,9 @@ mod tests {
         for step in 1..=2 {
             let loss = two.gain.val().sum().mul_scalar(2.0) + two.weight.val().sum().mul_scalar(-3.0);
             let grads = GradientsParams::from_grads(loss.backward(), &two);
-            let grad_scale = if step == 1 { 1.0 } else { 0.5 };
-            two = optim.step(lr as f64, grad_scale, two, grads);
+            // Norms of 0.5 (within the clip) and 2 as the report says (not the gradients' own).
+            let (squares, grad_scale) = if step == 1 { (0.25, 1.0) } else { (4.0, 1.0 / (2.0 + 1e-6)) };
+            two = optim.step(lr as f64, report(1.0, squares, &device), two, grads);
             for (i, g) in [2.0f32 * grad_scale, -3.0 * grad_scale].into_iter().enumerate() {
                 m[i] = b1 * m[i] + (1.0 - b1) * g;
                 v[i] = b2 * v[i] + (1.0 - b2) * g * g;
@@ -223,11 +237,42 @@ mod tests {
         let loss = (two.gain.val().sum() + two.weight.val().sum()).mul_scalar(0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &two);
         let config = OptimConfig { weight_decay: 0.5, ..OptimConfig::default() };
-        let two = AdamW::new(&config).step(0.1, 1.0, two, grads);
+        let two = AdamW::new(&config).step(0.1, report(0.0, 0.0, &device), two, grads);
         let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(values(two.gain.val()), vec![1.0; 3]);
         for w in values(two.weight.val().reshape([6])) {
             assert!((w - 0.95).abs() < 1e-6, "{w}");
         }
+    }
+
+    /// A step whose report holds a NaN loss or an infinite norm changes neither weights nor
+    /// moments (its step count still advances: only a run that stops at the next read gets
+    /// there, since a run that skips such steps reads each one before applying it).
+    #[test]
+    fn a_step_reported_not_finite_changes_nothing() {
+        let device = autodiff(&Device::flex());
+        let fresh = || Two {
+            gain: Param::from_tensor(Tensor::<1>::ones([3], &device).require_grad()),
+            weight: Param::from_tensor(Tensor::<2>::ones([2, 3], &device).require_grad()),
+        };
+        let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        let step = |optim: &mut AdamW, two: Two, report: Tensor<1>| {
+            let loss = two.gain.val().sum().mul_scalar(2.0) + two.weight.val().sum().mul_scalar(-3.0);
+            let grads = GradientsParams::from_grads(loss.backward(), &two);
+            optim.step(0.1, report, two, grads)
+        };
+        let config = OptimConfig::default();
+        let mut optim = AdamW::new(&config);
+        let mut two = fresh();
+        for bad in [report(f32::NAN, 1.0, &device), report(1.0, f32::INFINITY, &device)] {
+            two = step(&mut optim, two, bad);
+            assert_eq!(values(two.gain.val()), vec![1.0; 3]);
+            assert_eq!(values(two.weight.val().reshape([6])), vec![1.0; 6]);
+        }
+        for (path, m) in &optim.moments {
+            assert!(values(m.first.clone()).iter().chain(&values(m.second.clone())).all(|&x| x == 0.0), "{path}: moments moved");
+        }
+        let after = step(&mut optim, two, report(1.0, 0.25, &device));
+        assert!(values(after.gain.val())[0] < 1.0, "the finite step moved the gain");
     }
 }

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::{PairLogps, dpo_loss, sequence_logprobs, sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{StepRead, autodiff, load_optimizer, read_step};
+use super::optim::{autodiff, load_optimizer, step_report};
+use super::reports::{READ_EVERY, Reported, StepReports, StepValues};
 use crate::config::{DpoLoss, SgpoConfig};
 use crate::data::{Batch, PreferencePair, TokenSeq, Tokenizer};
 use crate::error::Result;
-use crate::metrics::{DpoStep, now_seconds, rate};
+use crate::metrics::{DpoStep, now_seconds};
 use crate::model::Model;
 use crate::readback;
 
@@ -83,19 +84,36 @@ pub struct PreferenceTrainer {
     pad: u32,
     device: Device,
     pub step: usize,
+    /// Steps done whose numbers are still on the device.
+    reports: StepReports<DpoStep>,
 }
 
 impl PreferenceTrainer {
     /// A fresh optimiser over `model` (which records gradients).
     pub fn new(model: Model, config: SgpoConfig, pad: u32, device: &Device) -> Self {
         let optim = config.dpo_optim.init();
-        Self { model, optim, config, pad, device: autodiff(device), step: 0 }
+        Self { model, optim, config, pad, device: autodiff(device), step: 0, reports: StepReports::new(READ_EVERY) }
     }
 
     /// Continue from a saved optimiser state after `step` updates.
     pub fn restore(model: Model, config: SgpoConfig, pad: u32, optimizer: Option<&[u8]>, step: usize, device: &Device) -> Result<Self> {
         let optim = load_optimizer(&config.dpo_optim, optimizer)?;
-        Ok(Self { model, optim, config, pad, device: autodiff(device), step })
+        Ok(Self { model, optim, config, pad, device: autodiff(device), step, reports: StepReports::new(READ_EVERY) })
+    }
+
+    /// Read the steps' numbers back every `steps` steps (1: each step, before it is applied).
+    pub fn set_read_every(&mut self, steps: usize) {
+        self.reports.read_every = steps;
+    }
+
+    /// The records of the steps not read yet: due at the end of an iteration and before a
+    /// checkpoint.
+    pub async fn flush(&mut self) -> Result<Vec<DpoStep>> {
+        self.reports.read().await
+    }
+
+    pub fn all_read(&self) -> bool {
+        self.reports.is_clear()
     }
 
     pub async fn optimizer_bytes(&self) -> Result<Vec<u8>> {
@@ -103,8 +121,11 @@ impl PreferenceTrainer {
     }
 
     /// One DPO update on `pairs`; with `improver` sequences and a positive weight, plus that
-    /// much improver-SFT loss, so the shared weights keep the improver role.
-    pub async fn step(&mut self, pairs: &[&ScoredPair], improver: &[&TokenSeq], iteration: usize) -> Result<DpoStep> {
+    /// much improver-SFT loss, so the shared weights keep the improver role. Returns the records
+    /// of the steps read back with it (every `read_every` steps; [`PreferenceTrainer::flush`]
+    /// reads the rest).
+    pub async fn step(&mut self, pairs: &[&ScoredPair], improver: &[&TokenSeq], iteration: usize) -> Result<Vec<DpoStep>> {
+        self.reports.check()?;
         let started = now_seconds();
         let n = pairs.len();
         let normalize = self.config.loss == DpoLoss::Ipo;
@@ -133,34 +154,41 @@ impl PreferenceTrainer {
         let lr = self.config.dpo_optim.lr_at(self.step, usize::MAX);
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let per_pair_values = vec![rewards_chosen, rewards_rejected, policy_chosen, policy_rejected];
-        let max_norm = self.config.dpo_optim.grad_clip;
-        let StepRead { loss, grad_norm, also: read, grad_scale } =
-            read_step(&self.model, &grads, loss.detach(), per_pair_values, max_norm, ("dpo", self.step + 1)).await?;
-        debug_assert_eq!(read.len(), 4 * n, "four values per pair");
-        self.model = self.optim.step(lr, grad_scale, self.model.clone(), grads);
+        let report = step_report(&self.model, &grads, loss.detach(), per_pair_values);
+        let record = DpoStep { stage: "dpo".into(), iteration, step: self.step + 1, lr, tokens, ..DpoStep::default() };
+        // Before the update: a step read as not finite is refused with nothing applied.
+        let read = if self.reports.push(report.clone(), record, started, tokens) { self.reports.read().await? } else { Vec::new() };
+        self.model = self.optim.step(lr, report, self.model.clone(), grads);
         self.step += 1;
+        Ok(read)
+    }
+}
 
-        let per_pair = |i: usize| &read[i * n..(i + 1) * n];
+/// A DPO step's metrics are TRL's: the means over its pairs of the implicit rewards, their
+/// margins and accuracy, and the policy's log-probs, from the four values per pair the step
+/// reports (rewards chosen, rewards rejected, log-probs chosen, log-probs rejected).
+impl Reported for DpoStep {
+    fn stage_step(&self) -> (&str, usize) {
+        (&self.stage, self.step)
+    }
+
+    fn fill(&mut self, values: StepValues, tokens_per_s: f32) {
+        let n = values.also.len() / 4;
+        debug_assert_eq!(values.also.len(), 4 * n, "four values per pair");
+        let per_pair = |i: usize| &values.also[i * n..(i + 1) * n];
         let (rc, rr, policy_chosen, policy_rejected) = (per_pair(0), per_pair(1), per_pair(2), per_pair(3));
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
         let margins: Vec<f32> = rc.iter().zip(rr).map(|(c, r)| c - r).collect();
         let accuracy: Vec<f32> = margins.iter().map(|m| if *m > 0.0 { 1.0 } else { 0.0 }).collect();
-        Ok(DpoStep {
-            stage: "dpo".into(),
-            iteration,
-            step: self.step,
-            loss,
-            rewards_chosen: mean(rc),
-            rewards_rejected: mean(rr),
-            rewards_margins: mean(&margins),
-            rewards_accuracies: mean(&accuracy),
-            logps_chosen: mean(policy_chosen),
-            logps_rejected: mean(policy_rejected),
-            grad_norm,
-            lr,
-            tokens,
-            tokens_per_s: rate(tokens, started),
-        })
+        self.loss = values.loss;
+        self.grad_norm = values.grad_norm;
+        self.rewards_chosen = mean(rc);
+        self.rewards_rejected = mean(rr);
+        self.rewards_margins = mean(&margins);
+        self.rewards_accuracies = mean(&accuracy);
+        self.logps_chosen = mean(policy_chosen);
+        self.logps_rejected = mean(policy_rejected);
+        self.tokens_per_s = tokens_per_s;
     }
 }
 
@@ -197,7 +225,11 @@ mod tests {
         let beta = config.beta as f32;
         let mut trainer = PreferenceTrainer::new(model, config, tok.special.pad, &device);
         let refs: Vec<&ScoredPair> = scored.iter().collect();
-        let step = pollster::block_on(trainer.step(&refs, &[], 1)).unwrap();
+        trainer.set_read_every(2);
+        assert!(pollster::block_on(trainer.step(&refs, &[], 1)).unwrap().is_empty(), "the first of two steps is not read yet");
+        let read = pollster::block_on(trainer.step(&refs, &[], 1)).unwrap();
+        assert_eq!(read.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2], "both steps, read together");
+        let step = &read[0];
 
         let n = pairs.len() as f32;
         let mean = |f: &dyn Fn(usize) -> f32| (0..pairs.len()).map(f).sum::<f32>() / n;

@@ -1,5 +1,6 @@
 //! The optimiser side of every trainer: AdamW from its config, the learning-rate schedule,
-//! global-norm gradient clipping, and the optimiser state in and out of checkpoints.
+//! each step's report (loss and gradient norm, for clipping and the logs), and the optimiser
+//! state in and out of checkpoints.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -11,7 +12,6 @@ use crate::config::OptimConfig;
 use crate::error::{Error, Result};
 use crate::kernels;
 use crate::model::Model;
-use crate::readback;
 
 /// The device gradients are recorded on: the one place a trainer turns `device` into burn's
 /// autodiff device (the same device when it already is one).
@@ -55,42 +55,16 @@ impl ModuleVisitor for GradSquares<'_> {
     }
 }
 
-/// What a step reports, and the clipping factor its update applies.
-pub struct StepRead {
-    pub loss: f32,
-    /// The gradients' global L2 norm, before clipping.
-    pub grad_norm: f32,
-    /// The values of the tensors the step asked for, in order, concatenated.
-    pub also: Vec<f32>,
-    /// `max_norm / (norm + 1e-6)` where the norm exceeds `max_norm`, else 1: the factor
-    /// [`AdamW::step`] multiplies the gradients by (in the update's own pass).
-    pub grad_scale: f32,
-}
-
-/// What a step reports, read back from the device in one piece (the step's only wait for it):
-/// its `loss`, the gradients' global L2 norm, then the values of `also`. A step whose loss or
-/// norm is not finite is refused (named by `stage` and `step`) before anything is applied;
-/// otherwise the factor that clips the gradients to a norm of `max_norm` (0: no clipping) comes
-/// back with them.
-pub async fn read_step(
-    model: &Model,
-    grads: &GradientsParams,
-    loss: Tensor<1>,
-    also: Vec<Tensor<1>>,
-    max_norm: f32,
-    (stage, step): (&str, usize),
-) -> Result<StepRead> {
+/// A step's report, where the step computed it: `[loss, squared sum of every gradient, the
+/// values of also..]`, outside the autodiff graph. Its update reads it there (clipping's norm,
+/// and nothing changes when the loss or norm is not finite: [`AdamW::step`]); the host reads
+/// it later, a few steps together ([`super::StepReports`]).
+pub fn step_report(model: &Model, grads: &GradientsParams, loss: Tensor<1>, also: Vec<Tensor<1>>) -> Tensor<1> {
     let loss = loss.inner();
     let mut squares = GradSquares { grads, total: None };
     model.visit(&mut squares);
     let squares = squares.total.unwrap_or_else(|| Tensor::zeros([1], &loss.device()));
-    let reported = [loss, squares].into_iter().chain(also.into_iter().map(|t| t.inner())).collect();
-    let mut read = readback::floats(Tensor::cat(reported, 0)).await?;
-    let also = read.split_off(2);
-    let (loss, grad_norm) = (read[0], read[1].sqrt());
-    Error::check_finite(stage, step, loss, grad_norm)?;
-    let grad_scale = if max_norm > 0.0 && grad_norm > max_norm { max_norm / (grad_norm + 1e-6) } else { 1.0 };
-    Ok(StepRead { loss, grad_norm, also, grad_scale })
+    Tensor::cat([loss, squares].into_iter().chain(also.into_iter().map(|t| t.inner())).collect(), 0)
 }
 
 /// A saved optimiser state (`optimizer.safetensors`), which a resumed run needs: AdamW's moments

@@ -9,12 +9,13 @@ use burn::tensor::{Device, Tensor};
 
 use super::objective::{sft_loss, target_logprobs};
 use super::adamw::AdamW;
-use super::optim::{StepRead, autodiff, load_optimizer, read_step};
+use super::optim::{autodiff, load_optimizer, step_report};
+use super::reports::{READ_EVERY, Reported, StepReports, StepValues};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::config::{RunConfig, SftConfig};
 use crate::data::{Batch, Example, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
-use crate::metrics::{TrainStep, now_seconds, rate};
+use crate::metrics::{TrainStep, now_seconds};
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel, model_bytes};
 use crate::rng::Rng;
@@ -30,6 +31,8 @@ pub struct SftRun {
     seqs: Vec<TokenSeq>,
     order: Vec<usize>,
     pub state: LoopState,
+    /// Steps done whose numbers are still on the device.
+    reports: StepReports<TrainStep>,
     device: Device,
 }
 
@@ -86,9 +89,15 @@ impl SftRun {
         let TextModel { config: model_config, tokenizer, model } = start;
         let device = autodiff(device);
         let stage = stage.to_string();
-        let mut run = Self { stage, config, model_config, tokenizer, model, optim, seqs, order: Vec::new(), state, device };
+        let reports = StepReports::new(READ_EVERY);
+        let mut run = Self { stage, config, model_config, tokenizer, model, optim, seqs, order: Vec::new(), state, reports, device };
         run.order = run.epoch_order(run.state.epoch);
         Ok(run)
+    }
+
+    /// Read the steps' numbers back every `steps` steps (1: each step, before it is applied).
+    pub fn set_read_every(&mut self, steps: usize) {
+        self.reports.read_every = steps;
     }
 
     pub fn seqs(&self) -> &[TokenSeq] {
@@ -124,13 +133,16 @@ impl SftRun {
         out
     }
 
+    /// All steps taken, and none left to tell of a failure.
     pub fn is_done(&self) -> bool {
-        self.state.step >= self.config.steps
+        self.state.step >= self.config.steps && !self.reports.has_failed()
     }
 
-    /// One optimiser step over `grad_accum` micro-batches. Its loss and gradient norm come back
-    /// from the device in one read, the step's only wait for the device.
-    pub async fn step(&mut self) -> Result<TrainStep> {
+    /// One optimiser step over `grad_accum` micro-batches. Returns the records of the steps
+    /// whose numbers were read back with it: none between reads, the steps since the last read
+    /// when one is due (every `read_every` steps, and at the last step), each exact.
+    pub async fn step(&mut self) -> Result<Vec<TrainStep>> {
+        self.reports.check()?;
         let started = now_seconds();
         let lr = self.config.optim.lr_at(self.state.step, self.config.steps);
         let mut accumulated = GradientsAccumulator::<Model>::new();
@@ -148,23 +160,29 @@ impl SftRun {
             loss_sum = loss_sum + loss.detach();
         }
         let grads = accumulated.grads();
-        let max_norm = self.config.optim.grad_clip;
-        let StepRead { loss: loss_sum, grad_norm, grad_scale, .. } =
-            read_step(&self.model, &grads, loss_sum, Vec::new(), max_norm, (&self.stage, self.state.step + 1)).await?;
-        self.model = self.optim.step(lr, grad_scale, self.model.clone(), grads);
+        let report = step_report(&self.model, &grads, loss_sum, Vec::new());
+        let record = TrainStep { stage: self.stage.clone(), step: self.state.step + 1, loss: 0.0, lr, grad_norm: 0.0, tokens, tokens_per_s: 0.0 };
+        let due = self.reports.push(report.clone(), record, started, tokens) || self.state.step + 1 >= self.config.steps;
+        // Before the update: a step read as not finite is refused with nothing applied.
+        let read = if due { self.reports.read().await? } else { Vec::new() };
+        self.model = self.optim.step(lr, report, self.model.clone(), grads);
         self.state.step += 1;
-        Ok(TrainStep {
-            stage: self.stage.clone(),
-            step: self.state.step,
-            loss: loss_sum,
-            lr,
-            grad_norm,
-            tokens,
-            tokens_per_s: rate(tokens, started),
-        })
+        Ok(read)
     }
 
+    /// The records of the steps not read yet: a driver's due before it saves a checkpoint.
+    pub async fn flush(&mut self) -> Result<Vec<TrainStep>> {
+        self.reports.read().await
+    }
+
+    pub fn all_read(&self) -> bool {
+        self.reports.is_clear()
+    }
+
+    /// The run as it stands; its steps must all be read ([`SftRun::flush`]) and logged first,
+    /// or the checkpoint would hold updates its log does not.
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        assert!(self.all_read(), "{}: a checkpoint with steps not read back (SftRun::flush first)", self.stage);
         let config = RunConfig { model: self.model_config.clone(), sft: self.config.clone(), sgpo: None, source: None, chat: self.tokenizer.chat().cloned() };
         Ok(Checkpoint {
             config: config.to_json(),
@@ -175,5 +193,15 @@ impl SftRun {
             progress: None,
             logged: Default::default(),
         })
+    }
+}
+
+impl Reported for TrainStep {
+    fn stage_step(&self) -> (&str, usize) {
+        (&self.stage, self.step)
+    }
+
+    fn fill(&mut self, values: StepValues, tokens_per_s: f32) {
+        (self.loss, self.grad_norm, self.tokens_per_s) = (values.loss, values.grad_norm, tokens_per_s);
     }
 }

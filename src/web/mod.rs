@@ -224,7 +224,19 @@ impl Engine {
         to_js(&events)
     }
 
-    /// The run's checkpoint: `{files: {name: Uint8Array}, sft_model?: Uint8Array, position}`.
+    /// Read back the training steps whose numbers are still on the GPU (a step reads them a
+    /// few steps at a time) and return their events: due before `snapshot`.
+    pub async fn flush(&mut self) -> Result<JsValue, JsValue> {
+        self.check_device()?;
+        let mut events: Vec<Event> = Vec::new();
+        let result = self.pipeline.flush(&mut |e| events.push(e)).await;
+        self.check_device()?;
+        result.map_err(js_err)?;
+        to_js(&events)
+    }
+
+    /// The run's checkpoint, every step read back first (`flush`): `{files: {name: Uint8Array},
+    /// sft_model?: Uint8Array, position}`.
     /// The files are a native run's `checkpoint-N/` directory.
     pub async fn snapshot(&self) -> Result<JsValue, JsValue> {
         let snapshot = self.pipeline.snapshot().await.map_err(js_err)?;

@@ -277,19 +277,23 @@ async fn sampler_matches_the_host(device: &Device, rng: &mut Rng) {
 }
 
 /// AdamW's one-pass update against the rule in burn ops and against the rule worked out on
-/// the host: the weight and both moments after it, with decay and without, clipped gradients
-/// and not, at a first step (large bias corrections) and a later one, second moments where
-/// `eps` decides the step, for sizes below, at and above a workgroup and past one grid row of
-/// workgroups.
+/// the host: the weight and both moments after it, with decay and without, clipped by the norm
+/// the step's report holds on the device and not (no clip, or a norm within it), at a first
+/// step (large bias corrections) and a later one, second moments where `eps` decides the step,
+/// for sizes below, at and above a workgroup and past one grid row of workgroups; and a report
+/// whose loss or norm is not finite leaves weight and moments exactly as they were.
 async fn adamw_matches(device: &Device, rng: &mut Rng) {
-    // (values, keep, step, the scales of gradient, first and second moment, clipping's factor)
+    // (values, keep, step, the scales of gradient, first and second moment, clip, the
+    // report's loss and squared gradient norm)
     let cases = [
-        (7, 1.0, 1, 0.1, 0.01, 1e-4, 1.0),
-        (256, 0.999, 3, 0.1, 0.01, 1e-4, 0.37),
-        (1000, 0.99, 1, 1e-9, 1e-9, 1e-17, 1.0),
-        (16_777_500, 0.999, 50, 0.1, 0.01, 1e-4, 0.5),
+        (7, 1.0, 1, 0.1, 0.01, 1e-4, 1.0, 2.5, 0.25),
+        (256, 0.999, 3, 0.1, 0.01, 1e-4, 1.0, 2.5, 7.3),
+        (1000, 0.99, 1, 1e-9, 1e-9, 1e-17, 0.0, 2.5, 9.0),
+        (300, 0.99, 2, 0.1, 0.01, 1e-4, 1.0, f32::NAN, 4.0),
+        (300, 0.99, 2, 0.1, 0.01, 1e-4, 1.0, 2.5, f32::INFINITY),
+        (16_777_500, 0.999, 50, 0.1, 0.01, 1e-4, 2.0, 2.5, 16.0),
     ];
-    for (n, keep, step, g_scale, m_scale, v_scale, grad_scale) in cases {
+    for (n, keep, step, g_scale, m_scale, v_scale, max_norm, loss, squares) in cases {
         // Past one grid row natively only: the browser tests are an unoptimised wasm build, where
         // drawing and checking 16.8M values on the host takes minutes; the dispatch geometry is
         // the same code on both.
@@ -300,7 +304,9 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
         let v: Vec<f32> = uniform(n, v_scale, rng).iter().map(|x| x.abs()).collect();
         let (beta1, beta2, lr, eps) = (0.9f32, 0.999f32, 3e-4f32, 1e-8f32);
         let (bias1, bias2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
-        let rule = AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, grad_scale };
+        let rule = AdamWRule { beta1, beta2, lr, keep, bias1, bias2, eps, max_norm };
+        // The report as a step leaves it: loss, squared norm, then the step's metrics.
+        let report = tensor(vec![loss, squares, 0.5, -0.5], [4], device);
         let mut outs = Vec::new();
         // A second handle on the weight, as a frozen reference model holds one: the update
         // must leave what it reads unchanged (the CPU twin writes in place only when nothing
@@ -309,12 +315,21 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
         for kernels in [true, false] {
             sgpo::kernels::set_enabled(kernels);
             let t = |values: &Vec<f32>| tensor(values.clone(), [n], device);
-            outs.push(adamw(shared.clone(), t(&g), t(&m), t(&v), rule));
+            outs.push(adamw(shared.clone(), t(&g), t(&m), t(&v), report.clone(), rule));
         }
         sgpo::kernels::set_enabled(true);
         assert!(host(shared).await == w, "adamw wrote into a weight another handle still reads");
+        let finite = loss.is_finite() && squares.is_finite();
+        let norm = squares.sqrt();
+        let grad_scale = if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
         let mut expected = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..n {
+            if !finite {
+                expected.0.push(w[i]);
+                expected.1.push(m[i]);
+                expected.2.push(v[i]);
+                continue;
+            }
             let g = g[i] * grad_scale;
             let first = beta1 * m[i] + (1.0 - beta1) * g;
             let second = beta2 * v[i] + (1.0 - beta2) * (g * g);
@@ -324,16 +339,19 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
             expected.2.push(second);
         }
         for (path, (weight, first, second)) in ["kernel", "burn ops"].into_iter().zip(outs) {
-            let (dw, dm, dv) = (
-                max_diff(&host(weight).await, &expected.0),
-                max_diff(&host(first).await, &expected.1),
-                max_diff(&host(second).await, &expected.2),
-            );
+            let (weight, first, second) = (host(weight).await, host(first).await, host(second).await);
+            if !finite {
+                assert!(weight == w && first == m && second == v, "adamw ({path}): a report of loss {loss}, squared norm {squares} changed the parameter");
+                continue;
+            }
+            let (dw, dm, dv) = (max_diff(&weight, &expected.0), max_diff(&first, &expected.1), max_diff(&second, &expected.2));
             eprintln!("adamw ({path}, {device:?}), {n} values, keep {keep}, step {step}, gradient x {grad_scale}: weight differs by {dw:.1e}, moments by {dm:.1e} / {dv:.1e}");
             assert!(dw < 1e-6 && dm < 1e-8 && dv < 1e-10, "adamw ({path}), {n} values: weight {dw}, first {dm}, second {dv}");
         }
-        let moved = max_diff(&expected.0, &w);
-        assert!(moved > 1e-6, "the update moved the weights ({moved})");
+        if finite {
+            let moved = max_diff(&expected.0, &w);
+            assert!(moved > 1e-6, "the update moved the weights ({moved})");
+        }
     }
 }
 

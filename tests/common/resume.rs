@@ -75,6 +75,7 @@ pub async fn straight_and_resumed(device: &Device) -> (Vec<(String, usize, f32)>
             _ => false,
         };
         if due {
+            p.flush(&mut |e| events.push(e)).await.unwrap();
             let snapshot = reload(p.snapshot().await.unwrap());
             assert!(snapshot.checkpoint.optimizer.is_some(), "the snapshot holds AdamW's moments");
             drop(p);

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sgpo::config::{LoraConfig, ModelConfig, SftConfig, SgpoConfig};
 use sgpo::data::{TokenSeq, Tokenizer, tasks};
 use sgpo::generate::{SamplingConfig, Stop, generate};
-use sgpo::metrics::now_seconds;
+use sgpo::metrics::{DpoStep, TrainStep, now_seconds};
 use sgpo::model::{Model, TextModel};
 use sgpo::rng::Rng;
 use sgpo::train::{PreferenceTrainer, ScoredPair, SftRun, autodiff};
@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// attention_softmax, matmul).
     #[arg(long, value_delimiter = ',')]
     no_kernel: Vec<sgpo::kernels::Kernel>,
+    /// Read the training steps' numbers back every N steps (the trainers' default is 8; 1 waits
+    /// for the device after every step, as sgpo did before).
+    #[arg(long, default_value_t = sgpo::train::READ_EVERY)]
+    read_every: usize,
     /// Only profile a decode step piece by piece (matmuls, head, readback, a whole step), at
     /// each --decode-batch, instead of the measurements above.
     #[arg(long)]
@@ -108,6 +112,8 @@ struct Report {
     kernels_off: Vec<&'static str>,
     /// Whether this binary was built with burn's autotuned kernels (`--features autotune`).
     autotune: bool,
+    /// Training steps between reads of their numbers (`--read-every`).
+    read_every: usize,
     batch_size: usize,
     seq_len: usize,
     sft_step_s: Option<f64>,
@@ -132,14 +138,23 @@ fn reset_host_peak() {
 }
 
 /// Time `steps` calls of `step` after one warm-up; returns the cost per step.
-fn measure(device: &Device, steps: usize, mut step: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<StepCost> {
+/// `steps` training steps after one to warm up, timed until the last one's numbers are read
+/// back (`read_rest`): each returns the tokens of the steps it read.
+fn measure(
+    device: &Device,
+    steps: usize,
+    mut step: impl FnMut() -> anyhow::Result<usize>,
+    mut read_rest: impl FnMut() -> anyhow::Result<usize>,
+) -> anyhow::Result<StepCost> {
     step()?;
+    read_rest()?;
     reset_host_peak();
     let t0 = now_seconds();
     let mut tokens = 0;
     for _ in 0..steps.max(1) {
         tokens += step()?;
     }
+    tokens += read_rest()?;
     let dt = now_seconds() - t0;
     Ok(StepCost {
         step_s: dt / steps.max(1) as f64,
@@ -156,6 +171,9 @@ fn burn_lora(model: Model, lora: &LoraConfig, n_layers: usize) -> Model {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.read_every == 0 {
+        anyhow::bail!("--read-every 0: it must be at least 1");
+    }
     let device = args.device.select()?;
     sgpo::kernels::set_enabled(!args.no_kernels);
     for &kernel in &args.no_kernel {
@@ -213,12 +231,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (mut sft, mut dpo) = (None, None);
     if !args.no_training {
         let config = SftConfig { preset: args.preset.clone(), batch_size: args.batch_size, steps: 1000, ..SftConfig::default() };
-        let mut sft_run = SftRun::from_model("sft", config, start.clone(), rows, &device)?;
-        sft = Some(measure(&device, args.steps, || Ok(block_on(sft_run.step())?.tokens))?);
+        let tokens = |read: Vec<TrainStep>| read.iter().map(|m| m.tokens).sum::<usize>();
+        let sft_run = std::cell::RefCell::new(SftRun::from_model("sft", config, start.clone(), rows, &device)?);
+        sft_run.borrow_mut().set_read_every(args.read_every);
+        let step = || Ok(tokens(block_on(sft_run.borrow_mut().step())?));
+        sft = Some(measure(&device, args.steps, step, || Ok(tokens(block_on(sft_run.borrow_mut().flush())?)))?);
         drop(sft_run);
-        let mut trainer = PreferenceTrainer::new(start.model, SgpoConfig::default(), pad, &device);
+        let tokens = |read: Vec<DpoStep>| read.iter().map(|m| m.tokens).sum::<usize>();
+        let trainer = std::cell::RefCell::new(PreferenceTrainer::new(start.model, SgpoConfig::default(), pad, &device));
+        trainer.borrow_mut().set_read_every(args.read_every);
         let batch: Vec<&ScoredPair> = pairs.iter().collect();
-        dpo = Some(measure(&device, args.steps, || Ok(block_on(trainer.step(&batch, &[], 1))?.tokens))?);
+        let step = || Ok(tokens(block_on(trainer.borrow_mut().step(&batch, &[], 1))?));
+        dpo = Some(measure(&device, args.steps, step, || Ok(tokens(block_on(trainer.borrow_mut().flush())?)))?);
     }
 
     let mut report = Report {
@@ -229,6 +253,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         kernels: !args.no_kernels,
         kernels_off: args.no_kernel.iter().map(|k| k.name()).collect(),
         autotune: cfg!(feature = "autotune"),
+        read_every: args.read_every,
         batch_size: args.batch_size,
         seq_len,
         sft_step_s: sft.as_ref().map(|c| c.step_s),

@@ -201,12 +201,24 @@ pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
     );
     let pb = bar(run.config.steps as u64, "sft");
     pb.set_position(run.state.step as u64);
+    run.set_read_every(args.skip.read_every()?);
     while !run.is_done() {
-        let Some(m) = args.skip.run(block_on(run.step()))? else { continue };
-        pb.set_position(m.step as u64);
-        pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
-        log.write(&Event::Train(m))?;
+        let Some(read) = args.skip.run(block_on(run.step()))? else { continue };
+        pb.set_position(run.state.step as u64);
+        let mut log_steps = |read: Vec<sgpo::metrics::TrainStep>| -> anyhow::Result<()> {
+            if let Some(m) = read.last() {
+                pb.set_message(format!("loss {:.3} | {:.0} tok/s", m.loss, m.tokens_per_s));
+            }
+            for m in read {
+                log.write(&Event::Train(m))?;
+            }
+            Ok(())
+        };
+        // Logged before anything can fail: a read that finds a bad step returns the steps
+        // before it first.
+        log_steps(read)?;
         if run.state.step % run.config.checkpoint_every.max(1) == 0 || run.is_done() {
+            log_steps(block_on(run.flush())?)?;
             let mut checkpoint = block_on(run.checkpoint())?;
             checkpoint.logged = BTreeMap::from([(log.file_name(), log.lines())]);
             checkpoint.save(out)?;

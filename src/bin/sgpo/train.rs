@@ -261,17 +261,24 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let mut exported = run.finished_iterations();
     let mut saved_step = run.step();
     let mut units = 0;
+    run.set_read_every(args.skip.read_every()?);
     while !run.is_done() {
         let mut events = Vec::new();
-        args.skip.run(block_on(run.advance(&mut |e| {
+        let mut report = |e: Event| {
             show(&e);
             events.push(e)
-        })))?;
+        };
+        let advanced = block_on(run.advance(&mut report));
+        let step = run.step();
+        let checkpoint_due = advanced.is_ok() && (run.at_boundary() || (step != saved_step && step % checkpoint_every == 0));
+        // What a unit reported is logged before its error, or a checkpoint's read, can stop the run.
+        let flushed = if checkpoint_due { block_on(run.flush(&mut report)) } else { Ok(()) };
         for event in &events {
             logs.write(event)?;
         }
-        let step = run.step();
-        if run.at_boundary() || (step != saved_step && step % checkpoint_every == 0) {
+        args.skip.run(advanced)?;
+        flushed?;
+        if checkpoint_due {
             let mut checkpoint = block_on(run.checkpoint(run_config.to_json()))?;
             checkpoint.logged = logs.lines();
             checkpoint.save(out)?;
