@@ -246,14 +246,9 @@ impl Pipeline {
     /// Read back the training steps not read yet and report them: due before a snapshot.
     pub async fn flush(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         match &mut self.phase {
-            Phase::Sft(run) => {
-                for m in run.flush().await? {
-                    on_event(Event::Train(m));
-                }
-            }
-            Phase::Preference(run) => run.flush(on_event).await?,
+            Phase::Sft(run) => run.flush(&mut |m| on_event(Event::Train(m))).await,
+            Phase::Preference(run) => run.flush(on_event).await,
         }
-        Ok(())
     }
 
     /// True right after a unit that ended a stage or an iteration (or SFT): worth saving.

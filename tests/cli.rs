@@ -283,6 +283,16 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert!(!metrics.contains("null") && !metrics.is_empty(), "{metrics}");
     let o = sgpo(&["eval", "--model", &run, "--json", "--limit", "9", "--device", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Read back 8 steps at a time and no checkpoint due: the log still holds each step before
+    // the bad one, once, and the error names the first bad one.
+    let run = dir.path().join("deferred").display().to_string();
+    let o = sgpo(&["sft", "--out", &run, "--preset", "tiny", "--steps", "20", "--lr", "1e9", "--read-every", "8", "--device", "cpu"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    let bad: usize = err.split("sft step ").nth(1).and_then(|rest| rest.split(':').next()).and_then(|n| n.parse().ok()).expect(&err);
+    let metrics = std::fs::read_to_string(dir.path().join("deferred/metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..bad as u64).collect::<Vec<_>>(), "{err}");
 }
 
 /// What a crash or a full disk leaves in the log (a `null`, a line cut off) after the last
@@ -362,6 +372,9 @@ fn settings_are_checked_before_a_run_starts() {
         (vec!["sft".into(), "--batch-size".into(), "0".into()], "batch_size = 0 is out of range"),
         (vec!["sft".into(), "--data".into(), data.clone(), "--eval-fraction".into(), "1.5".into()], "eval_fraction = 1.5 is out of range (allowed: 0 to 1, exclusive)"),
         (vec!["sft".into(), "--resume".into()], "nothing to resume (no checkpoint there)"),
+        (vec!["sft".into(), "--read-every".into(), "0".into()], "--read-every = 0 is out of range (allowed: 1 or more)"),
+        (vec!["sft".into(), "--read-every".into(), "4".into(), "--skip-nonfinite".into(), "2".into()], "--read-every 4 with --skip-nonfinite: skipping a step needs it read before it is applied"),
+        (vec!["train".into(), "--init".into(), init.clone(), "--read-every".into(), "0".into()], "--read-every = 0 is out of range"),
         (vec!["train".into(), "--init".into(), init.clone(), "--beta".into(), "0".into()], "beta = 0 is out of range (allowed: a finite number above 0)"),
         (vec!["train".into(), "--init".into(), init.clone(), "--beta=-2".into()], "beta = -2 is out of range"),
         (vec!["train".into(), "--init".into(), init.clone(), "--label-smoothing".into(), "5".into()], "label_smoothing = 5 is out of range (allowed: 0 to 0.5, exclusive)"),

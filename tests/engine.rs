@@ -36,7 +36,7 @@ fn tiny_config(steps: usize) -> SftConfig {
 fn train(run: &mut SftRun, n: usize) -> Vec<TrainStep> {
     let first = run.state.step;
     let mut log: Vec<TrainStep> = (0..n).flat_map(|_| block_on(run.step()).unwrap()).collect();
-    log.extend(block_on(run.flush()).unwrap());
+    block_on(run.flush(&mut |m| log.push(m))).unwrap();
     assert_eq!(log.iter().map(|m| m.step).collect::<Vec<_>>(), (first + 1..=first + n).collect::<Vec<_>>(), "every step once, in order");
     log
 }
@@ -102,7 +102,7 @@ fn steps_read_back_together_record_what_steps_read_one_by_one_do() {
 fn a_step_not_finite_among_unread_ones_is_named_and_spoils_nothing() {
     let (tok, examples) = tiny_data();
     let config = SftConfig { optim: OptimConfig { lr: 1e9, warmup_steps: 0, ..OptimConfig::default() }, ..tiny_config(40) };
-    let mut run = SftRun::new(config, tok, &examples, &Device::flex()).unwrap();
+    let mut run = SftRun::new(config.clone(), tok.clone(), &examples, &Device::flex()).unwrap();
     run.set_read_every(16);
     let mut log = Vec::new();
     let error = loop {
@@ -125,6 +125,19 @@ fn a_step_not_finite_among_unread_ones_is_named_and_spoils_nothing() {
     let mut not_finite = AllFinite(0);
     run.model.visit(&mut not_finite);
     assert_eq!(not_finite.0, 0, "weights not finite after the skipped updates");
+
+    // The same steps read by a driver's flush (before a checkpoint): the steps before the bad
+    // one are handed over, then the error, and nothing is left waiting.
+    let mut run = SftRun::new(config.clone(), tok, &examples, &Device::flex()).unwrap();
+    run.set_read_every(100);
+    for _ in 0..step + 2 {
+        assert!(block_on(run.step()).unwrap().is_empty(), "not read before the flush");
+    }
+    let mut flushed = Vec::new();
+    let error = block_on(run.flush(&mut |m| flushed.push(m.step))).unwrap_err();
+    assert!(matches!(error, sgpo::Error::NonFinite { step: s, .. } if s == step), "{error}");
+    assert_eq!(flushed, (1..step).collect::<Vec<_>>());
+    assert!(run.all_read());
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
     // Two steps read back together at the end, as runs read them.
     let two_steps = |run: &mut SftRun| {
         let mut read: Vec<_> = (0..2).flat_map(|_| block_on(run.step()).unwrap()).collect();
-        read.extend(block_on(run.flush()).unwrap());
+        block_on(run.flush(&mut |m| read.push(m))).unwrap();
         read
     };
     let (on_cpu_read, on_gpu_read) = (two_steps(&mut on_cpu), two_steps(&mut on_gpu));

@@ -74,6 +74,8 @@ async fn train_sft(
             break;
         }
     }
+    // Steps a plateau stopped before they were read: a failure among them is still an error.
+    run.flush(&mut |_| {}).await?;
     let last = run.text_model();
     Ok(match best {
         Some((_, step, model)) => (TextModel { model, ..last }, step),

@@ -14,7 +14,7 @@ use crate::data::{Example, RunData, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
 use crate::eval::{Comparison, answers};
 use crate::generate::Decoder;
-use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
+use crate::metrics::{DpoStep, Event, IterationSummary, Sample, TrainStep, now_seconds, rate};
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel};
 use crate::rng::Rng;
@@ -180,17 +180,18 @@ impl SgpoRun {
     pub async fn flush(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         if let Some(run) = &mut self.improver_run {
             let offset = self.step - run.state.step;
-            for mut m in run.flush().await.map_err(|e| e.offset_step(offset))? {
+            let mut report = |mut m: TrainStep| {
                 m.step += offset;
                 on_event(Event::Train(m));
-            }
+            };
+            run.flush(&mut report).await.map_err(|e| e.offset_step(offset))?;
         }
         let offset = self.step - self.trainer.step;
-        for mut m in self.trainer.flush().await.map_err(|e| e.offset_step(offset))? {
+        let mut report = |mut m: DpoStep| {
             m.step += offset;
             on_event(Event::Dpo(m));
-        }
-        Ok(())
+        };
+        self.trainer.flush(&mut report).await.map_err(|e| e.offset_step(offset))
     }
 
     /// No step's numbers wait on the device: a checkpoint may be taken.

@@ -106,10 +106,12 @@ impl PreferenceTrainer {
         self.reports.read_every = steps;
     }
 
-    /// The records of the steps not read yet: due at the end of an iteration and before a
-    /// checkpoint.
-    pub async fn flush(&mut self) -> Result<Vec<DpoStep>> {
-        self.reports.read().await
+    /// The records of the steps not read yet, each handed to `on_record`: due at the end of an
+    /// iteration and before a checkpoint. A step read as not finite is the error, after the
+    /// steps before it.
+    pub async fn flush(&mut self, on_record: &mut dyn FnMut(DpoStep)) -> Result<()> {
+        self.reports.read().await?.into_iter().for_each(&mut *on_record);
+        self.reports.check()
     }
 
     pub fn all_read(&self) -> bool {

@@ -172,7 +172,7 @@ fn burn_lora(model: Model, lora: &LoraConfig, n_layers: usize) -> Model {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.read_every == 0 {
-        anyhow::bail!("--read-every 0: it must be at least 1");
+        anyhow::bail!("--read-every = 0 is out of range (allowed: 1 or more)");
     }
     let device = args.device.select()?;
     sgpo::kernels::set_enabled(!args.no_kernels);
@@ -235,14 +235,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let sft_run = std::cell::RefCell::new(SftRun::from_model("sft", config, start.clone(), rows, &device)?);
         sft_run.borrow_mut().set_read_every(args.read_every);
         let step = || Ok(tokens(block_on(sft_run.borrow_mut().step())?));
-        sft = Some(measure(&device, args.steps, step, || Ok(tokens(block_on(sft_run.borrow_mut().flush())?)))?);
+        let read_rest = || {
+            let mut tokens = 0;
+            block_on(sft_run.borrow_mut().flush(&mut |m| tokens += m.tokens))?;
+            Ok(tokens)
+        };
+        sft = Some(measure(&device, args.steps, step, read_rest)?);
         drop(sft_run);
         let tokens = |read: Vec<DpoStep>| read.iter().map(|m| m.tokens).sum::<usize>();
         let trainer = std::cell::RefCell::new(PreferenceTrainer::new(start.model, SgpoConfig::default(), pad, &device));
         trainer.borrow_mut().set_read_every(args.read_every);
         let batch: Vec<&ScoredPair> = pairs.iter().collect();
         let step = || Ok(tokens(block_on(trainer.borrow_mut().step(&batch, &[], 1))?));
-        dpo = Some(measure(&device, args.steps, step, || Ok(tokens(block_on(trainer.borrow_mut().flush())?)))?);
+        let read_rest = || {
+            let mut tokens = 0;
+            block_on(trainer.borrow_mut().flush(&mut |m| tokens += m.tokens))?;
+            Ok(tokens)
+        };
+        dpo = Some(measure(&device, args.steps, step, read_rest)?);
     }
 
     let mut report = Report {

@@ -54,7 +54,7 @@ impl SkipArgs {
     /// Steps between reads, checked against `--skip-nonfinite`.
     pub fn read_every(&self) -> anyhow::Result<usize> {
         match self.read_every {
-            Some(0) => anyhow::bail!("--read-every 0: it must be at least 1"),
+            Some(0) => anyhow::bail!("--read-every = 0 is out of range (allowed: 1 or more)"),
             Some(n) if n > 1 && self.skip_nonfinite > 0 => anyhow::bail!(
                 "--read-every {n} with --skip-nonfinite: skipping a step needs it read before it is applied; give --read-every 1 or leave it out"
             ),

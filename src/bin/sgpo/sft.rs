@@ -117,6 +117,7 @@ impl SftArgs {
 }
 
 pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
+    let read_every = args.skip.read_every()?;
     let device = args.device.select()?;
     let out = &args.out;
     let _lock = RunLock::acquire(out)?;
@@ -201,7 +202,7 @@ pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
     );
     let pb = bar(run.config.steps as u64, "sft");
     pb.set_position(run.state.step as u64);
-    run.set_read_every(args.skip.read_every()?);
+    run.set_read_every(read_every);
     while !run.is_done() {
         let Some(read) = args.skip.run(block_on(run.step()))? else { continue };
         pb.set_position(run.state.step as u64);
@@ -218,7 +219,10 @@ pub fn run(mut args: SftArgs) -> anyhow::Result<()> {
         // before it first.
         log_steps(read)?;
         if run.state.step % run.config.checkpoint_every.max(1) == 0 || run.is_done() {
-            log_steps(block_on(run.flush())?)?;
+            let mut rest = Vec::new();
+            let flushed = block_on(run.flush(&mut |m| rest.push(m)));
+            log_steps(rest)?;
+            flushed?;
             let mut checkpoint = block_on(run.checkpoint())?;
             checkpoint.logged = BTreeMap::from([(log.file_name(), log.lines())]);
             checkpoint.save(out)?;

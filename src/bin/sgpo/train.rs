@@ -170,6 +170,7 @@ impl Logs {
 }
 
 pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    let read_every = args.skip.read_every()?;
     let device = args.device.select()?;
     let out = &args.out;
     let _lock = RunLock::acquire(out)?;
@@ -261,7 +262,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
     let mut exported = run.finished_iterations();
     let mut saved_step = run.step();
     let mut units = 0;
-    run.set_read_every(args.skip.read_every()?);
+    run.set_read_every(read_every);
     while !run.is_done() {
         let mut events = Vec::new();
         let mut report = |e: Event| {
