@@ -14,7 +14,7 @@ use crate::data::{Example, RunData, TokenSeq, Tokenizer, policy_seqs};
 use crate::error::{Error, Result};
 use crate::eval::{Comparison, answers};
 use crate::generate::Decoder;
-use crate::metrics::{DpoStep, Event, IterationSummary, Sample, TrainStep, now_seconds, rate};
+use crate::metrics::{Event, IterationSummary, Sample, now_seconds, rate};
 use crate::config::ModelConfig;
 use crate::model::{Model, TextModel};
 use crate::rng::Rng;
@@ -136,8 +136,7 @@ impl SgpoRun {
             Some(lora) => policy.with_lora(lora, config.seed),
             None => policy,
         };
-        let mut trainer = PreferenceTrainer::new(policy, config.clone(), sft.tokenizer.special.pad, device);
-        trainer.set_read_every(READ_EVERY);
+        let trainer = PreferenceTrainer::new(policy, config.clone(), sft.tokenizer.special.pad, device);
         let sft = TextModel { model: sft.model.valid(), config: ModelConfig { lora, ..sft.config }, ..sft };
         let rng = Rng::new(config.seed);
         Ok(Self {
@@ -173,30 +172,6 @@ impl SgpoRun {
         if let Some(run) = &mut self.improver_run {
             run.set_read_every(steps);
         }
-    }
-
-    /// Read back the steps not read yet and report them, numbered as the run counts: due before
-    /// a checkpoint (stages and iterations read their own at their end).
-    pub async fn flush(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
-        if let Some(run) = &mut self.improver_run {
-            let offset = self.step - run.state.step;
-            let mut report = |mut m: TrainStep| {
-                m.step += offset;
-                on_event(Event::Train(m));
-            };
-            run.flush(&mut report).await.map_err(|e| e.offset_step(offset))?;
-        }
-        let offset = self.step - self.trainer.step;
-        let mut report = |mut m: DpoStep| {
-            m.step += offset;
-            on_event(Event::Dpo(m));
-        };
-        self.trainer.flush(&mut report).await.map_err(|e| e.offset_step(offset))
-    }
-
-    /// No step's numbers wait on the device: a checkpoint may be taken.
-    pub fn all_read(&self) -> bool {
-        self.trainer.all_read() && self.improver_run.as_ref().is_none_or(SftRun::all_read)
     }
 
     pub fn is_done(&self) -> bool {

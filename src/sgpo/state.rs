@@ -1,5 +1,6 @@
 //! A preference run's checkpoint: the weights and optimiser of whichever stage owns the model,
-//! and the rest of its position as `run_state.json`, so a resumed run continues exactly.
+//! and the rest of its position as `run_state.json`, so a resumed run continues exactly; and
+//! the reading back of unread steps that must come before it.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +8,7 @@ use super::run::{DpoProgress, ReferencePhase, SgpoRun, Stage};
 use crate::checkpoint::{Checkpoint, LoopState, MODEL_FILE, PROGRESS_FILE};
 use crate::data::TokenSeq;
 use crate::error::{Error, Result};
+use crate::metrics::{DpoStep, Event, TrainStep};
 use crate::model::{TextModel, adapter_bytes, load_adapters, load_model, model_bytes};
 use crate::rng::Rng;
 use crate::train::{PreferenceTrainer, SftRun, autodiff};
@@ -37,6 +39,30 @@ struct SavedProgress {
 }
 
 impl SgpoRun {
+    /// Read back the steps not read yet and report them, numbered as the run counts: due before
+    /// a checkpoint (stages and iterations read their own at their end).
+    pub async fn flush(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        if let Some(run) = &mut self.improver_run {
+            let offset = self.step - run.state.step;
+            let mut report = |mut m: TrainStep| {
+                m.step += offset;
+                on_event(Event::Train(m));
+            };
+            run.flush(&mut report).await.map_err(|e| e.offset_step(offset))?;
+        }
+        let offset = self.step - self.trainer.step;
+        let mut report = |mut m: DpoStep| {
+            m.step += offset;
+            on_event(Event::Dpo(m));
+        };
+        self.trainer.flush(&mut report).await.map_err(|e| e.offset_step(offset))
+    }
+
+    /// No step's numbers wait on the device: a checkpoint may be taken.
+    pub fn all_read(&self) -> bool {
+        self.trainer.all_read() && self.improver_run.as_ref().is_none_or(SftRun::all_read)
+    }
+
     /// The whole position. `config` is the run's config JSON (the caller's: it knows where the
     /// SFT model came from).
     pub async fn checkpoint(&self, config: String) -> Result<Checkpoint> {

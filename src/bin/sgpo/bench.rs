@@ -18,7 +18,7 @@ use sgpo::model::{Model, TextModel};
 use sgpo::rng::Rng;
 use sgpo::train::{PreferenceTrainer, ScoredPair, SftRun, autodiff};
 
-use crate::common::{DeviceArg, LoraArgs, open_run};
+use crate::common::{DeviceArg, LoraArgs, check_read_every, open_run};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -137,9 +137,8 @@ fn reset_host_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Time `steps` calls of `step` after one warm-up; returns the cost per step.
-/// `steps` training steps after one to warm up, timed until the last one's numbers are read
-/// back (`read_rest`): each returns the tokens of the steps it read.
+/// The cost per step of `steps` training steps after one to warm up, timed until the last
+/// one's numbers are read back (`read_rest`): each returns the tokens of the steps it read.
 fn measure(
     device: &Device,
     steps: usize,
@@ -171,9 +170,7 @@ fn burn_lora(model: Model, lora: &LoraConfig, n_layers: usize) -> Model {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.read_every == 0 {
-        anyhow::bail!("--read-every = 0 is out of range (allowed: 1 or more)");
-    }
+    check_read_every(args.read_every)?;
     let device = args.device.select()?;
     sgpo::kernels::set_enabled(!args.no_kernels);
     for &kernel in &args.no_kernel {

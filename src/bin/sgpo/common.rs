@@ -53,8 +53,7 @@ pub struct SkipArgs {
 impl SkipArgs {
     /// Steps between reads, checked against `--skip-nonfinite`.
     pub fn read_every(&self) -> anyhow::Result<usize> {
-        match self.read_every {
-            Some(0) => anyhow::bail!("--read-every = 0 is out of range (allowed: 1 or more)"),
+        match self.read_every.map(check_read_every).transpose()? {
             Some(n) if n > 1 && self.skip_nonfinite > 0 => anyhow::bail!(
                 "--read-every {n} with --skip-nonfinite: skipping a step needs it read before it is applied; give --read-every 1 or leave it out"
             ),
@@ -80,6 +79,14 @@ impl SkipArgs {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// `--read-every N` as every command takes it: at least one step between reads.
+pub fn check_read_every(steps: usize) -> anyhow::Result<usize> {
+    if steps == 0 {
+        anyhow::bail!("--read-every = 0 is out of range (allowed: 1 or more)");
+    }
+    Ok(steps)
 }
 
 /// LoRA instead of full fine-tuning, for the commands that train a model with weights.
