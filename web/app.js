@@ -7,7 +7,7 @@ import * as models from "./models.js";
 import uPlot from "./vendor/uPlot.esm.js";
 
 const $ = (id) => document.getElementById(id);
-const KNOBS = ["sft_steps", "improver_steps", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank", "drafts_per_prompt", "improvement_passes"];
+const KNOBS = ["sft_steps", "improver_steps", "improver_examples", "iterations", "prompts_per_iteration", "batch_size", "beta", "lr", "temperature", "max_new_tokens", "lora_rank", "drafts_per_prompt", "improvement_passes"];
 // Knobs sent as text, spelled as the CLI's flags take them (the engine parses and checks them).
 const TEXT_KNOBS = ["improver_targets", "pair_filter"];
 

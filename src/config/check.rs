@@ -77,6 +77,7 @@ impl SgpoConfig {
     pub fn validate(&self) -> Result<()> {
         at_least("iterations", self.iterations, 1)?;
         at_least("prompts_per_iteration", self.prompts_per_iteration, 1)?;
+        at_least("improver_examples", self.improver_examples, 1)?;
         at_least("dpo_epochs", self.dpo_epochs, 1)?;
         at_least("batch_size", self.batch_size, 1)?;
         at_least("max_new_tokens", self.max_new_tokens, 1)?;
@@ -150,5 +151,6 @@ mod tests {
         assert!(refused(PipelineConfig { lr: -1.0, ..Default::default() }).contains("dpo_optim.lr = -1"));
         assert!(refused(PipelineConfig { temperature: f32::NAN, ..Default::default() }).contains("draft_temperature = NaN"));
         assert!(refused(PipelineConfig { prompts_per_iteration: 0, ..Default::default() }).contains("prompts_per_iteration = 0"));
+        assert!(refused(PipelineConfig { improver_examples: 0, ..Default::default() }).contains("improver_examples = 0 is out of range (allowed: 1 or more)"));
     }
 }

@@ -10,7 +10,7 @@ use super::{DEFAULT_EVAL_FRACTION, DataSource, DpoLoss, ImproverTargets, Method,
 
 /// Built-in training examples a page run draws.
 const PAGE_TRAIN_EXAMPLES: usize = 4000;
-/// Examples stage 1 turns into improver data in the page.
+/// Examples stage 1 turns into improver data in the page, by default.
 const PAGE_IMPROVER_EXAMPLES: usize = 128;
 
 /// Anything left out keeps its default. Saved with the page's run.
@@ -27,6 +27,8 @@ pub struct PipelineConfig {
     pub iterations: usize,
     pub prompts_per_iteration: usize,
     pub improver_steps: usize,
+    /// Stage 1: examples whose drafts (one generation each) become improver data.
+    pub improver_examples: usize,
     pub batch_size: usize,
     pub beta: f64,
     /// DPO learning rate.
@@ -66,6 +68,7 @@ impl Default for PipelineConfig {
             iterations: 2,
             prompts_per_iteration: 32,
             improver_steps: 200,
+            improver_examples: PAGE_IMPROVER_EXAMPLES,
             batch_size: 16,
             max_new_tokens: 16,
             eval_examples: 45,
@@ -127,7 +130,7 @@ impl PipelineConfig {
             drafts_per_prompt: self.drafts_per_prompt,
             improvement_passes: self.improvement_passes,
             improver_steps: self.improver_steps,
-            improver_examples: PAGE_IMPROVER_EXAMPLES,
+            improver_examples: self.improver_examples,
             max_new_tokens: self.max_new_tokens,
             eval_examples,
             seed: self.seed,
@@ -152,6 +155,7 @@ mod tests {
             iterations: 3,
             prompts_per_iteration: 7,
             improver_steps: 5,
+            improver_examples: 17,
             batch_size: 6,
             beta: 0.3,
             lr: 0.125,
@@ -170,7 +174,7 @@ mod tests {
         assert_eq!((sft.optim.lr, sft.optim.warmup_steps), (0.25, 5));
         assert_eq!(sft.data, DataSource::builtin(10, 2));
         let sgpo = page.sgpo(13);
-        assert_eq!((sgpo.method, sgpo.iterations, sgpo.prompts_per_iteration, sgpo.improver_steps), (Method::Spin, 3, 7, 5));
+        assert_eq!((sgpo.method, sgpo.iterations, sgpo.prompts_per_iteration, sgpo.improver_steps, sgpo.improver_examples), (Method::Spin, 3, 7, 5, 17));
         assert_eq!((sgpo.batch_size, sgpo.beta, sgpo.dpo_optim.lr, sgpo.draft_temperature), (6, 0.3, 0.125, 0.7));
         assert_eq!((sgpo.max_new_tokens, sgpo.eval_examples, sgpo.seed), (9, 13, 4));
         assert_eq!(sgpo.dpo_optim, OptimConfig::constant(0.125));

@@ -51,6 +51,8 @@ if (!noWebgpu) await page.selectOption("#device", "wgpu");
 const sftSteps = Number(process.env.SFT_STEPS || 20);
 await page.fill("#sft_steps", String(sftSteps));
 await page.fill("#improver_steps", "10");
+// Stage 1 drafts an answer per improver example; the default 128 is most of a run on SwiftShader.
+await page.fill("#improver_examples", "16");
 // The CPU backend runs this in seconds: one more iteration leaves room to pause mid-run.
 const iterationCount = noWebgpu ? 3 : 2;
 await page.fill("#iterations", String(iterationCount));

@@ -29,6 +29,9 @@ pub fn config() -> PipelineConfig {
         iterations: 1,
         prompts_per_iteration: 8,
         improver_steps: 3,
+        // Stage 1 drafts one answer per improver example: 8, not the page's 128 (on a
+        // software WebGPU adapter those drafts were most of the test's time).
+        improver_examples: 8,
         batch_size: 4,
         max_new_tokens: 6,
         eval_examples: 6,
