@@ -110,8 +110,7 @@ impl PreferenceTrainer {
     /// iteration and before a checkpoint. A step read as not finite is the error, after the
     /// steps before it.
     pub async fn flush(&mut self, on_record: &mut dyn FnMut(DpoStep)) -> Result<()> {
-        self.reports.read().await?.into_iter().for_each(&mut *on_record);
-        self.reports.check()
+        self.reports.flush(on_record).await
     }
 
     pub fn all_read(&self) -> bool {

@@ -106,4 +106,11 @@ impl<R: Reported> StepReports<R> {
         }
         Ok(filled)
     }
+
+    /// Every queued report read, each record handed to `on_record`; a step read as not finite
+    /// is the error, after the records of the steps before it.
+    pub async fn flush(&mut self, on_record: &mut dyn FnMut(R)) -> Result<()> {
+        self.read().await?.into_iter().for_each(on_record);
+        self.check()
+    }
 }

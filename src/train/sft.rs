@@ -173,8 +173,7 @@ impl SftRun {
     /// The records of the steps not read yet, each handed to `on_record`: a driver's due before
     /// it saves a checkpoint. A step read as not finite is the error, after the steps before it.
     pub async fn flush(&mut self, on_record: &mut dyn FnMut(TrainStep)) -> Result<()> {
-        self.reports.read().await?.into_iter().for_each(&mut *on_record);
-        self.reports.check()
+        self.reports.flush(on_record).await
     }
 
     pub fn all_read(&self) -> bool {
