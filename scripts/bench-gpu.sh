@@ -31,7 +31,7 @@ for preset in tiny small smollm2-135m; do
   echo "== $preset on our CPU backend" >&2
   "$SGPO_BIN" bench --device cpu --preset "$preset" --steps 1 --json >"$SGPO_BENCH_OUT/$preset-cpu.ours.json"
 done
-SGPO_KERNELS="linear_rows linear_heads linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training
+SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
 echo "== smollm2-135m training on wgpu without the adamw kernel" >&2
 "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel adamw --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-adamw.ours.json"

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 PRESET [BENCH FLAGS...]" >&2; exit 2; }
 preset="$1"
 shift
-kernels="${SGPO_KERNELS:-token_logprobs linear_rows linear_swiglu linear_heads rms_norm swiglu rope_into cached_attention sample adamw attention_softmax matmul}"
+kernels="${SGPO_KERNELS:-token_logprobs linear_rows linear_swiglu linear_qkv rms_norm swiglu rope_into cached_attention sample adamw attention_softmax matmul}"
 dir="$out/kernels-$preset"
 mkdir -p "$dir"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"

@@ -1,4 +1,4 @@
-// Shared by the few-rows kernels (linear_rows, linear_swiglu, linear_heads: decode steps'
+// Shared by the few-rows kernels (linear_rows, linear_swiglu, linear_qkv: decode steps'
 // projections), put before each one's text by src/kernels/inference.rs. A workgroup's 256
 // invocations are COLS output columns x SLICES slices of the k dimension, for ROWS rows (at
 // most 8: one pass through `partial`); the template fills in {{ cols }} and {{ rows }}, one

@@ -46,7 +46,7 @@ macro_rules! rows_variants {
 
 const LINEAR_ROWS: RowsVariants = rows_variants!("linear_rows", "linear_rows.wgsl");
 const LINEAR_SWIGLU: RowsVariants = rows_variants!("linear_swiglu", "linear_swiglu.wgsl");
-const LINEAR_HEADS: RowsVariants = rows_variants!("linear_heads", "linear_heads.wgsl");
+const LINEAR_QKV: RowsVariants = rows_variants!("linear_qkv", "linear_qkv.wgsl");
 
 /// The variant for `rows` rows and `n` output columns, and its grid: the fewest rows per
 /// workgroup that take all rows at once, else the most.
@@ -88,18 +88,19 @@ const TIED_HEAD_ROWS_MAX_CPU: usize = 8;
 #[backend_extension(Cube)]
 pub trait FusedDecodeOps: Backend {
     fn linear_swiglu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    /// Queries (a new tensor), keys and values (written into the caches): see
+    /// `linear_qkv.wgsl`. `weight` is [`QkvWeights`]'.
     #[allow(clippy::too_many_arguments)]
-    fn linear_heads(
-        dst: FloatTensor<Self>,
+    fn linear_qkv(
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
         x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
         has_bias: bool,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
-        at: HeadsAt,
-    ) -> FloatTensor<Self>;
+        at: QkvAt,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The decode kernels that have a CPU twin: on burn's CPU backend each replaces a chain of
@@ -147,19 +148,19 @@ impl FusedDecodeOps for Cube {
         out
     }
 
-    fn linear_heads(dst: CubeTensor, x: CubeTensor, gamma: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, cos: CubeTensor, sin: CubeTensor, at: HeadsAt) -> CubeTensor {
-        let (dst, x, gamma, weight) = (into_contiguous(dst), into_contiguous(x), into_contiguous(gamma), into_contiguous(weight));
-        let bias = bound_or_own(bias, has_bias, &x);
+    fn linear_qkv(k_cache: CubeTensor, v_cache: CubeTensor, x: CubeTensor, weight: CubeTensor, has_bias: bool, cos: CubeTensor, sin: CubeTensor, at: QkvAt) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (k_cache, v_cache, x, weight) = (into_contiguous(k_cache), into_contiguous(v_cache), into_contiguous(x), into_contiguous(weight));
         let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
-        let [batch, _, capacity, head_dim] = dst.meta.shape().dims::<4>();
+        let [batch, kv_heads, capacity, head_dim] = k_cache.meta.shape().dims::<4>();
         let [rows, k] = x.meta.shape().dims::<2>();
-        let n = weight.meta.shape().dims::<2>()[1];
-        let (kernel, grid) = rows_launch(&LINEAR_HEADS, rows, n / 2);
-        let p = [rows, k, n, rows / batch, head_dim, capacity, at.offset, at.pos_start, at.rotate as usize, has_bias as usize].map(|v| v as u32);
-        launch(kernel, grid, &[&x, &gamma, &weight, &bias, &cos, &sin, &dst], &[&p[..], &[at.eps.to_bits()]].concat());
-        dst
+        let len = rows / batch;
+        let q = empty(&x, Shape::new([batch, at.heads, len, head_dim]), DType::F32);
+        let n = (at.heads + 2 * kv_heads) * head_dim;
+        let (kernel, grid) = rows_launch(&LINEAR_QKV, rows, n / 2);
+        let p = [rows, k, len, head_dim, at.heads, kv_heads, capacity, at.offset, at.pos_start, has_bias as usize].map(|v| v as u32);
+        launch(kernel, grid, &[&x, &weight, &cos, &sin, &q, &k_cache, &v_cache], &[&p[..], &[at.eps.to_bits()]].concat());
+        (q, k_cache, v_cache)
     }
-
 }
 
 impl DecodeOps for Cube {
@@ -254,7 +255,7 @@ fn optional_input<const D: usize>(input: Option<Tensor<D>>, placeholder: &Tensor
     }
 }
 
-/// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`, `linear_heads`) takes `rows` rows
+/// Whether a few-rows kernel (`linear_rows`, `linear_swiglu`, `linear_qkv`) takes `rows` rows
 /// of `x` on wgpu.
 fn few_rows_apply(kernel: Kernel, x: &Tensor<3>, rows: usize) -> bool {
     let max_rows = if super::software_adapter() { LINEAR_ROWS_MAX_SOFTWARE } else { LINEAR_ROWS_MAX };
@@ -336,52 +337,77 @@ pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Line
     swiglu(linear(h.clone(), gate), linear(h, up))
 }
 
-/// Where [`norm_linear_heads`] writes one projection: into `dst` `[batch, heads, capacity,
-/// head_dim]` at `offset` along its third dimension, rotated (RoPE) or not.
-pub struct HeadsInto<'a> {
-    pub layer: &'a Linear,
-    pub dst: Tensor<4>,
-    pub offset: usize,
-    pub rotate: bool,
-}
-
-/// What `linear_heads.wgsl` needs besides its buffers: where the rows go, and the norm's epsilon.
+/// What `linear_qkv.wgsl` needs besides its buffers: the query heads, where the keys and values
+/// go in their caches and the rotation starts, and the norm's epsilon.
 #[derive(Debug, Clone, Copy)]
-pub struct HeadsAt {
+pub struct QkvAt {
+    heads: usize,
     offset: usize,
     pos_start: usize,
-    rotate: bool,
     eps: f32,
 }
 
-/// A decode step's attention inputs: `x` `[batch, len, in]` normed by `norm`, then for each of
-/// `outs` projected, split into heads, rotated for positions `pos_start..pos_start + len` where
-/// it says so, and written into its tensor (in place on wgpu). One `linear_heads.wgsl` dispatch
-/// per projection on few rows (as [`linear`]); else the norm once, then [`linear`] and
-/// [`rope_into`] per projection.
-pub fn norm_linear_heads<const N: usize>(x: Tensor<3>, norm: &RmsNorm, outs: [HeadsInto<'_>; N], rope: &RopeTable, pos_start: usize) -> [Tensor<4>; N] {
-    let [b, t, k] = x.dims();
-    if few_rows_apply(Kernel::LinearHeads, &x, b * t) {
-        let rows = x.reshape([b * t, k]);
-        return outs.map(|out| {
-            let weight = out.layer.weight.val();
-            let (bias, has_bias) = optional_input(out.layer.bias.as_ref().map(|b| b.val()), &weight);
-            let at = HeadsAt { offset: out.offset, pos_start, rotate: out.rotate, eps: norm.epsilon as f32 };
-            Tensor::from_dispatch(<Dispatch as FusedDecodeOps>::linear_heads(
-                out.dst.into_dispatch(),
-                rows.clone().into_dispatch(),
-                norm.gamma.val().into_dispatch(),
-                weight.into_dispatch(),
-                bias,
-                has_bias,
-                rope.cos.clone().into_dispatch(),
-                rope.sin.clone().into_dispatch(),
-                at,
-            ))
+/// A layer's query, key and value weights side by side, `[in (+ 1), (heads + 2 kv_heads) *
+/// head_dim]`, with the attention norm's gain multiplied in and the three biases (zeros for
+/// one without) as the last row where any has one: what `linear_qkv.wgsl` reads, since WebGPU
+/// lets a kernel bind too few buffers for the parts. Made by a decode's first step that takes
+/// the kernel and kept with its KV cache (a decode's weights do not change); a copy of the
+/// three weights for as long as the cache lives.
+#[derive(Debug, Clone)]
+pub struct QkvWeights {
+    weight: Tensor<2>,
+    has_bias: bool,
+}
+
+impl QkvWeights {
+    fn new(norm: &RmsNorm, layers: [&Linear; 3]) -> Self {
+        let weights = layers.iter().map(|l| l.weight.val()).collect();
+        let weight = Tensor::cat(weights, 1) * norm.gamma.val().unsqueeze_dim(1);
+        if layers.iter().all(|l| l.bias.is_none()) {
+            return Self { weight, has_bias: false };
+        }
+        let biases = layers.iter().map(|l| match &l.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([l.weight.dims()[1]], &weight.device()),
         });
+        let bias = Tensor::cat(biases.collect(), 0).unsqueeze::<2>();
+        Self { weight: Tensor::cat(vec![weight, bias], 0), has_bias: true }
     }
+}
+
+/// A decode step's queries `[batch, heads, len, head_dim]` (rotated), keys (rotated) and values
+/// for `x` `[batch, len, in]` normed by `norm` through `wq`, `wk`, `wv`; the keys and values
+/// written into `caches` `[batch, kv_heads, capacity, head_dim]` at `pos_start`, the cache's
+/// length (in place on wgpu). One `linear_qkv.wgsl` dispatch on few rows (as [`linear`]), its
+/// weights `joined` by the first step that takes it; else [`rms_norm`], then [`linear`] and
+/// [`rope_into`] for each.
+pub fn norm_linear_qkv(x: Tensor<3>, norm: &RmsNorm, [wq, wk, wv]: [&Linear; 3], caches: (Tensor<4>, Tensor<4>), joined: &mut Option<QkvWeights>, rope: &RopeTable, pos_start: usize) -> [Tensor<4>; 3] {
+    let [b, t, k] = x.dims();
+    let (k_cache, v_cache) = caches;
+    let [_, _, _, head_dim] = k_cache.dims();
+    let heads = wq.weight.dims()[1] / head_dim;
+    if few_rows_apply(Kernel::LinearQkv, &x, b * t) {
+        let weights = joined.get_or_insert_with(|| QkvWeights::new(norm, [wq, wk, wv]));
+        let at = QkvAt { heads, offset: pos_start, pos_start, eps: norm.epsilon as f32 };
+        let (q, k_cache, v_cache) = <Dispatch as FusedDecodeOps>::linear_qkv(
+            k_cache.into_dispatch(),
+            v_cache.into_dispatch(),
+            x.reshape([b * t, k]).into_dispatch(),
+            weights.weight.clone().into_dispatch(),
+            weights.has_bias,
+            rope.cos.clone().into_dispatch(),
+            rope.sin.clone().into_dispatch(),
+            at,
+        );
+        return [q, k_cache, v_cache].map(Tensor::from_dispatch);
+    }
+    let q = Tensor::empty([b, heads, t, head_dim], &x.device());
     let h = rms_norm(x, norm);
-    outs.map(|out| rope_into(out.dst, linear(h.clone(), out.layer), rope, out.offset, pos_start, out.rotate))
+    [
+        rope_into(q, linear(h.clone(), wq), rope, 0, pos_start, true),
+        rope_into(k_cache, linear(h.clone(), wk), rope, pos_start, pos_start, true),
+        rope_into(v_cache, linear(h, wv), rope, pos_start, pos_start, false),
+    ]
 }
 
 /// `src` `[batch, len, heads * head_dim]` split into heads, rotated for positions

@@ -22,7 +22,7 @@ use burn::tensor::Device;
 
 pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
-pub use inference::{HeadsInto, LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_heads, norm_linear_swiglu, rope_into, tied_head};
+pub use inference::{LINEAR_ROWS_MAX, QkvWeights, RopeTable, cached_attention, linear, linear_add, norm_linear_qkv, norm_linear_swiglu, rope_into, tied_head};
 pub use matmul::{matmul, matmul2, matmul4};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
@@ -37,7 +37,7 @@ pub enum Kernel {
     TokenLogprobs,
     LinearRows,
     LinearSwiglu,
-    LinearHeads,
+    LinearQkv,
     RmsNorm,
     Swiglu,
     RopeInto,
@@ -53,7 +53,7 @@ impl Kernel {
         Self::TokenLogprobs,
         Self::LinearRows,
         Self::LinearSwiglu,
-        Self::LinearHeads,
+        Self::LinearQkv,
         Self::RmsNorm,
         Self::Swiglu,
         Self::RopeInto,
@@ -69,7 +69,7 @@ impl Kernel {
             Self::TokenLogprobs => "token_logprobs",
             Self::LinearRows => "linear_rows",
             Self::LinearSwiglu => "linear_swiglu",
-            Self::LinearHeads => "linear_heads",
+            Self::LinearQkv => "linear_qkv",
             Self::RmsNorm => "rms_norm",
             Self::Swiglu => "swiglu",
             Self::RopeInto => "rope_into",

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::kernels::RopeTable;
+use crate::kernels::{QkvWeights, RopeTable};
 
 /// Added to attention scores that must not be attended to. Finite, so a query with no
 /// visible key (a left pad) gets a uniform, harmless distribution instead of NaN.
@@ -16,6 +16,8 @@ pub const MASKED: f32 = -1e9;
 pub struct KvCache {
     pub(super) capacity: usize,
     pub(super) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Each layer's attention-input weights joined for one dispatch, once a step takes it.
+    pub(super) qkv: Vec<Option<QkvWeights>>,
     pub(super) rope: Option<RopeTable>,
     pub(super) len: usize,
 }
@@ -24,7 +26,7 @@ impl KvCache {
     /// An empty cache for up to `capacity` positions (prompt and generated tokens together);
     /// its tensors are allocated by the first forward that uses it.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, layers: Vec::new(), rope: None, len: 0 }
+        Self { capacity, layers: Vec::new(), qkv: Vec::new(), rope: None, len: 0 }
     }
 
     pub fn len(&self) -> usize {

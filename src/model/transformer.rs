@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor};
 use super::attention::{KvCache, causal_bias, repeat_kv, rope_table};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::LoraTarget;
-use crate::kernels::{self, HeadsInto, RopeTable};
+use crate::kernels::{self, QkvWeights, RopeTable};
 
 #[derive(Module, Debug)]
 pub struct Block {
@@ -119,22 +119,18 @@ impl Block {
         rope: &RopeTable,
         bias: &Tensor<4>,
         layer: &mut Option<(Tensor<4>, Tensor<4>)>,
+        qkv: &mut Option<QkvWeights>,
         start: usize,
         shape: (usize, usize, usize),
     ) -> Tensor<3> {
         let (n_heads, _, hd) = shape;
         let [b, t, _] = x.dims();
         let (k_cache, v_cache) = layer.take().expect("KV cache allocated before the first block");
-        let q = Tensor::empty([b, n_heads, t, hd], &x.device());
         let (q, k_cache, v_cache) = if [LoraTarget::Q, LoraTarget::K, LoraTarget::V].iter().all(|&p| self.adapter(p).is_none()) {
-            let outs = [
-                HeadsInto { layer: &self.wq, dst: q, offset: 0, rotate: true },
-                HeadsInto { layer: &self.wk, dst: k_cache, offset: start, rotate: true },
-                HeadsInto { layer: &self.wv, dst: v_cache, offset: start, rotate: false },
-            ];
-            let [q, k_cache, v_cache] = kernels::norm_linear_heads(x.clone(), &self.attn_norm, outs, rope, start);
+            let [q, k_cache, v_cache] = kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), qkv, rope, start);
             (q, k_cache, v_cache)
         } else {
+            let q = Tensor::empty([b, n_heads, t, hd], &x.device());
             let h = kernels::rms_norm(x.clone(), &self.attn_norm);
             (
                 kernels::rope_into(q, self.project(LoraTarget::Q, h.clone()), rope, 0, start, true),
@@ -242,13 +238,14 @@ impl Model {
         if cache.layers.is_empty() {
             let shape = [b, self.n_kv_heads, cache.capacity, self.head_dim];
             cache.layers = self.blocks.iter().map(|_| Some((Tensor::zeros(shape, &device), Tensor::zeros(shape, &device)))).collect();
+            cache.qkv = vec![None; self.blocks.len()];
             cache.rope = Some(rope_table(cache.capacity, self.head_dim, self.rope_theta, &device));
         }
         let rope = cache.rope.clone().expect("rotation table made with the cache");
         let shape = (self.n_heads, self.n_kv_heads, self.head_dim);
         let mut x = self.embed.forward(tokens);
-        for (block, layer) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            x = block.forward_cached(x, &rope, &bias, layer, start, shape);
+        for ((block, layer), qkv) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(cache.qkv.iter_mut()) {
+            x = block.forward_cached(x, &rope, &bias, layer, qkv, start, shape);
         }
         cache.len += t;
         kernels::rms_norm(x, &self.norm)

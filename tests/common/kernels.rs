@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, HeadsInto, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, matmul4, norm_linear_heads, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
+use sgpo::kernels::{AdamWRule, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, matmul4, norm_linear_qkv, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback;
 use sgpo::rng::Rng;
@@ -131,7 +131,7 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
         }
         sgpo::kernels::set_software_adapter(false);
     }
-    norm_linear_heads_match(device, rng).await;
+    norm_linear_qkv_matches(device, rng).await;
     for (rows, d, vocab) in [(1, 70, 1000), (3, 64, 257), (8, 576, 3000), (9, 40, 50)] {
         let hidden = uniform(rows * d, 2.0, rng);
         let table = tensor(uniform(vocab * d, 0.5, rng), [vocab, d], device);
@@ -187,14 +187,15 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
     }
 }
 
-/// The attention inputs in one dispatch per projection against the norm, projection and
-/// `rope_into` they replace: queries into a fresh tensor, keys (rotated) and values (not) into a
-/// cache at an offset whose other positions must stay exactly as they were; with and without
+/// A decode step's queries, keys and values in one dispatch against the norm, projections and
+/// `rope_into` they replace: queries into a fresh tensor, keys (rotated) and values (not) into
+/// a cache at an offset whose other positions must stay exactly as they were; with and without
 /// bias; one and several positions per batch row (decode-like and prefill-like), one and two
-/// row groups (10 rows), head sizes 8, 16 and 64, pair groups that span heads. The software
-/// variant takes at most 4 rows (`LINEAR_ROWS_MAX_SOFTWARE`), so only the 1- and 4-row cases
-/// run it; the others compare burn with burn there.
-async fn norm_linear_heads_match(device: &Device, rng: &mut Rng) {
+/// row groups (10 rows), head sizes 8, 16 and 64, grouped and plain heads, pair groups that span
+/// heads and the three projections. The software variant takes at most 4 rows
+/// (`LINEAR_ROWS_MAX_SOFTWARE`), so only the 1- and 4-row cases run it; the others compare burn
+/// with burn there.
+async fn norm_linear_qkv_matches(device: &Device, rng: &mut Rng) {
     for (batch, len, k, heads, kv_heads, hd, cap, offset, with_bias) in [
         (2, 3, 50, 3, 1, 8, 12, 5, true),
         (1, 1, 576, 9, 3, 64, 40, 17, false),
@@ -216,22 +217,16 @@ async fn norm_linear_heads_match(device: &Device, rng: &mut Rng) {
         for software in [false, true] {
             sgpo::kernels::set_software_adapter(software);
             let run = || {
-                let q = Tensor::zeros([batch, heads, len, hd], device);
                 let kc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
                 let vc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
-                let outs = [
-                    HeadsInto { layer: &wq, dst: q, offset: 0, rotate: true },
-                    HeadsInto { layer: &wk, dst: kc, offset, rotate: true },
-                    HeadsInto { layer: &wv, dst: vc, offset, rotate: false },
-                ];
                 let x = tensor(x.clone(), [batch, len, k], device);
-                let [q, kc, vc] = norm_linear_heads(x, &norm, outs, &table, offset);
+                let [q, kc, vc] = norm_linear_qkv(x, &norm, [&wq, &wk, &wv], (kc, vc), &mut None, &table, offset);
                 Tensor::cat(vec![q.reshape([-1]), kc.reshape([-1]), vc.reshape([-1])], 0)
             };
             let (a, b) = both(run).await;
             let d = max_diff(&a, &b);
-            eprintln!("norm_linear_heads b{batch} len{len} k{k} h{heads}/{kv_heads} d{hd} (bias {with_bias}, software variant {software}): {d:.1e}");
-            assert!(d < 1e-4, "norm_linear_heads b{batch} len{len} k{k} (software variant {software}) differs by {d}");
+            eprintln!("norm_linear_qkv b{batch} len{len} k{k} h{heads}/{kv_heads} d{hd} (bias {with_bias}, software variant {software}): {d:.1e}");
+            assert!(d < 1e-4, "norm_linear_qkv b{batch} len{len} k{k} (software variant {software}) differs by {d}");
             let q_len = batch * heads * len * hd;
             for (name, written) in [("keys", &a[q_len..q_len + cache.len()]), ("values", &a[q_len + cache.len()..])] {
                 for (i, (new, old)) in written.iter().zip(&cache).enumerate() {

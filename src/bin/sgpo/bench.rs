@@ -58,7 +58,7 @@ pub struct BenchArgs {
     #[arg(long)]
     no_kernels: bool,
     /// Plain burn ops instead of these kernels only (comma-separated: token_logprobs,
-    /// linear_rows, linear_swiglu, linear_heads, rms_norm, swiglu, rope_into, cached_attention, sample, adamw,
+    /// linear_rows, linear_swiglu, linear_qkv, rms_norm, swiglu, rope_into, cached_attention, sample, adamw,
     /// attention_softmax, matmul).
     #[arg(long, value_delimiter = ',')]
     no_kernel: Vec<sgpo::kernels::Kernel>,
