@@ -10,7 +10,8 @@ use burn::backend::{Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{f32_values, for_each_chunk3, owned_f32, sum_chunks, values_mut};
+use super::host::{f32_values, owned_f32, values_mut};
+use super::threads::{for_each_chunk3, sum_chunks};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_forward_with_twin, applies_on_cpu};
 

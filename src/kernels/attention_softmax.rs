@@ -16,7 +16,8 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{exp_shifted, f32_values, filled_rows};
+use super::host::{exp_shifted, f32_values};
+use super::threads::filled_rows;
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_with_twin};
 

@@ -7,7 +7,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 
-use super::host::{dot, exp_in_place, exp_shifted, f32_values, filled_rows, for_each_row, owned_f32, rows_product, rows_product_transposed, values_mut};
+use super::host::{dot, exp_in_place, exp_shifted, f32_values, owned_f32, rows_product, rows_product_transposed, values_mut};
+use super::threads::{filled_rows, for_each_row};
 use super::inference::DecodeOps;
 
 /// The tied output head's few-row product, on the CPU backend only (on wgpu burn's product of

@@ -14,6 +14,7 @@ mod rms_norm;
 mod rope;
 mod sample;
 mod swiglu;
+mod threads;
 mod token_logprobs;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -17,7 +17,8 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{dot, f32_values, filled_rows, summed_blocks};
+use super::host::{dot, f32_values};
+use super::threads::{filled_rows, summed_blocks};
 use super::inference::DecodeOps;
 use super::launch::{Wgsl, empty, grid, launch};
 use super::{Kernel, applies_forward_with_twin, applies_with_gradient};

@@ -16,7 +16,8 @@ use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use super::host::{f32_values, filled_rows};
+use super::host::f32_values;
+use super::threads::filled_rows;
 use super::inference::{Rotation, launch_rope_into};
 use super::launch::empty;
 use super::{Kernel, applies_with_twin};

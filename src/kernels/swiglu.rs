@@ -15,7 +15,8 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
 
-use super::host::{exp_in_place, f32_values, filled_rows2};
+use super::host::{exp_in_place, f32_values};
+use super::threads::filled_rows2;
 use super::inference::DecodeOps;
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_forward_with_twin, applies_with_gradient};

@@ -14,7 +14,8 @@ use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_exte
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
-use super::host::{exp_in_place, exp_shifted, f32_values, filled_rows, for_each_row2};
+use super::host::{exp_in_place, exp_shifted, f32_values};
+use super::threads::{filled_rows, for_each_row2};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_with_twin};
 
