@@ -1,5 +1,6 @@
 //! The product's backend, burn-wgpu (lavapipe on CI), against burn's CPU backend on the same
-//! weights: forward, one SFT step and greedy generation must agree.
+//! weights: forward, one SFT step and greedy generation must agree, and a cached decode of the
+//! tiny checkpoints (Llama, Qwen2 with its q/k/v biases).
 #![cfg(not(target_arch = "wasm32"))] // native: wasm-pack builds every test target for wasm32
 
 use burn::module::Module;
@@ -70,4 +71,43 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
         block_on(generate(&run.model.valid(), &prompts, &greedy, Stop { end: u32::MAX, pad: s.pad, suppress: &[] }, &mut Rng::new(0), true, device)).unwrap()
     };
     assert_eq!(run_gen(&on_cpu, &cpu), run_gen(&on_gpu, &gpu));
+}
+
+/// A cached decode on wgpu, where a step's few rows take the fused decode kernels (queries,
+/// keys and values in one `linear_qkv` dispatch, with Qwen2's q/k/v biases and grouped heads;
+/// attention over the cache), against the CPU backend on the same weights: the logits of a
+/// left-padded prompt's last position and of four teacher-forced steps after it, for the tiny
+/// Llama and Qwen2 checkpoints `scripts/make-fixtures.py` made.
+#[test]
+fn cached_decoding_of_checkpoints_on_wgpu_matches_cpu() {
+    use sgpo::model::{KvCache, padded_bias};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (prompt, steps) = (5, 4);
+    let capacity = prompt + steps;
+    let decode = |name: &str, device: &Device| -> Vec<f32> {
+        let (_, model, _) = sgpo::native::open_model(&fixtures.join(name), device).unwrap();
+        let ids = |v: Vec<i32>, len: usize| Tensor::<2, Int>::from_data(TensorData::new(v, [2, len]), device);
+        // The second row's first position is padding.
+        let mut valid = vec![vec![true; prompt], [vec![false], vec![true; prompt - 1]].concat()];
+        let mut cache = KvCache::new(capacity);
+        let first = model.model.last_logits(ids(vec![3, 4, 5, 6, 7, 0, 9, 10, 11, 12], prompt), padded_bias(&valid, prompt, device), Some(&mut cache));
+        let mut out: Vec<f32> = first.into_data().iter::<f32>().collect();
+        for v in valid.iter_mut() {
+            v.resize(capacity, true);
+        }
+        let bias = padded_bias(&valid, 1, device);
+        for step in 0..steps as i32 {
+            let logits = model.model.last_logits(ids(vec![13 + step, 20 + step], 1), bias.clone(), Some(&mut cache));
+            out.extend(logits.into_data().iter::<f32>());
+        }
+        out
+    };
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    for name in ["llama-tiny", "qwen2-tiny"] {
+        let (on_cpu, on_gpu) = (decode(name, &Device::flex()), decode(name, &gpu));
+        let d = max_diff(&on_cpu, &on_gpu);
+        eprintln!("{name}: cached decode on wgpu vs cpu: {d:.1e}");
+        assert!(d < TOLERANCE, "{name}: cached decode logits differ by {d} between wgpu and the CPU");
+        assert!(on_cpu.iter().any(|&x| x.abs() > 1e-3), "{name}: logits all near zero");
+    }
 }
