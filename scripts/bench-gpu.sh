@@ -1,67 +1,102 @@
 #!/usr/bin/env bash
-# The benchmark on a machine with a GPU, in one go (README, performance):
-#   1. smollm2-135m and small: `sgpo bench` on wgpu beside its PyTorch peer on CUDA (eager
-#      transformers), with the ratios (scripts/bench-peer.sh);
-#   2. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
-#   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding only);
-#   4. where a decode step's time goes (`sgpo bench --profile`), and smollm2-135m's training
-#      steps without the one-pass AdamW kernel and without attention_softmax (one invocation
-#      per row of keys: fastest on lavapipe, unmeasured on a GPU) (beside step 1's, which have
-#      both), and without the tiled matrix product (matmul.wgsl: burn's fixed routine instead;
-#      off on software adapters, so never measured before a GPU), and without the training
-#      path's RMSNorm and SwiGLU kernels (rms_norm's backward is also off on software adapters),
-#      and with each training step read back before the next (`--read-every 1`, as before
-#      2026-12-06; the default reads every 8 steps, a 3-step timing once at its end);
-#   5. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m on
-#      wgpu with burn's autotuned matrix products;
-# then one table of wgpu vs CPU. SGPO_BIN names a prebuilt binary (default: the release
-# build); `python3` must have torch and transformers (the lent GPU machines' image has both).
+# The benchmark on a machine with a GPU, in one go (README, performance). The parts run in the
+# order of what their numbers decide, each under a time limit, so that a run cut short (a lent
+# GPU machine allows 10 minutes a command) still leaves the first parts' JSONs and this log
+# (bench-gpu.log) in $SGPO_BENCH_OUT, and, where SGPO_BENCH_PACK names a .tar.gz, all of it
+# packed there after every part (a lent machine returns at most 8 files from $OUT:
+# scripts/gpu-stage.sh prepares the binaries and prints the command that runs this there).
+#   1. smollm2-135m: `sgpo bench` on wgpu beside its PyTorch peer on CUDA (eager
+#      transformers), with the ratios (scripts/bench-peer.sh): the issue's targets;
+#   2. smollm2-135m's training steps with each switch only a GPU can judge: without the tiled
+#      matrix product (matmul.wgsl, off on software adapters, so never measured: burn's fixed
+#      routine instead), without the training path's RMSNorm and SwiGLU kernels (rms_norm's
+#      backward is off on software adapters too), each step read back before the next
+#      (`--read-every 1`, as before 2026-12-06; the default reads every 8 steps), and, with
+#      SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`), burn's autotuned
+#      matrix products;
+#   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding with the
+#      KV cache only);
+#   4. small beside its peer, and where a decode step's time goes (`sgpo bench --profile`);
+#   5. smollm2-135m's training without the one-pass AdamW kernel and without
+#      attention_softmax (one invocation per row of keys: fastest on lavapipe), small's without
+#      matmul and read back each step;
+#   6. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
+# then one table of wgpu vs CPU from whatever finished. SGPO_BIN names a prebuilt binary
+# (default: the release build); `python3` must have torch and transformers (the lent GPU
+# machines' image has both). SGPO_PART_SCALE multiplies every part's time limit (default 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export SGPO_BIN="${SGPO_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/sgpo-target}/release/sgpo}"
 export SGPO_BENCH_OUT="${SGPO_BENCH_OUT:-$PWD/bench-results}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 mkdir -p "$SGPO_BENCH_OUT"
+exec > >(tee -a "$SGPO_BENCH_OUT/bench-gpu.log") 2>&1
+started=$SECONDS
+
+# part LIMIT NAME COMMAND...: run COMMAND (a program or one of the functions below) for at most
+# LIMIT seconds (times SGPO_PART_SCALE), saying how long it took, or that it failed or was cut;
+# the next part runs either way.
+part() {
+  local limit name
+  limit=$(python3 -c "import sys; print(round($1 * float(sys.argv[1])))" "${SGPO_PART_SCALE:-1}")
+  name="$2"
+  shift 2
+  echo "== [$((SECONDS - started)) s] $name (limit $limit s)"
+  local t0=$SECONDS
+  timeout "$limit" bash -c '"$@"' part "$@"
+  local rc=$?
+  if [ $rc -eq 124 ]; then
+    echo "== $name: cut at $limit s"
+  elif [ $rc -ne 0 ]; then
+    echo "== $name: failed (exit $rc)"
+  else
+    echo "== $name: $((SECONDS - t0)) s"
+  fi
+  if [ -n "${SGPO_BENCH_PACK:-}" ]; then
+    tar czf "$SGPO_BENCH_PACK" -C "$SGPO_BENCH_OUT" .
+  fi
+}
+train() {
+  local out="$1"
+  shift
+  "$SGPO_BIN" bench --device wgpu --steps 3 --no-generation --json "$@" >"$SGPO_BENCH_OUT/$out.ours.json"
+}
+peer() { SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-peer.sh "$1" --steps 3; }
+export -f train peer
+
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-for preset in smollm2-135m small; do
-  SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-peer.sh "$preset" --steps 3
-done
-"$SGPO_BIN" bench --device wgpu --preset tiny --json >"$SGPO_BENCH_OUT/tiny-wgpu.ours.json"
-for preset in tiny small smollm2-135m; do
-  echo "== $preset on our CPU backend" >&2
-  "$SGPO_BIN" bench --device cpu --preset "$preset" --steps 1 --json >"$SGPO_BENCH_OUT/$preset-cpu.ours.json"
-done
-SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training
-"$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
-echo "== smollm2-135m training on wgpu without the adamw kernel" >&2
-"$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel adamw --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-adamw.ours.json"
-echo "== smollm2-135m training on wgpu without the attention_softmax kernel" >&2
-"$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel attention_softmax --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-attention-softmax.ours.json"
-echo "== smollm2-135m and small training on wgpu without the tiled matmul kernel" >&2
-for preset in smollm2-135m small; do
-  "$SGPO_BIN" bench --device wgpu --preset "$preset" --steps 3 --no-generation --no-kernel matmul --json >"$SGPO_BENCH_OUT/$preset-wgpu-no-matmul.ours.json"
-done
-echo "== smollm2-135m training on wgpu without the rms_norm and swiglu kernels" >&2
-"$SGPO_BIN" bench --device wgpu --preset smollm2-135m --steps 3 --no-generation --no-kernel rms_norm,swiglu --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-no-norm-gate.ours.json"
-echo "== smollm2-135m and small training on wgpu, each step read back before the next" >&2
-for preset in smollm2-135m small; do
-  "$SGPO_BIN" bench --device wgpu --preset "$preset" --steps 3 --no-generation --read-every 1 --json >"$SGPO_BENCH_OUT/$preset-wgpu-read-each-step.ours.json"
-done
+part 240 "1. smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
+part 90 "2. smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
+part 90 "2. smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
+part 90 "2. smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
-  echo "== smollm2-135m on wgpu, burn autotune" >&2
-  "$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"
+  part 180 "2. smollm2-135m training, burn autotune" env SGPO_BIN="$SGPO_BIN_AUTOTUNE" bash -c 'train smollm2-135m-wgpu-autotune --preset smollm2-135m'
 fi
-python3 - "$SGPO_BENCH_OUT" <<'PY'
+part 180 "3. decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
+part 150 "4. small on wgpu beside PyTorch on CUDA" peer small
+part 60 "4. a decode step's time, smollm2-135m" "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
+part 90 "5. smollm2-135m training without adamw" train smollm2-135m-wgpu-no-adamw --preset smollm2-135m --no-kernel adamw
+part 90 "5. smollm2-135m training without attention_softmax" train smollm2-135m-wgpu-no-attention-softmax --preset smollm2-135m --no-kernel attention_softmax
+part 60 "5. small training without matmul" train small-wgpu-no-matmul --preset small --no-kernel matmul
+part 60 "5. small training, each step read back" train small-wgpu-read-each-step --preset small --read-every 1
+part 60 "6. tiny on wgpu" bash -c '"$SGPO_BIN" bench --device wgpu --preset tiny --json >"$SGPO_BENCH_OUT/tiny-wgpu.ours.json"'
+for preset in tiny small smollm2-135m; do
+  part 240 "6. $preset on our CPU backend" bash -c '"$SGPO_BIN" bench --device cpu --preset "$0" --steps 1 --cache-only --json >"$SGPO_BENCH_OUT/$0-cpu.ours.json"' "$preset"
+done
+echo "== [$((SECONDS - started)) s] done"
+python3 - "$SGPO_BENCH_OUT" <<'PY' | tee "$SGPO_BENCH_OUT/table.txt"
 import json, os, sys
 d = sys.argv[1]
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
-    for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "cpu"):
+    for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "wgpu-no-adamw", "wgpu-no-attention-softmax", "cpu"):
         path = f"{d}/{preset}-{device}.ours.json"
-        if not os.path.exists(path):
-            continue
-        r = json.load(open(path))
+        try:
+            r = json.load(open(path))
+        except (OSError, ValueError):
+            continue  # not run, or cut before it wrote its report
         dec = {g["batch_size"]: g["tokens_per_s"] for g in r["generation"] if g["cache"]}
         step = lambda k: f"{r[k]['step_s']:.4f} s" if r.get(k) else "-"
         print(f"{preset} | {device} | {step('sft')} | {step('dpo')} | {r.get('prefill_tokens_per_s') or 0:.0f} | {dec.get(1, 0):.1f} | {dec.get(16, 0):.1f}")
 PY
+[ -z "${SGPO_BENCH_PACK:-}" ] || tar czf "$SGPO_BENCH_PACK" -C "$SGPO_BENCH_OUT" .

@@ -264,6 +264,13 @@ fn bench_reports_every_measurement_as_json() {
     let kinds: Vec<(u64, bool)> = generation.iter().map(|g| (g["batch_size"].as_u64().unwrap(), g["cache"].as_bool().unwrap())).collect();
     assert_eq!(kinds, vec![(1, true), (1, false), (3, true), (3, false)]);
     assert!(generation.iter().all(|g| g["tokens_per_s"].as_f64().unwrap() > 0.0));
+    // Decoding alone, with the cache only (what the GPU script measures most).
+    let o = sgpo(&["bench", "--preset", "tiny", "--no-training", "--cache-only", "--new-tokens", "4", "--decode-batch", "2", "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["sft"].is_null() && report["dpo"].is_null(), "{report}");
+    let kinds: Vec<(u64, bool)> = report["generation"].as_array().unwrap().iter().map(|g| (g["batch_size"].as_u64().unwrap(), g["cache"].as_bool().unwrap())).collect();
+    assert_eq!(kinds, vec![(2, true)]);
     let o = sgpo(&["bench", "--preset", "tiny", "--batch-size", "2", "--seq-len", "32", "--steps", "1", "--no-generation", "--json", "--device", "cpu", "--lora-rank", "2"]);
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("--lora-rank needs --model"), "{e}");

@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Skip the SFT and DPO steps (to measure decoding alone).
     #[arg(long, conflicts_with = "no_generation")]
     no_training: bool,
+    /// Decode with the KV cache only: skip the decode without it (every step recomputes every
+    /// position, the slowest measurement, and not what generation does).
+    #[arg(long, conflicts_with = "no_generation")]
+    cache_only: bool,
     /// With --lora-rank: burn's built-in LoRA (a reparameterised weight, rebuilt at every
     /// use) instead of ours (adapters beside the frozen weight), to compare the two.
     #[arg(long, requires = "lora_rank")]
@@ -288,7 +292,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let prompt_len = 16;
     for &batch_size in args.decode_batch.iter().filter(|_| !args.no_generation) {
         let prompts: Vec<Vec<u32>> = (0..batch_size).map(|i| vec![3 + (i as u32 % 3); prompt_len]).collect();
-        for cache in [true, false] {
+        for cache in [true, false].into_iter().filter(|&c| c || !args.cache_only) {
             let mut rng = Rng::new(0);
             block_on(generate(&generation_model, &prompts, &SamplingConfig::greedy(2), stop, &mut rng, cache, &device))?;
             let t0 = now_seconds();
