@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
 # The benchmark on a machine with a GPU, in one go (README, performance). The parts run in the
 # order of what their numbers decide, each under a time limit, so that a run cut short (a lent
-# GPU machine allows 10 minutes a command) still leaves the first parts' JSONs and this log
-# (bench-gpu.log) in $SGPO_BENCH_OUT, and, where SGPO_BENCH_PACK names a .tar.gz, all of it
-# packed there after every part (a lent machine returns at most 8 files from $OUT:
-# scripts/gpu-stage.sh prepares the binaries and prints the command that runs this there).
+# GPU machine allows 10 minutes a command; parts 1-4 fit in that by their limits) still leaves
+# the first parts' JSONs and this log (bench-gpu.log) in $SGPO_BENCH_OUT, and, where
+# SGPO_BENCH_PACK names a .tar.gz, all of it packed there after every part (a lent machine
+# returns at most 8 files from $OUT: scripts/gpu-stage.sh prepares the binaries and prints the
+# command that runs this there). SGPO_PARTS="5 6 7" runs only those parts (a second call).
 #   1. smollm2-135m: `sgpo bench` on wgpu beside its PyTorch peer on CUDA (eager
 #      transformers), with the ratios (scripts/bench-peer.sh): the issue's targets;
 #   2. smollm2-135m's training steps with each switch only a GPU can judge: without the tiled
 #      matrix product (matmul.wgsl, off on software adapters, so never measured: burn's fixed
 #      routine instead), without the training path's RMSNorm and SwiGLU kernels (rms_norm's
 #      backward is off on software adapters too), each step read back before the next
-#      (`--read-every 1`, as before 2026-12-06; the default reads every 8 steps), and, with
-#      SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`), burn's autotuned
-#      matrix products;
+#      (`--read-every 1`, as before 2026-12-06; the default reads every 8 steps);
 #   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding with the
 #      KV cache only);
-#   4. small beside its peer, and where a decode step's time goes (`sgpo bench --profile`);
-#   5. smollm2-135m's training without the one-pass AdamW kernel and without
+#   4. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m
+#      with burn's autotuned matrix products, training and decoding;
+#   5. small beside its peer, and where a decode step's time goes (`sgpo bench --profile`);
+#   6. smollm2-135m's training without the one-pass AdamW kernel and without
 #      attention_softmax (one invocation per row of keys: fastest on lavapipe), small's without
 #      matmul and read back each step;
-#   6. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
+#   7. tiny on wgpu, and every preset on our CPU backend on the same machine (is wgpu faster?);
 # then one table of wgpu vs CPU from whatever finished. SGPO_BIN names a prebuilt binary
 # (default: the release build); `python3` must have torch and transformers (the lent GPU
 # machines' image has both). SGPO_PART_SCALE multiplies every part's time limit (default 1).
@@ -33,28 +34,36 @@ mkdir -p "$SGPO_BENCH_OUT"
 exec > >(tee -a "$SGPO_BENCH_OUT/bench-gpu.log") 2>&1
 started=$SECONDS
 
-# part LIMIT NAME COMMAND...: run COMMAND (a program or one of the functions below) for at most
-# LIMIT seconds (times SGPO_PART_SCALE), saying how long it took, or that it failed or was cut;
-# the next part runs either way.
+# part N LIMIT NAME COMMAND...: part N of the list above, unless SGPO_PARTS leaves it out: run
+# COMMAND (a program or one of the functions below) for at most LIMIT seconds (times
+# SGPO_PART_SCALE), saying how long it took, or that it failed or was cut; the next part runs
+# either way. Then the pack, made beside and moved into place, so that a call killed meanwhile
+# still returns the last whole one.
 part() {
-  local limit name
-  limit=$(python3 -c "import sys; print(round($1 * float(sys.argv[1])))" "${SGPO_PART_SCALE:-1}")
-  name="$2"
-  shift 2
+  local number="$1" limit name
+  case " ${SGPO_PARTS:-1 2 3 4 5 6 7} " in *" $number "*) ;; *) return 0 ;; esac
+  limit=$(python3 -c "import sys; print(max(1, round($2 * float(sys.argv[1]))))" "${SGPO_PART_SCALE:-1}")
+  name="$number. $3"
+  shift 3
   echo "== [$((SECONDS - started)) s] $name (limit $limit s)"
   local t0=$SECONDS
-  timeout "$limit" bash -c '"$@"' part "$@"
+  timeout -k 10 "$limit" bash -c '"$@"' part "$@"
   local rc=$?
-  if [ $rc -eq 124 ]; then
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     echo "== $name: cut at $limit s"
   elif [ $rc -ne 0 ]; then
     echo "== $name: failed (exit $rc)"
   else
     echo "== $name: $((SECONDS - t0)) s"
   fi
-  if [ -n "${SGPO_BENCH_PACK:-}" ]; then
-    tar czf "$SGPO_BENCH_PACK" -C "$SGPO_BENCH_OUT" .
-  fi
+  pack
+}
+# The results so far as one file, where SGPO_BENCH_PACK names it (tar may say the log changed
+# while it read it: the log is still being written).
+pack() {
+  [ -n "${SGPO_BENCH_PACK:-}" ] || return 0
+  tar czf "$SGPO_BENCH_PACK.part" -C "$SGPO_BENCH_OUT" . 2>/dev/null
+  mv -f "$SGPO_BENCH_PACK.part" "$SGPO_BENCH_PACK"
 }
 train() {
   local out="$1"
@@ -65,23 +74,23 @@ peer() { SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-pe
 export -f train peer
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-part 240 "1. smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
-part 90 "2. smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
-part 90 "2. smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
-part 90 "2. smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
+part 1 150 "smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
+part 2 60 "smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
+part 2 60 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
+part 2 60 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
+part 3 150 "decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
-  part 180 "2. smollm2-135m training, burn autotune" env SGPO_BIN="$SGPO_BIN_AUTOTUNE" bash -c 'train smollm2-135m-wgpu-autotune --preset smollm2-135m'
+  part 4 100 "smollm2-135m with burn autotune" bash -c '"$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --cache-only --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"'
 fi
-part 180 "3. decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
-part 150 "4. small on wgpu beside PyTorch on CUDA" peer small
-part 60 "4. a decode step's time, smollm2-135m" "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
-part 90 "5. smollm2-135m training without adamw" train smollm2-135m-wgpu-no-adamw --preset smollm2-135m --no-kernel adamw
-part 90 "5. smollm2-135m training without attention_softmax" train smollm2-135m-wgpu-no-attention-softmax --preset smollm2-135m --no-kernel attention_softmax
-part 60 "5. small training without matmul" train small-wgpu-no-matmul --preset small --no-kernel matmul
-part 60 "5. small training, each step read back" train small-wgpu-read-each-step --preset small --read-every 1
-part 60 "6. tiny on wgpu" bash -c '"$SGPO_BIN" bench --device wgpu --preset tiny --json >"$SGPO_BENCH_OUT/tiny-wgpu.ours.json"'
+part 5 120 "small on wgpu beside PyTorch on CUDA" peer small
+part 5 60 "a decode step's time, smollm2-135m" "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
+part 6 60 "smollm2-135m training without adamw" train smollm2-135m-wgpu-no-adamw --preset smollm2-135m --no-kernel adamw
+part 6 60 "smollm2-135m training without attention_softmax" train smollm2-135m-wgpu-no-attention-softmax --preset smollm2-135m --no-kernel attention_softmax
+part 6 45 "small training without matmul" train small-wgpu-no-matmul --preset small --no-kernel matmul
+part 6 45 "small training, each step read back" train small-wgpu-read-each-step --preset small --read-every 1
+part 7 45 "tiny on wgpu" bash -c '"$SGPO_BIN" bench --device wgpu --preset tiny --json >"$SGPO_BENCH_OUT/tiny-wgpu.ours.json"'
 for preset in tiny small smollm2-135m; do
-  part 240 "6. $preset on our CPU backend" bash -c '"$SGPO_BIN" bench --device cpu --preset "$0" --steps 1 --cache-only --json >"$SGPO_BENCH_OUT/$0-cpu.ours.json"' "$preset"
+  part 7 240 "$preset on our CPU backend" bash -c '"$SGPO_BIN" bench --device cpu --preset "$0" --steps 1 --cache-only --json >"$SGPO_BENCH_OUT/$0-cpu.ours.json"' "$preset"
 done
 echo "== [$((SECONDS - started)) s] done"
 python3 - "$SGPO_BENCH_OUT" <<'PY' | tee "$SGPO_BENCH_OUT/table.txt"
@@ -99,4 +108,4 @@ for preset in ("tiny", "small", "smollm2-135m"):
         step = lambda k: f"{r[k]['step_s']:.4f} s" if r.get(k) else "-"
         print(f"{preset} | {device} | {step('sft')} | {step('dpo')} | {r.get('prefill_tokens_per_s') or 0:.0f} | {dec.get(1, 0):.1f} | {dec.get(16, 0):.1f}")
 PY
-[ -z "${SGPO_BENCH_PACK:-}" ] || tar czf "$SGPO_BENCH_PACK" -C "$SGPO_BENCH_OUT" .
+pack

@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >>.git/info/exclude
+exclude="$(git rev-parse --git-path info/exclude)"
+mkdir -p "$(dirname "$exclude")"
+grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
 rm -rf .gpu && mkdir .gpu
 built="$CARGO_TARGET_DIR/release/sgpo"
 cargo build --release --locked --features autotune

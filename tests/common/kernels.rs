@@ -189,26 +189,28 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
 
 /// A decode step's queries, keys and values in one dispatch against the norm, projections and
 /// `rope_into` they replace: queries into a fresh tensor, keys (rotated) and values (not) into
-/// a cache at an offset whose other positions must stay exactly as they were; with and without
-/// bias; one and several positions per batch row (decode-like and prefill-like), one and two
-/// row groups (10 rows), head sizes 8, 16 and 64, grouped and plain heads, pair groups that span
-/// heads and the three projections. The software variant takes at most 4 rows
+/// a cache at an offset whose other positions must stay exactly as they were; biases on all
+/// three, none or some; one and several positions per batch row (decode-like and prefill-like),
+/// one and two row groups (10 rows), head sizes 8, 16 and 64, grouped and plain heads, pair
+/// groups that span heads and the three projections. The software variant takes at most 4 rows
 /// (`LINEAR_ROWS_MAX_SOFTWARE`), so only the 1- and 4-row cases run it; the others compare burn
 /// with burn there.
 async fn norm_linear_qkv_matches(device: &Device, rng: &mut Rng) {
-    for (batch, len, k, heads, kv_heads, hd, cap, offset, with_bias) in [
-        (2, 3, 50, 3, 1, 8, 12, 5, true),
-        (1, 1, 576, 9, 3, 64, 40, 17, false),
-        (2, 2, 64, 4, 2, 16, 6, 4, true),
-        (5, 2, 40, 2, 2, 8, 7, 3, false),
+    // Which of q, k and v have a bias: all (Qwen2), none (Llama), or some (the others' part of
+    // the joined bias row is zeros).
+    for (batch, len, k, heads, kv_heads, hd, cap, offset, biases) in [
+        (2, 3, 50, 3, 1, 8, 12, 5, [true; 3]),
+        (1, 1, 576, 9, 3, 64, 40, 17, [false; 3]),
+        (2, 2, 64, 4, 2, 16, 6, 4, [true, false, true]),
+        (5, 2, 40, 2, 2, 8, 7, 3, [false, true, false]),
     ] {
         let x = uniform(batch * len * k, 2.0, rng);
         let norm = RmsNorm { gamma: Param::from_tensor(tensor(uniform(k, 1.5, rng), [k], device)), epsilon: 1e-5 };
-        let proj = |n: usize, rng: &mut Rng| Linear {
+        let proj = |n: usize, with_bias: bool, rng: &mut Rng| Linear {
             weight: Param::from_tensor(tensor(uniform(k * n, 0.3, rng), [k, n], device)),
             bias: with_bias.then(|| Param::from_tensor(tensor(uniform(n, 1.0, rng), [n], device))),
         };
-        let (wq, wk, wv) = (proj(heads * hd, rng), proj(kv_heads * hd, rng), proj(kv_heads * hd, rng));
+        let (wq, wk, wv) = (proj(heads * hd, biases[0], rng), proj(kv_heads * hd, biases[1], rng), proj(kv_heads * hd, biases[2], rng));
         let table = RopeTable {
             cos: tensor(uniform(cap * hd / 2, 1.0, rng), [cap, hd / 2], device),
             sin: tensor(uniform(cap * hd / 2, 1.0, rng), [cap, hd / 2], device),
@@ -225,7 +227,7 @@ async fn norm_linear_qkv_matches(device: &Device, rng: &mut Rng) {
             };
             let (a, b) = both(run).await;
             let d = max_diff(&a, &b);
-            eprintln!("norm_linear_qkv b{batch} len{len} k{k} h{heads}/{kv_heads} d{hd} (bias {with_bias}, software variant {software}): {d:.1e}");
+            eprintln!("norm_linear_qkv b{batch} len{len} k{k} h{heads}/{kv_heads} d{hd} (biases {biases:?}, software variant {software}): {d:.1e}");
             assert!(d < 1e-4, "norm_linear_qkv b{batch} len{len} k{k} (software variant {software}) differs by {d}");
             let q_len = batch * heads * len * hd;
             for (name, written) in [("keys", &a[q_len..q_len + cache.len()]), ("values", &a[q_len + cache.len()..])] {
