@@ -3,8 +3,8 @@
 //   y = rms_norm(x) @ [wq | wk | wv] (+ [bq | bk | bv])
 // split into heads, the query and key heads rotated (RoPE at positions pos_start + t), then
 //   q[b, h, t, :]                                    queries [batch, heads, len, head_dim]
-//   k_cache[b, h, offset + t, :], v_cache[...]       [batch, kv_heads, capacity, head_dim]
-// (the KV cache, written in place). w is the three weights side by side, [k (+ 1), n] with
+//   k_cache[b, h, pos_start + t, :], v_cache[...]    [batch, kv_heads, capacity, head_dim]
+// (the KV cache, written in place; its positions are the rotation's). w is the three weights side by side, [k (+ 1), n] with
 // n = (heads + 2 kv_heads) * head_dim, the norm's gain already multiplied in and the biases as
 // the last row when has_bias: a kernel may bind at most 8 storage buffers in WebGPU, too few for
 // x, the gain, three weights, three biases, two tables and three destinations
@@ -33,11 +33,11 @@ struct Params {
     heads: u32,
     kv_heads: u32,
     capacity: u32,
-    offset: u32,
     pos_start: u32,
     has_bias: u32,
     eps_bits: u32,
-    _unused: u32,
+    _unused0: u32,
+    _unused1: u32,
 };
 @group(0) @binding(7) var<uniform> params: Params;
 
@@ -125,11 +125,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             q[at] = y1;
             q[at + half] = y2;
         } else if (head < kv_end) {
-            let at = ((b * params.kv_heads + head - params.heads) * params.capacity + params.offset + t) * params.head_dim + i;
+            let at = ((b * params.kv_heads + head - params.heads) * params.capacity + params.pos_start + t) * params.head_dim + i;
             k_cache[at] = y1;
             k_cache[at + half] = y2;
         } else {
-            let at = ((b * params.kv_heads + head - kv_end) * params.capacity + params.offset + t) * params.head_dim + i;
+            let at = ((b * params.kv_heads + head - kv_end) * params.capacity + params.pos_start + t) * params.head_dim + i;
             v_cache[at] = y1;
             v_cache[at + half] = y2;
         }

@@ -89,14 +89,13 @@ const TIED_HEAD_ROWS_MAX_CPU: usize = 8;
 pub trait FusedDecodeOps: Backend {
     fn linear_swiglu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     /// Queries (a new tensor), keys and values (written into the caches): see
-    /// `linear_qkv.wgsl`. `weight` is [`QkvWeights`]'.
-    #[allow(clippy::too_many_arguments)]
+    /// `linear_qkv.wgsl`. `weight` is [`QkvWeights`]', with a bias row when it has one row more
+    /// than `x` has columns.
     fn linear_qkv(
         k_cache: FloatTensor<Self>,
         v_cache: FloatTensor<Self>,
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        has_bias: bool,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         at: QkvAt,
@@ -148,7 +147,7 @@ impl FusedDecodeOps for Cube {
         out
     }
 
-    fn linear_qkv(k_cache: CubeTensor, v_cache: CubeTensor, x: CubeTensor, weight: CubeTensor, has_bias: bool, cos: CubeTensor, sin: CubeTensor, at: QkvAt) -> (CubeTensor, CubeTensor, CubeTensor) {
+    fn linear_qkv(k_cache: CubeTensor, v_cache: CubeTensor, x: CubeTensor, weight: CubeTensor, cos: CubeTensor, sin: CubeTensor, at: QkvAt) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (k_cache, v_cache, x, weight) = (into_contiguous(k_cache), into_contiguous(v_cache), into_contiguous(x), into_contiguous(weight));
         let (cos, sin) = (into_contiguous(cos), into_contiguous(sin));
         let [batch, kv_heads, capacity, head_dim] = k_cache.meta.shape().dims::<4>();
@@ -157,7 +156,8 @@ impl FusedDecodeOps for Cube {
         let q = empty(&x, Shape::new([batch, at.heads, len, head_dim]), DType::F32);
         let n = (at.heads + 2 * kv_heads) * head_dim;
         let (kernel, grid) = rows_launch(&LINEAR_QKV, rows, n / 2);
-        let p = [rows, k, len, head_dim, at.heads, kv_heads, capacity, at.offset, at.pos_start, has_bias as usize].map(|v| v as u32);
+        let has_bias = weight.meta.shape().dims::<2>()[0] > k;
+        let p = [rows, k, len, head_dim, at.heads, kv_heads, capacity, at.pos_start, has_bias as usize].map(|v| v as u32);
         launch(kernel, grid, &[&x, &weight, &cos, &sin, &q, &k_cache, &v_cache], &[&p[..], &[at.eps.to_bits()]].concat());
         (q, k_cache, v_cache)
     }
@@ -337,12 +337,12 @@ pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Line
     swiglu(linear(h.clone(), gate), linear(h, up))
 }
 
-/// What `linear_qkv.wgsl` needs besides its buffers: the query heads, where the keys and values
-/// go in their caches and the rotation starts, and the norm's epsilon.
+/// What `linear_qkv.wgsl` needs besides its buffers: the query heads, the position of the
+/// first row (where the rotation starts and the keys and values go in their caches), and the
+/// norm's epsilon.
 #[derive(Debug, Clone, Copy)]
 pub struct QkvAt {
     heads: usize,
-    offset: usize,
     pos_start: usize,
     eps: f32,
 }
@@ -354,24 +354,21 @@ pub struct QkvAt {
 /// the kernel and kept with its KV cache (a decode's weights do not change); a copy of the
 /// three weights for as long as the cache lives.
 #[derive(Debug, Clone)]
-pub struct QkvWeights {
-    weight: Tensor<2>,
-    has_bias: bool,
-}
+pub struct QkvWeights(Tensor<2>);
 
 impl QkvWeights {
     fn new(norm: &RmsNorm, layers: [&Linear; 3]) -> Self {
         let weights = layers.iter().map(|l| l.weight.val()).collect();
         let weight = Tensor::cat(weights, 1) * norm.gamma.val().unsqueeze_dim(1);
         if layers.iter().all(|l| l.bias.is_none()) {
-            return Self { weight, has_bias: false };
+            return Self(weight);
         }
         let biases = layers.iter().map(|l| match &l.bias {
             Some(bias) => bias.val(),
             None => Tensor::zeros([l.weight.dims()[1]], &weight.device()),
         });
         let bias = Tensor::cat(biases.collect(), 0).unsqueeze::<2>();
-        Self { weight: Tensor::cat(vec![weight, bias], 0), has_bias: true }
+        Self(Tensor::cat(vec![weight, bias], 0))
     }
 }
 
@@ -388,13 +385,12 @@ pub fn norm_linear_qkv(x: Tensor<3>, norm: &RmsNorm, [wq, wk, wv]: [&Linear; 3],
     let heads = wq.weight.dims()[1] / head_dim;
     if few_rows_apply(Kernel::LinearQkv, &x, b * t) {
         let weights = joined.get_or_insert_with(|| QkvWeights::new(norm, [wq, wk, wv]));
-        let at = QkvAt { heads, offset: pos_start, pos_start, eps: norm.epsilon as f32 };
+        let at = QkvAt { heads, pos_start, eps: norm.epsilon as f32 };
         let (q, k_cache, v_cache) = <Dispatch as FusedDecodeOps>::linear_qkv(
             k_cache.into_dispatch(),
             v_cache.into_dispatch(),
             x.reshape([b * t, k]).into_dispatch(),
-            weights.weight.clone().into_dispatch(),
-            weights.has_bias,
+            weights.0.clone().into_dispatch(),
             rope.cos.clone().into_dispatch(),
             rope.sin.clone().into_dispatch(),
             at,

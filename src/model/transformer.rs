@@ -126,17 +126,16 @@ impl Block {
         let (n_heads, _, hd) = shape;
         let [b, t, _] = x.dims();
         let (k_cache, v_cache) = layer.take().expect("KV cache allocated before the first block");
-        let (q, k_cache, v_cache) = if [LoraTarget::Q, LoraTarget::K, LoraTarget::V].iter().all(|&p| self.adapter(p).is_none()) {
-            let [q, k_cache, v_cache] = kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), qkv, rope, start);
-            (q, k_cache, v_cache)
+        let [q, k_cache, v_cache] = if [LoraTarget::Q, LoraTarget::K, LoraTarget::V].iter().all(|&p| self.adapter(p).is_none()) {
+            kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), qkv, rope, start)
         } else {
             let q = Tensor::empty([b, n_heads, t, hd], &x.device());
             let h = kernels::rms_norm(x.clone(), &self.attn_norm);
-            (
+            [
                 kernels::rope_into(q, self.project(LoraTarget::Q, h.clone()), rope, 0, start, true),
                 kernels::rope_into(k_cache, self.project(LoraTarget::K, h.clone()), rope, start, start, true),
                 kernels::rope_into(v_cache, self.project(LoraTarget::V, h), rope, start, start, false),
-            )
+            ]
         };
         let attn = kernels::cached_attention(q, &k_cache, &v_cache, bias, start + t);
         *layer = Some((k_cache, v_cache));
