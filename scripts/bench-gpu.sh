@@ -65,13 +65,19 @@ pack() {
   tar czf "$SGPO_BENCH_PACK.part" -C "$SGPO_BENCH_OUT" . 2>/dev/null
   mv -f "$SGPO_BENCH_PACK.part" "$SGPO_BENCH_PACK"
 }
+# ours BINARY NAME FLAGS...: `BINARY bench --json FLAGS...` into NAME.ours.json.
+ours() {
+  local bin="$1" out="$2"
+  shift 2
+  "$bin" bench --json "$@" >"$SGPO_BENCH_OUT/$out.ours.json"
+}
 train() {
   local out="$1"
   shift
-  "$SGPO_BIN" bench --device wgpu --steps 3 --no-generation --json "$@" >"$SGPO_BENCH_OUT/$out.ours.json"
+  ours "$SGPO_BIN" "$out" --device wgpu --steps 3 --no-generation "$@"
 }
 peer() { SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-peer.sh "$1" --steps 3; }
-export -f train peer
+export -f ours train peer
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 part 1 150 "smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
@@ -80,7 +86,7 @@ part 2 60 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m
 part 2 60 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
 part 3 150 "decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
-  part 4 100 "smollm2-135m with burn autotune" bash -c '"$SGPO_BIN_AUTOTUNE" bench --device wgpu --preset smollm2-135m --steps 3 --cache-only --json >"$SGPO_BENCH_OUT/smollm2-135m-wgpu-autotune.ours.json"'
+  part 4 100 "smollm2-135m with burn autotune" ours "$SGPO_BIN_AUTOTUNE" smollm2-135m-wgpu-autotune --device wgpu --preset smollm2-135m --steps 3 --cache-only
 fi
 part 5 120 "small on wgpu beside PyTorch on CUDA" peer small
 part 5 60 "a decode step's time, smollm2-135m" "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
@@ -88,9 +94,9 @@ part 6 60 "smollm2-135m training without adamw" train smollm2-135m-wgpu-no-adamw
 part 6 60 "smollm2-135m training without attention_softmax" train smollm2-135m-wgpu-no-attention-softmax --preset smollm2-135m --no-kernel attention_softmax
 part 6 45 "small training without matmul" train small-wgpu-no-matmul --preset small --no-kernel matmul
 part 6 45 "small training, each step read back" train small-wgpu-read-each-step --preset small --read-every 1
-part 7 45 "tiny on wgpu" bash -c '"$SGPO_BIN" bench --device wgpu --preset tiny --json >"$SGPO_BENCH_OUT/tiny-wgpu.ours.json"'
+part 7 45 "tiny on wgpu" ours "$SGPO_BIN" tiny-wgpu --device wgpu --preset tiny
 for preset in tiny small smollm2-135m; do
-  part 7 240 "$preset on our CPU backend" bash -c '"$SGPO_BIN" bench --device cpu --preset "$0" --steps 1 --cache-only --json >"$SGPO_BENCH_OUT/$0-cpu.ours.json"' "$preset"
+  part 7 240 "$preset on our CPU backend" ours "$SGPO_BIN" "$preset-cpu" --device cpu --preset "$preset" --steps 1 --cache-only
 done
 echo "== [$((SECONDS - started)) s] done"
 python3 - "$SGPO_BENCH_OUT" <<'PY' | tee "$SGPO_BENCH_OUT/table.txt"
