@@ -17,7 +17,9 @@
 #      KV cache only);
 #   4. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m
 #      with burn's autotuned matrix products, training and decoding;
-#   5. small beside its peer, and where a decode step's time goes (`sgpo bench --profile`);
+#   5. with SGPO_BIN_FUSION (built with `--features fusion`): smollm2-135m with burn's fusion,
+#      our kernels on and off; small beside its peer, and where a decode step's time goes
+#      (`sgpo bench --profile`);
 #   6. smollm2-135m's training without the one-pass AdamW kernel and without
 #      attention_softmax (one invocation per row of keys: fastest on lavapipe), small's without
 #      matmul and read back each step;
@@ -88,6 +90,10 @@ part 3 150 "decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows linear_q
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   part 4 100 "smollm2-135m with burn autotune" ours "$SGPO_BIN_AUTOTUNE" smollm2-135m-wgpu-autotune --device wgpu --preset smollm2-135m --steps 3 --cache-only
 fi
+if [ -n "${SGPO_BIN_FUSION:-}" ]; then
+  part 5 100 "smollm2-135m with burn fusion" ours "$SGPO_BIN_FUSION" smollm2-135m-wgpu-fusion --device wgpu --preset smollm2-135m --steps 3 --cache-only
+  part 5 100 "smollm2-135m with burn fusion, our kernels off" ours "$SGPO_BIN_FUSION" smollm2-135m-wgpu-fusion-no-kernels --device wgpu --preset smollm2-135m --steps 3 --cache-only --no-kernels
+fi
 part 5 120 "small on wgpu beside PyTorch on CUDA" peer small
 part 5 60 "a decode step's time, smollm2-135m" "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
 part 6 60 "smollm2-135m training without adamw" train smollm2-135m-wgpu-no-adamw --preset smollm2-135m --no-kernel adamw
@@ -104,7 +110,7 @@ import json, os, sys
 d = sys.argv[1]
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
-    for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "wgpu-no-adamw", "wgpu-no-attention-softmax", "cpu"):
+    for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "wgpu-fusion", "wgpu-fusion-no-kernels", "wgpu-no-adamw", "wgpu-no-attention-softmax", "cpu"):
         path = f"{d}/{preset}-{device}.ours.json"
         try:
             r = json.load(open(path))

@@ -5,8 +5,8 @@
 //! over 135M values.
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Backend, DType, Dispatch, Flex, backend_extension};
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Tensor, TensorData};
 
@@ -58,8 +58,9 @@ impl AdamWRule {
     }
 }
 
-#[backend_extension(Cube, Flex)]
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait OptimizerOps: Backend {
+    #[fusion(meta = |weight, _grad, _first, _second, _report, _rule| (weight.clone(), weight.clone(), weight.clone()))]
     fn adamw(
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -70,7 +71,7 @@ pub trait OptimizerOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-impl OptimizerOps for Cube {
+impl OptimizerOps for CubeBackend {
     fn adamw(weight: CubeTensor, grad: CubeTensor, first: CubeTensor, second: CubeTensor, report: CubeTensor, rule: AdamWRule) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (weight, grad) = (into_contiguous(weight), into_contiguous(grad));
         let (first, second, report) = (into_contiguous(first), into_contiguous(second), into_contiguous(report));

@@ -11,8 +11,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
@@ -24,17 +24,21 @@ use super::{Kernel, applies_with_twin};
 const FORWARD: Wgsl = Wgsl { name: "attention_softmax", source: include_str!("../../shaders/attention_softmax.wgsl"), defines: &[] };
 const BACKWARD: Wgsl = Wgsl { name: "attention_softmax_grad", source: include_str!("../../shaders/attention_softmax_grad.wgsl"), defines: &[] };
 
-#[backend_extension(Cube, Flex, Autodiff)]
+#[backend_extension(Cube, Flex, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait AttentionSoftmax: Backend {
     /// `scores` `[batch, heads, queries, keys]`, `bias` `[1 or batch, 1, queries, keys]` (a
     /// constant: it gets no gradient) -> the weights, shaped as `scores`.
+    #[fusion(dtype = scores, shape = scores)]
     fn attention_softmax(scores: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
 }
 
 /// The two passes on one backend: the WGSL kernels on wgpu, their threaded twins on the CPU.
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedSoftmax: Backend {
+    #[fusion(dtype = scores, shape = scores)]
     fn forward(scores: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
     /// The scores' gradient from the weights and theirs.
+    #[fusion(dtype = probs, shape = probs)]
     fn backward(probs: FloatTensor<Self>, grad: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
 }
 
@@ -45,7 +49,7 @@ fn layout(scores: [usize; 4], bias: [usize; 4]) -> (usize, usize, usize, usize, 
     (b * h * q, k, q, h * q, bias[0])
 }
 
-impl FusedSoftmax for Cube {
+impl FusedSoftmax for CubeBackend {
     fn forward(scores: CubeTensor, bias: CubeTensor, scale: f32) -> CubeTensor {
         let (scores, bias) = (into_contiguous(scores), into_contiguous(bias));
         let shape = scores.meta.shape().clone();
@@ -102,9 +106,9 @@ impl FusedSoftmax for Flex {
     }
 }
 
-impl AttentionSoftmax for Cube {
+impl AttentionSoftmax for CubeBackend {
     fn attention_softmax(scores: CubeTensor, bias: CubeTensor, scale: f32) -> CubeTensor {
-        <Cube as FusedSoftmax>::forward(scores, bias, scale)
+        <CubeBackend as FusedSoftmax>::forward(scores, bias, scale)
     }
 }
 

@@ -6,8 +6,8 @@
 //! decode step (README, performance). Five have a CPU twin (`DecodeOps` for Flex, in
 //! `decode_twins.rs`), as has the tied output head's few-row product.
 
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Backend, DType, Dispatch, backend_extension};
 use burn::backend::tensor::FloatTensor;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::softmax;
@@ -85,12 +85,15 @@ const TIED_HEAD_ROWS_MAX_CPU: usize = 8;
 
 /// The decode kernels that fuse several layers' work, wgpu only: on the CPU backend their
 /// fallbacks are made of the twins of [`DecodeOps`].
-#[backend_extension(Cube)]
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait FusedDecodeOps: Backend {
+    #[fusion(dtype = x, shape = Shape::new([x[0], w_gate[1]]))]
     fn linear_swiglu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     /// Queries (a new tensor), keys and values (written into the caches): see
     /// `linear_qkv.wgsl`. `weight` is [`QkvWeights`]', with a bias row when it has one row more
-    /// than `x` has columns.
+    /// than `x` has columns. The caches come back as outputs (the same buffers), so that under
+    /// burn's fusion the attention that reads them is ordered after the write.
+    #[fusion(meta = |k_cache, v_cache, x, _weight, _cos, _sin, at| (burn::backend::fusion::custom::TensorSpec::new(at.queries(&k_cache.shape, &x.shape), x.dtype), k_cache.clone(), v_cache.clone()))]
     fn linear_qkv(
         k_cache: FloatTensor<Self>,
         v_cache: FloatTensor<Self>,
@@ -105,8 +108,9 @@ pub trait FusedDecodeOps: Backend {
 /// The decode kernels that have a CPU twin: on burn's CPU backend each replaces a chain of
 /// single-threaded passes, hundreds of tiny matrix products per layer (attention), or a general
 /// matrix product that packs the whole weight for a few rows (`linear_rows`).
-#[backend_extension(Cube, Flex)]
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait DecodeOps: Backend {
+    #[fusion(dtype = x, shape = Shape::new([x[0], weight[1]]))]
     fn linear_rows(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -115,8 +119,11 @@ pub trait DecodeOps: Backend {
         residual: FloatTensor<Self>,
         has_residual: bool,
     ) -> FloatTensor<Self>;
+    #[fusion(dtype = x, shape = x)]
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    #[fusion(dtype = gate, shape = gate)]
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    #[fusion(dtype = dst, shape = dst)]
     fn rope_into(
         dst: FloatTensor<Self>,
         src: FloatTensor<Self>,
@@ -126,6 +133,7 @@ pub trait DecodeOps: Backend {
         pos_start: usize,
         rotate: bool,
     ) -> FloatTensor<Self>;
+    #[fusion(dtype = q, shape = Shape::new([q[0], q[2], q[1] * q[3]]))]
     fn cached_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -135,7 +143,7 @@ pub trait DecodeOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-impl FusedDecodeOps for Cube {
+impl FusedDecodeOps for CubeBackend {
     fn linear_swiglu(x: CubeTensor, gamma: CubeTensor, w_gate: CubeTensor, w_up: CubeTensor, eps: f32) -> CubeTensor {
         let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
         let (w_gate, w_up) = (into_contiguous(w_gate), into_contiguous(w_up));
@@ -153,7 +161,7 @@ impl FusedDecodeOps for Cube {
         let [batch, kv_heads, capacity, head_dim] = k_cache.meta.shape().dims::<4>();
         let [rows, k] = x.meta.shape().dims::<2>();
         let len = rows / batch;
-        let q = empty(&x, Shape::new([batch, at.heads, len, head_dim]), DType::F32);
+        let q = empty(&x, at.queries(k_cache.meta.shape(), x.meta.shape()), DType::F32);
         let n = (at.heads + 2 * kv_heads) * head_dim;
         let (kernel, grid) = rows_launch(&LINEAR_QKV, rows, n / 2);
         let has_bias = weight.meta.shape().dims::<2>()[0] > k;
@@ -163,7 +171,7 @@ impl FusedDecodeOps for Cube {
     }
 }
 
-impl DecodeOps for Cube {
+impl DecodeOps for CubeBackend {
     fn linear_rows(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, has_bias: bool, residual: CubeTensor, has_residual: bool) -> CubeTensor {
         let (x, weight) = (into_contiguous(x), into_contiguous(weight));
         let (bias, residual) = (bound_or_own(bias, has_bias, &x), bound_or_own(residual, has_residual, &x));
@@ -345,6 +353,15 @@ pub struct QkvAt {
     heads: usize,
     pos_start: usize,
     eps: f32,
+}
+
+impl QkvAt {
+    /// The queries' shape, `[batch, heads, rows / batch, head_dim]`, for `x` `[rows, in]` and a
+    /// cache `[batch, kv_heads, capacity, head_dim]`.
+    fn queries(&self, cache: &Shape, x: &Shape) -> Shape {
+        let [batch, _, _, head_dim] = cache.dims::<4>();
+        Shape::new([batch, self.heads, x[0] / batch, head_dim])
+    }
 }
 
 /// A layer's query, key and value weights side by side, `[in (+ 1), (heads + 2 kv_heads) *

@@ -11,8 +11,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
 use super::launch::{Wgsl, empty, grid, launch};
@@ -30,30 +30,42 @@ fn variant(transpose_a: bool, transpose_b: bool) -> Wgsl {
     }
 }
 
+/// The product's shape, `[batch, m, n]`, of `a` and `b` read as `transpose_a` and `transpose_b`
+/// say; it panics where their batches or inner sizes differ.
+fn product_shape(a: &Shape, b: &Shape, transpose_a: bool, transpose_b: bool) -> Shape {
+    let [batches, a0, a1] = a.dims::<3>();
+    let [b_batches, b0, b1] = b.dims::<3>();
+    let (m, k) = if transpose_a { (a1, a0) } else { (a0, a1) };
+    let (k_b, n) = if transpose_b { (b1, b0) } else { (b0, b1) };
+    assert!(batches == b_batches && k == k_b, "matmul of {a:?} and {b:?} (transposed: {transpose_a}, {transpose_b})");
+    Shape::new([batches, m, n])
+}
+
 /// Output rows and columns per workgroup (the WGSL file's `TILE`).
 const TILE: usize = 64;
 
-#[backend_extension(Cube, Autodiff)]
+#[backend_extension(Cube, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait TiledMatmul: Backend {
     /// `a` `[batch, m, k]` (`[batch, k, m]` when `transpose_a`) times `b` `[batch, k, n]`
     /// (`[batch, n, k]` when `transpose_b`) -> `[batch, m, n]`.
+    #[fusion(dtype = a, shape = product_shape(a, b, *transpose_a, *transpose_b))]
     fn tiled_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, transpose_a: bool, transpose_b: bool) -> FloatTensor<Self>;
 }
 
 /// The product on one backend, for the forward and for the backward's two products.
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait MatrixProduct: Backend {
+    #[fusion(dtype = a, shape = product_shape(a, b, *transpose_a, *transpose_b))]
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>, transpose_a: bool, transpose_b: bool) -> FloatTensor<Self>;
 }
 
-impl MatrixProduct for Cube {
+impl MatrixProduct for CubeBackend {
     fn product(a: CubeTensor, b: CubeTensor, transpose_a: bool, transpose_b: bool) -> CubeTensor {
         let (a, b) = (into_contiguous(a), into_contiguous(b));
-        let [batches, a0, a1] = a.meta.shape().dims::<3>();
-        let [b_batches, b0, b1] = b.meta.shape().dims::<3>();
-        let (m, k) = if transpose_a { (a1, a0) } else { (a0, a1) };
-        let (k_b, n) = if transpose_b { (b1, b0) } else { (b0, b1) };
-        assert!(batches == b_batches && k == k_b, "matmul of {:?} and {:?} (transposed: {transpose_a}, {transpose_b})", a.meta.shape(), b.meta.shape());
-        let out = empty(&a, Shape::new([batches, m, n]), DType::F32);
+        let out_shape = product_shape(a.meta.shape(), b.meta.shape(), transpose_a, transpose_b);
+        let [batches, m, n] = out_shape.dims::<3>();
+        let k = if transpose_a { a.meta.shape()[1] } else { a.meta.shape()[2] };
+        let out = empty(&a, out_shape, DType::F32);
         let tiles = batches * m.div_ceil(TILE) * n.div_ceil(TILE);
         let g = grid(tiles as u32);
         let p = [batches, m, k, n].map(|v| v as u32);
@@ -62,9 +74,9 @@ impl MatrixProduct for Cube {
     }
 }
 
-impl TiledMatmul for Cube {
+impl TiledMatmul for CubeBackend {
     fn tiled_matmul(a: CubeTensor, b: CubeTensor, transpose_a: bool, transpose_b: bool) -> CubeTensor {
-        <Cube as MatrixProduct>::product(a, b, transpose_a, transpose_b)
+        <CubeBackend as MatrixProduct>::product(a, b, transpose_a, transpose_b)
     }
 }
 

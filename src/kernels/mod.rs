@@ -1,7 +1,10 @@
 //! Our own WGSL kernels (`shaders/`) on burn's wgpu backend, natively and in the browser, each
 //! behind a function that falls back to the plain burn composition on other backends (and
 //! when switched off, to measure what a kernel buys). Some have a CPU twin (`host.rs`) for
-//! burn's CPU backend, behind the same function and switch.
+//! burn's CPU backend, behind the same function and switch. Each is implemented on
+//! `CubeBackend`; with `--features fusion` (burn's fusion, measured and not adopted: README,
+//! performance) it becomes one opaque op in fusion's graph, the `#[fusion(..)]` line on each
+//! method giving its outputs' shapes, which fusion needs before the kernel runs.
 
 mod adamw;
 mod attention_softmax;

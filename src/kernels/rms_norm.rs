@@ -12,8 +12,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, backend_extension};
 use burn::nn::RmsNorm;
 use burn::tensor::{Tensor, TensorData};
 
@@ -29,22 +29,26 @@ const BACKWARD: Wgsl = Wgsl {
     defines: &[],
 };
 
-#[backend_extension(Cube, Flex, Autodiff)]
+#[backend_extension(Cube, Flex, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait TrainedRmsNorm: Backend {
     /// `x` `[.., width]`, `gamma` `[width]` -> shaped as `x`.
+    #[fusion(dtype = x, shape = x)]
     fn trained_rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
 }
 
 /// The two passes on one backend: WGSL kernels on wgpu, threaded twins on the CPU.
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedRmsNorm: Backend {
+    #[fusion(dtype = x, shape = x)]
     fn forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     /// The gradients of `x` and `gamma` from the output's.
+    #[fusion(meta = |x, gamma, _grad, _eps| (x.clone(), gamma.clone()))]
     fn backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
-impl FusedRmsNorm for Cube {
+impl FusedRmsNorm for CubeBackend {
     fn forward(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
-        <Cube as DecodeOps>::rms_norm(x, gamma, eps)
+        <CubeBackend as DecodeOps>::rms_norm(x, gamma, eps)
     }
 
     fn backward(x: CubeTensor, gamma: CubeTensor, grad: CubeTensor, eps: f32) -> (CubeTensor, CubeTensor) {
@@ -56,14 +60,14 @@ impl FusedRmsNorm for Cube {
         let dgamma_rows = empty(&x, burn::tensor::Shape::new([rows, width]), DType::F32);
         let g = grid(rows as u32);
         launch(BACKWARD, g, &[&x, &gamma, &grad, &dx, &dgamma_rows], &[rows as u32, width as u32, g.0, eps.to_bits()]);
-        let dgamma = <Cube as FloatTensorOps<Cube>>::float_sum_dim(dgamma_rows, 0);
-        (dx, <Cube as FloatTensorOps<Cube>>::float_reshape(dgamma, burn::tensor::Shape::new([width])))
+        let dgamma = <CubeBackend as FloatTensorOps<CubeBackend>>::float_sum_dim(dgamma_rows, 0);
+        (dx, <CubeBackend as FloatTensorOps<CubeBackend>>::float_reshape(dgamma, burn::tensor::Shape::new([width])))
     }
 }
 
-impl TrainedRmsNorm for Cube {
+impl TrainedRmsNorm for CubeBackend {
     fn trained_rms_norm(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
-        <Cube as FusedRmsNorm>::forward(x, gamma, eps)
+        <CubeBackend as FusedRmsNorm>::forward(x, gamma, eps)
     }
 }
 

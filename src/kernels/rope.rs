@@ -12,8 +12,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::host::f32_values;
@@ -22,34 +22,37 @@ use super::inference::{Rotation, launch_rope_into};
 use super::launch::empty;
 use super::{Kernel, applies_with_twin};
 
-#[backend_extension(Cube, Flex, Autodiff)]
+#[backend_extension(Cube, Flex, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait RopeOps: Backend {
     /// `x` `[batch, heads, len, head_dim]`, `cos`, `sin` `[len, head_dim / 2]` (constants: they
     /// get no gradient) -> `x` rotated, each position by its angles.
+    #[fusion(dtype = x, shape = x)]
     fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The rotation on one backend, forward or back.
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedRope: Backend {
     /// `x` rotated by the angles, or by their negatives where `back` (the gradient's pass).
+    #[fusion(dtype = x, shape = x)]
     fn rotated(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, back: bool) -> FloatTensor<Self>;
 }
 
-impl FusedRope for Cube {
+impl FusedRope for CubeBackend {
     fn rotated(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, back: bool) -> CubeTensor {
         let [batch, heads, len, head_dim] = x.meta.shape().dims::<4>();
         // The heads as a projection lays them out, [batch, len, heads * head_dim]: the model's
         // queries and keys are a swapped view of that, so no copy is made for them.
-        let src = into_contiguous(<Cube as FloatTensorOps<Cube>>::float_swap_dims(x, 1, 2));
-        let src = <Cube as FloatTensorOps<Cube>>::float_reshape(src, Shape::new([batch, len, heads * head_dim]));
+        let src = into_contiguous(<CubeBackend as FloatTensorOps<CubeBackend>>::float_swap_dims(x, 1, 2));
+        let src = <CubeBackend as FloatTensorOps<CubeBackend>>::float_reshape(src, Shape::new([batch, len, heads * head_dim]));
         let dst = empty(&src, Shape::new([batch, heads, len, head_dim]), DType::F32);
         launch_rope_into(dst, src, cos, sin, 0, 0, if back { Rotation::Back } else { Rotation::Forward })
     }
 }
 
-impl RopeOps for Cube {
+impl RopeOps for CubeBackend {
     fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        <Cube as FusedRope>::rotated(x, cos, sin, false)
+        <CubeBackend as FusedRope>::rotated(x, cos, sin, false)
     }
 }
 

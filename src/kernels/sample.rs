@@ -4,8 +4,8 @@
 //! seed on every backend.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Backend, Cube, DType, Dispatch, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Backend, DType, Dispatch, backend_extension};
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
 use super::launch::{Wgsl, empty, grid, launch};
@@ -15,12 +15,13 @@ use crate::readback;
 
 const SAMPLE: Wgsl = Wgsl { name: "sample", source: include_str!("../../shaders/sample.wgsl"), defines: &[] };
 
-#[backend_extension(Cube)]
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait SampleOps: Backend {
+    #[fusion(dtype = DType::I32, shape = Shape::new([logits[0]]))]
     fn sample(logits: FloatTensor<Self>, seed: u64, temperature: f32, top_k: usize, top_p: f32) -> IntTensor<Self>;
 }
 
-impl SampleOps for Cube {
+impl SampleOps for CubeBackend {
     fn sample(logits: CubeTensor, seed: u64, temperature: f32, top_k: usize, top_p: f32) -> CubeTensor {
         let logits = into_contiguous(logits);
         let [rows, vocab] = logits.meta.shape().dims::<2>();

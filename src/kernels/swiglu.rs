@@ -10,8 +10,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
-use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
 
@@ -23,22 +23,26 @@ use super::{Kernel, applies_forward_with_twin, applies_with_gradient};
 
 const BACKWARD: Wgsl = Wgsl { name: "swiglu_grad", source: include_str!("../../shaders/swiglu_grad.wgsl"), defines: &[] };
 
-#[backend_extension(Cube, Flex, Autodiff)]
+#[backend_extension(Cube, Flex, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait TrainedSwiglu: Backend {
     /// `gate`, `up` of one shape -> `silu(gate) * up`.
+    #[fusion(dtype = gate, shape = gate)]
     fn trained_swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The two passes on one backend: WGSL kernels on wgpu, threaded twins on the CPU.
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedSwiglu: Backend {
+    #[fusion(dtype = gate, shape = gate)]
     fn forward(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gradients of `gate` and `up` from the output's.
+    #[fusion(meta = |gate, up, _grad| (gate.clone(), up.clone()))]
     fn backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
-impl FusedSwiglu for Cube {
+impl FusedSwiglu for CubeBackend {
     fn forward(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
-        <Cube as DecodeOps>::swiglu(gate, up)
+        <CubeBackend as DecodeOps>::swiglu(gate, up)
     }
 
     fn backward(gate: CubeTensor, up: CubeTensor, grad: CubeTensor) -> (CubeTensor, CubeTensor) {
@@ -52,9 +56,9 @@ impl FusedSwiglu for Cube {
     }
 }
 
-impl TrainedSwiglu for Cube {
+impl TrainedSwiglu for CubeBackend {
     fn trained_swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {
-        <Cube as FusedSwiglu>::forward(gate, up)
+        <CubeBackend as FusedSwiglu>::forward(gate, up)
     }
 }
 

@@ -8,9 +8,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Backend, Cube, DType, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Shape, Tensor, TensorData};
 
@@ -22,21 +22,25 @@ use super::{Kernel, applies_with_twin};
 const FORWARD: Wgsl = Wgsl { name: "token_logprobs", source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/token_logprobs.wgsl")), defines: &[] };
 const BACKWARD: Wgsl = Wgsl { name: "token_logprobs_grad", source: include_str!("../../shaders/token_logprobs_grad.wgsl"), defines: &[] };
 
-#[backend_extension(Cube, Flex, Autodiff)]
+#[backend_extension(Cube, Flex, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait TokenLogprobs: Backend {
     /// `logits` `[rows, vocab]`, `targets` `[rows]` -> `[rows]`.
+    #[fusion(dtype = logits, shape = targets)]
     fn token_logprobs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The fused passes on one backend: the WGSL kernels on wgpu, their threaded twins on the CPU.
+#[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedLogprobs: Backend {
     /// The log-probs and each row's log-sum-exp.
+    #[fusion(meta = |logits, targets| { let row = burn::backend::fusion::custom::TensorSpec::new(targets.shape.clone(), logits.dtype); (row.clone(), row) })]
     fn forward(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// The logits' gradient, `grad[row] (onehot(target) - softmax(logits[row]))`.
+    #[fusion(dtype = logits, shape = logits)]
     fn backward(logits: FloatTensor<Self>, targets: IntTensor<Self>, lse: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-impl FusedLogprobs for Cube {
+impl FusedLogprobs for CubeBackend {
     fn forward(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
         let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
         let [rows, vocab] = logits.meta.shape().dims::<2>();
@@ -85,9 +89,9 @@ impl FusedLogprobs for Flex {
     }
 }
 
-impl TokenLogprobs for Cube {
+impl TokenLogprobs for CubeBackend {
     fn token_logprobs(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
-        <Cube as FusedLogprobs>::forward(logits, targets).0
+        <CubeBackend as FusedLogprobs>::forward(logits, targets).0
     }
 }
 

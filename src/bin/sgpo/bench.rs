@@ -116,6 +116,8 @@ struct Report {
     kernels_off: Vec<&'static str>,
     /// Whether this binary was built with burn's autotuned kernels (`--features autotune`).
     autotune: bool,
+    /// Whether this binary was built with burn's fusion (`--features fusion`).
+    fusion: bool,
     /// Training steps between reads of their numbers (`--read-every`).
     read_every: usize,
     batch_size: usize,
@@ -264,6 +266,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         kernels: !args.no_kernels,
         kernels_off: args.no_kernel.iter().map(|k| k.name()).collect(),
         autotune: cfg!(feature = "autotune"),
+        fusion: cfg!(feature = "fusion"),
         read_every: args.read_every,
         batch_size: args.batch_size,
         seq_len,
@@ -307,7 +310,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64));
     println!(
-        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, our kernels {}{}), batch {} x {} tokens",
+        "device: {device:?}, {} ({} parameters, {} trained, LoRA: {}, our kernels {}{}{}), batch {} x {} tokens",
         report.preset,
         report.parameters,
         report.trainable_parameters,
@@ -318,6 +321,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             (true, false) => format!("on but {}", report.kernels_off.join(", ")),
         },
         if report.autotune { ", burn autotune" } else { "" },
+        if report.fusion { ", burn fusion" } else { "" },
         report.batch_size,
         report.seq_len
     );
