@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark on a machine with a GPU, in one go (README, performance). The parts run in the
 # order of what their numbers decide, each under a time limit, so that a run cut short (a lent
-# GPU machine allows 10 minutes a command; parts 1-4 fit in that by their limits) still leaves
+# GPU machine allows 10 minutes a command; parts 1-4 fit in that by their limits, 590 s) still leaves
 # the first parts' JSONs and this log (bench-gpu.log) in $SGPO_BENCH_OUT, and, where
 # SGPO_BENCH_PACK names a .tar.gz, all of it packed there after every part (a lent machine
 # returns at most 8 files from $OUT: scripts/gpu-stage.sh prepares the binaries and prints the
@@ -13,13 +13,13 @@
 #      routine instead), without the training path's RMSNorm and SwiGLU kernels (rms_norm's
 #      backward is off on software adapters too), each step read back before the next
 #      (`--read-every 1`, as before 2026-12-06; the default reads every 8 steps);
-#   3. what each decode kernel buys on this GPU (scripts/bench-kernels.sh, decoding with the
-#      KV cache only);
+#   3. what the decode kernels new since the H100 run buy on this GPU (linear_qkv,
+#      linear_swiglu; scripts/bench-kernels.sh, decoding with the KV cache only);
 #   4. with SGPO_BIN_AUTOTUNE (the same code built with `--features autotune`): smollm2-135m
-#      with burn's autotuned matrix products, training and decoding;
-#   5. with SGPO_BIN_FUSION (built with `--features fusion`): smollm2-135m with burn's fusion,
-#      our kernels on and off; small beside its peer, and where a decode step's time goes
-#      (`sgpo bench --profile`);
+#      with burn's autotuned matrix products, training and decoding; with SGPO_BIN_FUSION
+#      (built with `--features fusion`) the same with burn's fusion;
+#   5. burn's fusion with our kernels off; small beside its peer; where a decode step's time
+#      goes (`sgpo bench --profile`); the other decode kernels one by one;
 #   6. smollm2-135m's training without the one-pass AdamW kernel and without
 #      attention_softmax (one invocation per row of keys: fastest on lavapipe), small's without
 #      matmul and read back each step;
@@ -86,16 +86,17 @@ part 1 150 "smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
 part 2 60 "smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
 part 2 60 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
 part 2 60 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
-part 3 150 "decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows linear_qkv linear_swiglu cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
+part 3 100 "decode kernels new since the H100 run, smollm2-135m" env SGPO_KERNELS="linear_qkv linear_swiglu" SGPO_BENCH_OUT="$SGPO_BENCH_OUT/new" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   part 4 100 "smollm2-135m with burn autotune" ours "$SGPO_BIN_AUTOTUNE" smollm2-135m-wgpu-autotune --device wgpu --preset smollm2-135m --steps 3 --cache-only
 fi
 if [ -n "${SGPO_BIN_FUSION:-}" ]; then
-  part 5 100 "smollm2-135m with burn fusion" ours "$SGPO_BIN_FUSION" smollm2-135m-wgpu-fusion --device wgpu --preset smollm2-135m --steps 3 --cache-only
-  part 5 100 "smollm2-135m with burn fusion, our kernels off" ours "$SGPO_BIN_FUSION" smollm2-135m-wgpu-fusion-no-kernels --device wgpu --preset smollm2-135m --steps 3 --cache-only --no-kernels
+  part 4 60 "smollm2-135m with burn fusion" ours "$SGPO_BIN_FUSION" smollm2-135m-wgpu-fusion --device wgpu --preset smollm2-135m --steps 3 --cache-only
+  part 5 60 "smollm2-135m with burn fusion, our kernels off" ours "$SGPO_BIN_FUSION" smollm2-135m-wgpu-fusion-no-kernels --device wgpu --preset smollm2-135m --steps 3 --cache-only --no-kernels
 fi
 part 5 120 "small on wgpu beside PyTorch on CUDA" peer small
 part 5 60 "a decode step's time, smollm2-135m" "$SGPO_BIN" bench --device wgpu --preset smollm2-135m --profile
+part 5 120 "the other decode kernels, smollm2-135m" env SGPO_KERNELS="linear_rows cached_attention sample" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
 part 6 60 "smollm2-135m training without adamw" train smollm2-135m-wgpu-no-adamw --preset smollm2-135m --no-kernel adamw
 part 6 60 "smollm2-135m training without attention_softmax" train smollm2-135m-wgpu-no-attention-softmax --preset smollm2-135m --no-kernel attention_softmax
 part 6 45 "small training without matmul" train small-wgpu-no-matmul --preset small --no-kernel matmul

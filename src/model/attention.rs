@@ -12,6 +12,8 @@ pub const MASKED: f32 = -1e9;
 /// Keys and values of the positions seen so far, per layer, in tensors allocated once for
 /// `capacity` positions, `[batch, kv_heads, capacity, head_dim]`, and written in place as
 /// positions arrive (no concatenation per token); with the rotation table of every position.
+/// A cache belongs to the model and the sequences of its first forward (it keeps that model's
+/// joined q/k/v weights too): a new generation takes a new cache.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     pub(super) capacity: usize,
