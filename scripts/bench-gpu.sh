@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark on a machine with a GPU, in one go (README, performance). The parts run in the
 # order of what their numbers decide, each under a time limit, so that a run cut short (a lent
-# GPU machine allows 10 minutes a command; parts 1-4 fit in that by their limits, 590 s) still leaves
+# GPU machine allows 10 minutes a command; parts 1-4 fit in that by their limits, 575 s) still leaves
 # the first parts' JSONs and this log (bench-gpu.log) in $SGPO_BENCH_OUT, and, where
 # SGPO_BENCH_PACK names a .tar.gz, all of it packed there after every part (a lent machine
 # returns at most 8 files from $OUT: scripts/gpu-stage.sh prepares the binaries and prints the
@@ -83,9 +83,9 @@ export -f ours train peer
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 part 1 150 "smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
-part 2 60 "smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
-part 2 60 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
-part 2 60 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
+part 2 55 "smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
+part 2 55 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
+part 2 55 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
 part 3 100 "decode kernels new since the H100 run, smollm2-135m" env SGPO_KERNELS="linear_qkv linear_swiglu" SGPO_BENCH_OUT="$SGPO_BENCH_OUT/new" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   part 4 100 "smollm2-135m with burn autotune" ours "$SGPO_BIN_AUTOTUNE" smollm2-135m-wgpu-autotune --device wgpu --preset smollm2-135m --steps 3 --cache-only

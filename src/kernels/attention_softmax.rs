@@ -35,10 +35,10 @@ pub trait AttentionSoftmax: Backend {
 /// The two passes on one backend: the WGSL kernels on wgpu, their threaded twins on the CPU.
 #[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedSoftmax: Backend {
-    #[fusion(dtype = scores, shape = scores)]
+    #[fusion(dtype = scores, shape = scores, id = "attention_softmax")]
     fn forward(scores: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
     /// The scores' gradient from the weights and theirs.
-    #[fusion(dtype = probs, shape = probs)]
+    #[fusion(dtype = probs, shape = probs, id = "attention_softmax_grad")]
     fn backward(probs: FloatTensor<Self>, grad: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
 }
 

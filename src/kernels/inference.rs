@@ -91,8 +91,8 @@ pub trait FusedDecodeOps: Backend {
     fn linear_swiglu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, w_gate: FloatTensor<Self>, w_up: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     /// Queries (a new tensor), keys and values (written into the caches): see
     /// `linear_qkv.wgsl`. `weight` is [`QkvWeights`]', with a bias row when it has one row more
-    /// than `x` has columns. The caches come back as outputs (the same buffers), so that under
-    /// burn's fusion the attention that reads them is ordered after the write.
+    /// than `x` has columns. The caches come back as outputs (the same buffers): under burn's
+    /// fusion the op consumes its inputs, and these are the live handles on what it wrote.
     #[fusion(meta = |k_cache, v_cache, x, _weight, _cos, _sin, at| (burn::backend::fusion::custom::TensorSpec::new(at.queries(&k_cache.shape, &x.shape), x.dtype), k_cache.clone(), v_cache.clone()))]
     fn linear_qkv(
         k_cache: FloatTensor<Self>,

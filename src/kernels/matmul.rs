@@ -55,7 +55,7 @@ pub trait TiledMatmul: Backend {
 /// The product on one backend, for the forward and for the backward's two products.
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait MatrixProduct: Backend {
-    #[fusion(dtype = a, shape = product_shape(a, b, *transpose_a, *transpose_b))]
+    #[fusion(dtype = a, shape = product_shape(a, b, *transpose_a, *transpose_b), id = "matmul")]
     fn product(a: FloatTensor<Self>, b: FloatTensor<Self>, transpose_a: bool, transpose_b: bool) -> FloatTensor<Self>;
 }
 

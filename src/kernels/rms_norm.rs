@@ -39,10 +39,10 @@ pub trait TrainedRmsNorm: Backend {
 /// The two passes on one backend: WGSL kernels on wgpu, threaded twins on the CPU.
 #[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedRmsNorm: Backend {
-    #[fusion(dtype = x, shape = x)]
+    #[fusion(dtype = x, shape = x, id = "rms_norm")]
     fn forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
     /// The gradients of `x` and `gamma` from the output's.
-    #[fusion(meta = |x, gamma, _grad, _eps| (x.clone(), gamma.clone()))]
+    #[fusion(meta = |x, gamma, _grad, _eps| (x.clone(), gamma.clone()), id = "rms_norm_grad")]
     fn backward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 

@@ -34,7 +34,7 @@ pub trait RopeOps: Backend {
 #[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedRope: Backend {
     /// `x` rotated by the angles, or by their negatives where `back` (the gradient's pass).
-    #[fusion(dtype = x, shape = x)]
+    #[fusion(dtype = x, shape = x, id = "rope_rotated")]
     fn rotated(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, back: bool) -> FloatTensor<Self>;
 }
 

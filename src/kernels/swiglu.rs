@@ -33,10 +33,10 @@ pub trait TrainedSwiglu: Backend {
 /// The two passes on one backend: WGSL kernels on wgpu, threaded twins on the CPU.
 #[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedSwiglu: Backend {
-    #[fusion(dtype = gate, shape = gate)]
+    #[fusion(dtype = gate, shape = gate, id = "swiglu")]
     fn forward(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gradients of `gate` and `up` from the output's.
-    #[fusion(meta = |gate, up, _grad| (gate.clone(), up.clone()))]
+    #[fusion(meta = |gate, up, _grad| (gate.clone(), up.clone()), id = "swiglu_grad")]
     fn backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, grad: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 

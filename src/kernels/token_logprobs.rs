@@ -33,10 +33,10 @@ pub trait TokenLogprobs: Backend {
 #[backend_extension(Cube, Flex, Fusion: cfg(feature = "fusion"))]
 pub trait FusedLogprobs: Backend {
     /// The log-probs and each row's log-sum-exp.
-    #[fusion(meta = |logits, targets| { let row = burn::backend::fusion::custom::TensorSpec::new(targets.shape.clone(), logits.dtype); (row.clone(), row) })]
+    #[fusion(meta = |logits, targets| { let row = burn::backend::fusion::custom::TensorSpec::new(targets.shape.clone(), logits.dtype); (row.clone(), row) }, id = "token_logprobs")]
     fn forward(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// The logits' gradient, `grad[row] (onehot(target) - softmax(logits[row]))`.
-    #[fusion(dtype = logits, shape = logits)]
+    #[fusion(dtype = logits, shape = logits, id = "token_logprobs_grad")]
     fn backward(logits: FloatTensor<Self>, targets: IntTensor<Self>, lse: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
