@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark on a machine with a GPU, in one go (README, performance). The parts run in the
 # order of what their numbers decide, each under a time limit, so that a run cut short (a lent
-# GPU machine allows 10 minutes a command; parts 1-4 fit in that by their limits, 575 s) still leaves
+# GPU machine allows 10 minutes a command; parts 0-4 fit in that by their limits, 575 s) still leaves
 # the first parts' JSONs and this log (bench-gpu.log) in $SGPO_BENCH_OUT, and, where
 # SGPO_BENCH_PACK names a .tar.gz, all of it packed there after every part (a lent machine
 # returns at most 8 files from $OUT: scripts/gpu-stage.sh prepares the binaries and prints the
 # command that runs this there). SGPO_PARTS="5 6 7" runs only those parts (a second call).
+#   0. each binary's logits on this GPU against the CPU backend's on the same weights
+#      (`sgpo bench --check`: the forward and a cached decode; smollm2-135m with the default
+#      binary, small with the autotune and fusion ones): the kernels have been compared on
+#      lavapipe and in Chromium, never on a GPU, so a failure here says its times are void;
 #   1. smollm2-135m: `sgpo bench` on wgpu beside its PyTorch peer on CUDA (eager
 #      transformers), with the ratios (scripts/bench-peer.sh): the issue's targets;
 #   2. smollm2-135m's training steps with each switch only a GPU can judge: without the tiled
@@ -43,7 +47,7 @@ started=$SECONDS
 # still returns the last whole one.
 part() {
   local number="$1" limit name
-  case " ${SGPO_PARTS:-1 2 3 4 5 6 7} " in *" $number "*) ;; *) return 0 ;; esac
+  case " ${SGPO_PARTS:-0 1 2 3 4 5 6 7} " in *" $number "*) ;; *) return 0 ;; esac
   limit=$(python3 -c "import sys; print(max(1, round($2 * float(sys.argv[1]))))" "${SGPO_PART_SCALE:-1}")
   name="$number. $3"
   shift 3
@@ -67,6 +71,13 @@ pack() {
   tar czf "$SGPO_BENCH_PACK.part" -C "$SGPO_BENCH_OUT" . 2>/dev/null
   mv -f "$SGPO_BENCH_PACK.part" "$SGPO_BENCH_PACK"
 }
+# check BINARY NAME FLAGS...: `BINARY bench --check --json FLAGS...` on wgpu into NAME.check.json
+# (it fails past the tolerance, after writing the numbers).
+check() {
+  local bin="$1" out="$2"
+  shift 2
+  "$bin" bench --check --json --device wgpu "$@" >"$SGPO_BENCH_OUT/$out.check.json"
+}
 # ours BINARY NAME FLAGS...: `BINARY bench --json FLAGS...` into NAME.ours.json.
 ours() {
   local bin="$1" out="$2"
@@ -79,14 +90,17 @@ train() {
   ours "$SGPO_BIN" "$out" --device wgpu --steps 3 --no-generation "$@"
 }
 peer() { SGPO_PYTHON="${SGPO_PYTHON:-python3}" SGPO_DEVICE=wgpu scripts/bench-peer.sh "$1" --steps 3; }
-export -f ours train peer
+export -f check ours train peer
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-part 1 150 "smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
-part 2 55 "smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
-part 2 55 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
-part 2 55 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
-part 3 100 "decode kernels new since the H100 run, smollm2-135m" env SGPO_KERNELS="linear_qkv linear_swiglu" SGPO_BENCH_OUT="$SGPO_BENCH_OUT/new" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
+part 0 30 "smollm2-135m's logits against the CPU backend" check "$SGPO_BIN" smollm2-135m --preset smollm2-135m
+[ -n "${SGPO_BIN_AUTOTUNE:-}" ] && part 0 15 "small's logits with burn autotune" check "$SGPO_BIN_AUTOTUNE" small-autotune --preset small
+[ -n "${SGPO_BIN_FUSION:-}" ] && part 0 10 "small's logits with burn fusion" check "$SGPO_BIN_FUSION" small-fusion --preset small
+part 1 140 "smollm2-135m on wgpu beside PyTorch on CUDA" peer smollm2-135m
+part 2 45 "smollm2-135m training without matmul" train smollm2-135m-wgpu-no-matmul --preset smollm2-135m --no-kernel matmul
+part 2 45 "smollm2-135m training without rms_norm and swiglu" train smollm2-135m-wgpu-no-norm-gate --preset smollm2-135m --no-kernel rms_norm,swiglu
+part 2 45 "smollm2-135m training, each step read back" train smollm2-135m-wgpu-read-each-step --preset smollm2-135m --read-every 1
+part 3 85 "decode kernels new since the H100 run, smollm2-135m" env SGPO_KERNELS="linear_qkv linear_swiglu" SGPO_BENCH_OUT="$SGPO_BENCH_OUT/new" scripts/bench-kernels.sh smollm2-135m --no-training --cache-only
 if [ -n "${SGPO_BIN_AUTOTUNE:-}" ]; then
   part 4 100 "smollm2-135m with burn autotune" ours "$SGPO_BIN_AUTOTUNE" smollm2-135m-wgpu-autotune --device wgpu --preset smollm2-135m --steps 3 --cache-only
 fi
@@ -107,8 +121,15 @@ for preset in tiny small smollm2-135m; do
 done
 echo "== [$((SECONDS - started)) s] done"
 python3 - "$SGPO_BENCH_OUT" <<'PY' | tee "$SGPO_BENCH_OUT/table.txt"
-import json, os, sys
+import glob, json, os, sys
 d = sys.argv[1]
+print("\nlogits against the CPU backend | forward max diff | cached decode max diff | allowed | passed")
+for path in sorted(glob.glob(f"{d}/*.check.json")):
+    try:
+        c = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    print(f"{os.path.basename(path)[:-11]} | {c['forward_max_diff']:.1e} | {c['decode_max_diff']:.1e} | {1e-4 * c['scale']:.1e} | {c['passed']}")
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
     for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "wgpu-fusion", "wgpu-fusion-no-kernels", "wgpu-no-adamw", "wgpu-no-attention-softmax", "cpu"):

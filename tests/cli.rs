@@ -271,6 +271,16 @@ fn bench_reports_every_measurement_as_json() {
     assert!(report["sft"].is_null() && report["dpo"].is_null(), "{report}");
     let kinds: Vec<(u64, bool)> = report["generation"].as_array().unwrap().iter().map(|g| (g["batch_size"].as_u64().unwrap(), g["cache"].as_bool().unwrap())).collect();
     assert_eq!(kinds, vec![(2, true)]);
+    // The GPU script's first check: wgpu's logits against the CPU backend's (lavapipe here).
+    let o = sgpo(&["bench", "--preset", "tiny", "--check", "--json", "--device", "wgpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let check: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let scale = check["scale"].as_f64().unwrap();
+    for part in ["forward_max_diff", "decode_max_diff"] {
+        let d = check[part].as_f64().unwrap();
+        assert!((0.0..1e-4 * scale).contains(&d), "{part}: {check}");
+    }
+    assert_eq!(check["passed"].as_bool(), Some(true), "{check}");
     let o = sgpo(&["bench", "--preset", "tiny", "--batch-size", "2", "--seq-len", "32", "--steps", "1", "--no-generation", "--json", "--device", "cpu", "--lora-rank", "2"]);
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("--lora-rank needs --model"), "{e}");

@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// each --decode-batch, instead of the measurements above.
     #[arg(long)]
     profile: bool,
+    /// Only compare this device's logits with the CPU backend's on the same weights (the
+    /// forward, and a cached decode), instead of the measurements above; an error when they
+    /// differ by more than 1e-4 times the largest logit.
+    #[arg(long, conflicts_with = "profile")]
+    check: bool,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -215,6 +220,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(&pieces)?);
         }
+        return Ok(());
+    }
+    if args.check {
+        let check = crate::check::against_cpu(&start.model.valid(), start.config.vocab_size, &device);
+        if args.json {
+            println!("{}", serde_json::to_string(&check)?);
+        } else {
+            println!(
+                "{device:?} against the CPU backend: forward {:.1e}, cached decode {:.1e} (largest logit {:.2}, allowed {:.1e})",
+                check.forward_max_diff,
+                check.decode_max_diff,
+                check.scale,
+                crate::check::RELATIVE_TOLERANCE * check.scale
+            );
+        }
+        anyhow::ensure!(
+            check.passed,
+            "the logits on {device:?} differ from the CPU backend's by {:.1e} (forward) and {:.1e} (cached decode): more than {:.1e}, 1e-4 times the largest logit",
+            check.forward_max_diff,
+            check.decode_max_diff,
+            crate::check::RELATIVE_TOLERANCE * check.scale
+        );
         return Ok(());
     }
     let seq_len = args.seq_len.min(start.config.max_seq_len);

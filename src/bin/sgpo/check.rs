@@ -1,0 +1,67 @@
+//! `sgpo bench --check`: this device's logits against burn's CPU backend's on the same weights,
+//! before its times are trusted: the training forward over every position, and a cached decode
+//! (a prefill with a left-padded row, then teacher-forced steps) with the kernels as switched.
+//! The parity tests run on lavapipe and in Chromium; this runs the same comparison on whatever
+//! GPU `scripts/bench-gpu.sh` is lent, and on binaries built with burn's autotune or fusion.
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+
+use sgpo::model::{KvCache, Model, padded_bias};
+
+/// Largest difference allowed, relative to the largest logit (at least 1), as the wgpu tests
+/// allow: on lavapipe SmolLM2's 30 layers differ by 4e-6, and attention's scale 5% off moved
+/// `small`'s decode by 1.7e-3 (random weights attend almost uniformly, so errors there are
+/// damped: the tolerance cannot be loose).
+pub const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+#[derive(Serialize)]
+pub struct Check {
+    /// The largest |logit| on the CPU backend, what the differences are relative to (at least 1).
+    pub scale: f32,
+    /// Largest difference of the forward's logits, every position of 2 rows.
+    pub forward_max_diff: f32,
+    /// Largest difference of a cached decode's last-position logits, prefill and each step.
+    pub decode_max_diff: f32,
+    pub passed: bool,
+}
+
+const PROMPT: usize = 8;
+const STEPS: usize = 4;
+
+/// The comparison for `model` (on `device`, no autodiff), whose vocabulary is `vocab` tokens.
+pub fn against_cpu(model: &Model, vocab: usize, device: &Device) -> Check {
+    let cpu = Device::flex();
+    let on_cpu = model.clone().fork(&cpu);
+    let token = |i: usize| ((i * 7919 + 13) % vocab) as i32;
+    let ids: Vec<i32> = (0..2 * PROMPT).map(token).collect();
+    let forward = |model: &Model, device: &Device| -> Vec<f32> {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, PROMPT]), device);
+        model.forward_causal(ids).into_data().iter::<f32>().collect()
+    };
+    let decode = |model: &Model, device: &Device| -> Vec<f32> {
+        let rows = |v: Vec<i32>, len: usize| Tensor::<2, Int>::from_data(TensorData::new(v, [2, len]), device);
+        // The second row's first position is padding.
+        let mut valid = vec![vec![true; PROMPT], [vec![false], vec![true; PROMPT - 1]].concat()];
+        let mut cache = KvCache::new(PROMPT + STEPS);
+        let first = model.last_logits(rows(ids.clone(), PROMPT), padded_bias(&valid, PROMPT, device), Some(&mut cache));
+        let mut out: Vec<f32> = first.into_data().iter::<f32>().collect();
+        for v in valid.iter_mut() {
+            v.resize(PROMPT + STEPS, true);
+        }
+        let bias = padded_bias(&valid, 1, device);
+        for step in 0..STEPS {
+            let next = rows(vec![token(100 + step), token(200 + step)], 1);
+            out.extend(model.last_logits(next, bias.clone(), Some(&mut cache)).into_data().iter::<f32>());
+        }
+        out
+    };
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) });
+    let (forward_cpu, decode_cpu) = (forward(&on_cpu, &cpu), decode(&on_cpu, &cpu));
+    let scale = forward_cpu.iter().chain(&decode_cpu).fold(1.0f32, |m, x| m.max(x.abs()));
+    let forward_max_diff = max_diff(&forward_cpu, &forward(model, device));
+    let decode_max_diff = max_diff(&decode_cpu, &decode(model, device));
+    let passed = forward_max_diff.max(decode_max_diff) <= RELATIVE_TOLERANCE * scale;
+    Check { scale, forward_max_diff, decode_max_diff, passed }
+}
