@@ -129,7 +129,7 @@ for path in sorted(glob.glob(f"{d}/*.check.json")):
         c = json.load(open(path))
     except (OSError, ValueError):
         continue
-    print(f"{os.path.basename(path)[:-11]} | {c['forward_max_diff']:.1e} | {c['decode_max_diff']:.1e} | {1e-4 * c['scale']:.1e} | {c['passed']}")
+    print(f"{os.path.basename(path)[:-11]} | {c['forward_max_diff']:.1e} | {c['decode_max_diff']:.1e} | {c['allowed']:.1e} | {c['passed']}")
 print("\npreset | device | SFT step | DPO step | prefill tok/s | decode b=1 tok/s | decode b=16 tok/s")
 for preset in ("tiny", "small", "smollm2-135m"):
     for device in ("wgpu", "wgpu-no-matmul", "wgpu-no-norm-gate", "wgpu-read-each-step", "wgpu-autotune", "wgpu-fusion", "wgpu-fusion-no-kernels", "wgpu-no-adamw", "wgpu-no-attention-softmax", "cpu"):

@@ -20,6 +20,8 @@ pub const RELATIVE_TOLERANCE: f32 = 1e-4;
 pub struct Check {
     /// The largest |logit| on the CPU backend, what the differences are relative to (at least 1).
     pub scale: f32,
+    /// The largest difference allowed: [`RELATIVE_TOLERANCE`] times `scale`.
+    pub allowed: f32,
     /// Largest difference of the forward's logits, every position of 2 rows.
     pub forward_max_diff: f32,
     /// Largest difference of a cached decode's last-position logits, prefill and each step.
@@ -62,6 +64,7 @@ pub fn against_cpu(model: &Model, vocab: usize, device: &Device) -> Check {
     let scale = forward_cpu.iter().chain(&decode_cpu).fold(1.0f32, |m, x| m.max(x.abs()));
     let forward_max_diff = max_diff(&forward_cpu, &forward(model, device));
     let decode_max_diff = max_diff(&decode_cpu, &decode(model, device));
-    let passed = forward_max_diff.max(decode_max_diff) <= RELATIVE_TOLERANCE * scale;
-    Check { scale, forward_max_diff, decode_max_diff, passed }
+    let allowed = RELATIVE_TOLERANCE * scale;
+    let passed = forward_max_diff.max(decode_max_diff) <= allowed;
+    Check { scale, allowed, forward_max_diff, decode_max_diff, passed }
 }
