@@ -14,8 +14,8 @@
 #      transformers), with the ratios (scripts/bench-peer.sh): the targets;
 #   2. smollm2-135m's training steps with each switch only a GPU can judge: without the tiled
 #      matrix product (matmul.wgsl, off on software adapters, so never measured: burn's fixed
-#      routine instead), without the training path's RMSNorm and SwiGLU kernels (rms_norm's
-#      backward is off on software adapters too), each step read back before the next
+#      routine instead), without the training path's RMSNorm and SwiGLU kernels (on a GPU
+#      RMSNorm's take a workgroup per row, a variant lavapipe never runs), each step read back before the next
 #      (`--read-every 1`, as before 2026-12-06; the default reads every 8 steps);
 #   3. what the decode kernels new since the H100 run buy on this GPU (linear_qkv,
 #      linear_swiglu; scripts/bench-kernels.sh, decoding with the KV cache only);

@@ -18,7 +18,6 @@ use super::decode_twins::TiedHeadOps;
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
-const RMS_NORM: Wgsl = Wgsl { name: "rms_norm", source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/row_rms.wgsl"), include_str!("../../shaders/rms_norm.wgsl")), defines: &[] };
 const SWIGLU: Wgsl = Wgsl { name: "swiglu", source: include_str!("../../shaders/swiglu.wgsl"), defines: &[] };
 const ROPE_INTO: Wgsl = Wgsl { name: "rope_into", source: include_str!("../../shaders/rope_into.wgsl"), defines: &[] };
 /// A few-rows kernel's variants, for GPUs and for software adapters: (rows per workgroup,
@@ -185,14 +184,7 @@ impl DecodeOps for CubeBackend {
     }
 
     fn rms_norm(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
-        let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
-        let dims = x.meta.shape().clone();
-        let width = dims[dims.num_dims() - 1];
-        let rows = dims.num_elements() / width;
-        let out = empty(&x, dims, DType::F32);
-        let g = grid(rows as u32);
-        launch(RMS_NORM, g, &[&x, &gamma, &out], &[rows as u32, width as u32, g.0, eps.to_bits()]);
-        out
+        super::rms_norm::launch_forward(x, gamma, eps)
     }
 
     fn swiglu(gate: CubeTensor, up: CubeTensor) -> CubeTensor {

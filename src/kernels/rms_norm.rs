@@ -3,7 +3,8 @@
 //! a backward of one pass per row (`rms_norm_grad.wgsl` on wgpu, whose gains' gradient burn's
 //! reduction sums over the rows; a threaded twin on the CPU backend), where burn's composition
 //! is six passes forward (square, mean, add, root, divide, scale), each a new tensor (on the
-//! CPU on one thread), and more back.
+//! CPU on one thread), and more back. On wgpu each has two variants: a workgroup per row on a
+//! GPU, an invocation per row on a software adapter (`rms_norm.wgsl` says why).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -20,14 +21,40 @@ use burn::tensor::{Tensor, TensorData};
 use super::host::{dot, f32_values};
 use super::threads::{filled_rows, summed_blocks};
 use super::inference::DecodeOps;
-use super::launch::{Wgsl, empty, grid, launch};
+use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use super::{Kernel, applies_forward_with_twin, applies_with_gradient};
 
-const BACKWARD: Wgsl = Wgsl {
-    name: "rms_norm_grad",
-    source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/row_rms.wgsl"), include_str!("../../shaders/rms_norm_grad.wgsl")),
-    defines: &[],
-};
+/// The forward's variants: for GPUs (a workgroup per row), for software adapters (an
+/// invocation per row).
+const FORWARD: [Wgsl; 2] = [
+    Wgsl { name: "rms_norm", source: FORWARD_SOURCE, defines: &[("lane_per_row", "false")] },
+    Wgsl { name: "rms_norm_lane", source: FORWARD_SOURCE, defines: &[("lane_per_row", "true")] },
+];
+const FORWARD_SOURCE: &str = concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/row_rms.wgsl"), include_str!("../../shaders/rms_norm.wgsl"));
+/// The backward's, likewise.
+const BACKWARD: [Wgsl; 2] = [
+    Wgsl { name: "rms_norm_grad", source: BACKWARD_SOURCE, defines: &[("lane_per_row", "false")] },
+    Wgsl { name: "rms_norm_grad_lane", source: BACKWARD_SOURCE, defines: &[("lane_per_row", "true")] },
+];
+const BACKWARD_SOURCE: &str = concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/row_rms.wgsl"), include_str!("../../shaders/rms_norm_grad.wgsl"));
+
+/// The variant of `kernels` for this adapter and its grid for `rows` rows: a workgroup per row,
+/// or on a software adapter an invocation per row.
+fn for_adapter(kernels: [Wgsl; 2], rows: usize) -> (Wgsl, (u32, u32)) {
+    if super::software_adapter() { (kernels[1], grid(rows.div_ceil(WORKGROUP as usize) as u32)) } else { (kernels[0], grid(rows as u32)) }
+}
+
+/// RMSNorm of `x`'s rows by `gamma` on wgpu: the forward of training and of the decode path.
+pub(super) fn launch_forward(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
+    let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));
+    let dims = x.meta.shape().clone();
+    let width = dims[dims.num_dims() - 1];
+    let rows = dims.num_elements() / width;
+    let out = empty(&x, dims, DType::F32);
+    let (kernel, g) = for_adapter(FORWARD, rows);
+    launch(kernel, g, &[&x, &gamma, &out], &[rows as u32, width as u32, g.0, eps.to_bits()]);
+    out
+}
 
 #[backend_extension(Cube, Flex, Autodiff, Fusion: cfg(feature = "fusion"))]
 pub trait TrainedRmsNorm: Backend {
@@ -48,7 +75,7 @@ pub trait FusedRmsNorm: Backend {
 
 impl FusedRmsNorm for CubeBackend {
     fn forward(x: CubeTensor, gamma: CubeTensor, eps: f32) -> CubeTensor {
-        <CubeBackend as DecodeOps>::rms_norm(x, gamma, eps)
+        launch_forward(x, gamma, eps)
     }
 
     fn backward(x: CubeTensor, gamma: CubeTensor, grad: CubeTensor, eps: f32) -> (CubeTensor, CubeTensor) {
@@ -58,8 +85,8 @@ impl FusedRmsNorm for CubeBackend {
         let rows = shape.num_elements() / width;
         let dx = empty(&x, shape, DType::F32);
         let dgamma_rows = empty(&x, burn::tensor::Shape::new([rows, width]), DType::F32);
-        let g = grid(rows as u32);
-        launch(BACKWARD, g, &[&x, &gamma, &grad, &dx, &dgamma_rows], &[rows as u32, width as u32, g.0, eps.to_bits()]);
+        let (kernel, g) = for_adapter(BACKWARD, rows);
+        launch(kernel, g, &[&x, &gamma, &grad, &dx, &dgamma_rows], &[rows as u32, width as u32, g.0, eps.to_bits()]);
         let dgamma = <CubeBackend as FloatTensorOps<CubeBackend>>::float_sum_dim(dgamma_rows, 0);
         (dx, <CubeBackend as FloatTensorOps<CubeBackend>>::float_reshape(dgamma, burn::tensor::Shape::new([width])))
     }
@@ -152,10 +179,7 @@ pub fn rms_norm(x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
     if applies_forward_with_twin(Kernel::RmsNorm, &x) {
         return Tensor::from_dispatch(<Dispatch as DecodeOps>::rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), eps));
     }
-    // Not on a software adapter: there one workgroup per row, its reductions' barriers each a
-    // switch between batches of lanes, took longer than burn's ops in training (README).
-    let software = crate::device::is_gpu(&x.device()) && super::software_adapter();
-    if applies_with_gradient(Kernel::RmsNorm, &x) && !software {
+    if applies_with_gradient(Kernel::RmsNorm, &x) {
         return Tensor::from_dispatch(<Dispatch as TrainedRmsNorm>::trained_rms_norm(x.into_dispatch(), norm.gamma.val().into_dispatch(), eps));
     }
     norm.forward(x)

@@ -85,14 +85,18 @@ async fn both_with_gradient<const D: usize, const G: usize>(f: impl Fn() -> (Ten
 /// biases per row or shared, a query whose every key is masked, head sizes 16 and 64; the tied
 /// output head on few rows.
 async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
-    for (rows, width) in [(6, 300), (1, 576), (3, 7)] {
+    for (rows, width) in [(6, 300), (1, 576), (3, 7), (300, 24)] {
         let x = uniform(rows * width, 3.0, rng);
         let gamma = uniform(width, 1.0, rng);
         let norm = RmsNorm { gamma: Param::from_tensor(tensor(gamma, [width], device)), epsilon: 1e-5 };
-        let (a, b) = both(|| rms_norm(tensor(x.clone(), [1, rows, width], device), &norm)).await;
-        let d = max_diff(&a, &b);
-        eprintln!("rms_norm [{rows}, {width}]: {d:.1e}");
-        assert!(d < 1e-5, "rms_norm [{rows}, {width}] differs by {d}");
+        for software in [false, true] {
+            sgpo::kernels::set_software_adapter(software);
+            let (a, b) = both(|| rms_norm(tensor(x.clone(), [1, rows, width], device), &norm)).await;
+            let d = max_diff(&a, &b);
+            eprintln!("rms_norm [{rows}, {width}] (software variant {software}): {d:.1e}");
+            assert!(d < 1e-5, "rms_norm [{rows}, {width}] (software variant {software}) differs by {d}");
+        }
+        sgpo::kernels::set_software_adapter(false);
     }
     for (rows, k, n, with_bias) in [(1, 70, 100, false), (3, 50, 40, true), (5, 576, 1536, true), (16, 33, 31, false), (17, 40, 64, true), (64, 128, 96, false)] {
         let x = uniform(rows * k, 2.0, rng);
@@ -357,22 +361,27 @@ async fn adamw_matches(device: &Device, rng: &mut Rng) {
 /// enough rows for several blocks of the gains' sum, widths below and above a vector's.
 async fn norm_and_gate_gradients_match(device: &Device, rng: &mut Rng) {
     let device = device.clone().autodiff();
-    for (rows, width) in [(1, 7), (6, 300), (130, 64)] {
+    for (rows, width) in [(1, 7), (6, 300), (130, 64), (300, 24)] {
         let (x, gamma, weights) = (uniform(rows * width, 3.0, rng), uniform(width, 1.5, rng), uniform(rows * width, 1.0, rng));
-        let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
-            let x = tensor(x.clone(), [1, rows, width], &device).require_grad();
-            let norm = RmsNorm { gamma: Param::from_tensor(tensor(gamma.clone(), [width], &device).require_grad()), epsilon: 1e-5 };
-            let y = rms_norm(x.clone(), &norm);
-            let grads = (y.clone() * tensor(weights.clone(), [1, rows, width], &device)).sum().backward();
-            let (dx, dgamma) = (x.grad(&grads).expect("x gets a gradient"), norm.gamma.grad(&grads).expect("the gains get a gradient"));
-            (y, Tensor::cat(vec![dx.reshape([rows * width]), dgamma], 0))
-        })
-        .await;
-        let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
-        let scale = plain_grad.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        eprintln!("rms_norm with gradients [{rows}, {width}] ({device:?}): values differ by {d:.1e}, gradients by {dg:.1e} of {scale:.0}");
-        assert!(d < 1e-5, "rms_norm [{rows}, {width}]: values differ by {d}");
-        assert!(dg / scale < 1e-5, "rms_norm [{rows}, {width}]: gradients differ by {dg} of {scale}");
+        // The GPU's variant and the software adapters' (on the CPU backend both are the twin).
+        for software in [false, true] {
+            sgpo::kernels::set_software_adapter(software);
+            let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {
+                let x = tensor(x.clone(), [1, rows, width], &device).require_grad();
+                let norm = RmsNorm { gamma: Param::from_tensor(tensor(gamma.clone(), [width], &device).require_grad()), epsilon: 1e-5 };
+                let y = rms_norm(x.clone(), &norm);
+                let grads = (y.clone() * tensor(weights.clone(), [1, rows, width], &device)).sum().backward();
+                let (dx, dgamma) = (x.grad(&grads).expect("x gets a gradient"), norm.gamma.grad(&grads).expect("the gains get a gradient"));
+                (y, Tensor::cat(vec![dx.reshape([rows * width]), dgamma], 0))
+            })
+            .await;
+            let (d, dg) = (max_diff(&fused, &plain), max_diff(&fused_grad, &plain_grad));
+            let scale = plain_grad.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            eprintln!("rms_norm with gradients [{rows}, {width}] ({device:?}, software variant {software}): values differ by {d:.1e}, gradients by {dg:.1e} of {scale:.0}");
+            assert!(d < 1e-5, "rms_norm [{rows}, {width}] (software variant {software}): values differ by {d}");
+            assert!(dg / scale < 1e-5, "rms_norm [{rows}, {width}] (software variant {software}): gradients differ by {dg} of {scale}");
+        }
+        sgpo::kernels::set_software_adapter(false);
 
         let (gate, up) = (uniform(rows * width, 6.0, rng), uniform(rows * width, 2.0, rng));
         let ((fused, plain), (fused_grad, plain_grad)) = both_with_gradient(|| {

@@ -85,6 +85,7 @@ pub fn decode_step(model: &Model, d_model: usize, d_ff: usize, batches: &[usize]
         piece("output head (contiguous [d, vocab])", b, time_calls(device, 32, || drop(x.clone().matmul(w_head.clone()))));
         let w_up = Tensor::<2>::from_data(TensorData::new(vec![0.01f32; d_model * d_ff], [d_model, d_ff]), device);
         piece("matmul [b, d] x [d, d_ff]", b, time_calls(device, 64, || drop(x.clone().matmul(w_up.clone()))));
+        piece("matmul [b, d] x [d, d_ff] (ours/fallback)", b, time_calls(device, 64, || drop(sgpo::kernels::matmul2(x.clone(), w_up.clone(), false))));
         let up = Linear { weight: Param::from_tensor(w_up.clone()), bias: None };
         let x3 = x.clone().reshape([1, b, d_model]);
         piece("linear [b, d] x [d, d_ff] (ours/fallback)", b, time_calls(device, 64, || drop(sgpo::kernels::linear(x3.clone(), &up))));
