@@ -21,6 +21,14 @@ pub async fn scalar(t: Tensor<1>) -> Result<f32> {
     Ok(floats(t).await?[0])
 }
 
+/// The largest absolute difference between two read-back lists of the same length, infinite
+/// where either side has a NaN (`f32::max` would drop it and let a broken computation pass):
+/// how the device check and the parity tests compare two backends' values.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "comparing {} values with {}", a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
+}
+
 /// A copy of `module` whose every float parameter lives on burn's CPU backend, read back
 /// asynchronously. burn's record serialisation reads tensors synchronously, which WebGPU
 /// cannot do; on the copy it is a plain memory read, so checkpoints work in the browser too.
@@ -80,4 +88,16 @@ pub async fn host_copy_where<M: Module>(module: &M, part: &str) -> Result<M> {
         values.push(floats(t).await?);
     }
     Ok(module.clone().map(&mut Replace(Path { names: Vec::new(), part }, values.into_iter())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_diff;
+
+    #[test]
+    fn max_diff_is_the_largest_gap_and_infinite_on_a_nan() {
+        assert_eq!(max_diff(&[1.0, 2.0, -3.0], &[1.5, 2.0, -1.0]), 2.0);
+        assert_eq!(max_diff(&[1.0, f32::NAN, 2.0], &[1.0, 2.0, 2.5]), f32::INFINITY, "a NaN after smaller gaps");
+        assert_eq!(max_diff(&[f32::NAN, 1.0], &[0.0, 1.0]), f32::INFINITY, "a NaN first");
+    }
 }

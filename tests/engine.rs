@@ -13,6 +13,7 @@ use sgpo::data::{Example, Tokenizer};
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::metrics::TrainStep;
 use sgpo::rng::Rng;
+use sgpo::readback::max_diff;
 use sgpo::train::SftRun;
 
 fn tiny_data() -> (Tokenizer, Vec<Example>) {
@@ -216,7 +217,7 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
         assert_eq!(a.lr, b.lr);
     }
     let w = |run: &SftRun| common::probe_logits(&run.model, &run.model_config);
-    let d = common::max_diff(&w(&straight), &w(&resumed));
+    let d = max_diff(&w(&straight), &w(&resumed));
     assert!(d < 1e-5, "max logit difference {d}");
 }
 

@@ -15,6 +15,7 @@ use sgpo::data::chat_template::{ChatTemplate, Message};
 use sgpo::config::Phrasing;
 use sgpo::model::Model;
 use sgpo::native::open_model;
+use sgpo::readback::max_diff;
 
 const FIXTURES: [&str; 3] = ["llama-tiny", "qwen2-tiny", "llama-tiny-f16"];
 
@@ -44,7 +45,7 @@ fn logits_match_transformers() {
         let (_, model, _) = open_model(&fixture(name), &device).unwrap();
         let ours = logits(&model.model, &numbers::<Vec<Vec<i32>>>(&e["input"]), &device);
         let theirs: Vec<f32> = numbers(&e["logits"]);
-        let d = common::max_diff(&ours, &theirs);
+        let d = max_diff(&ours, &theirs);
         // transformers' logits are rounded to 6 decimals in the fixture.
         assert!(d < 1e-4, "{name} ({}): logits differ by {d}", e["dtype"]);
     }
@@ -190,7 +191,7 @@ fn gguf_files_match_transformers_on_their_dequantised_weights() {
         let e: Value = serde_json::from_str(&std::fs::read_to_string(file.with_extension("expected.json")).unwrap()).unwrap();
         let (_, model, _) = open_model(&file, &device).unwrap();
         let ours = logits(&model.model, &numbers::<Vec<Vec<i32>>>(&e["input"]), &device);
-        let d = common::max_diff(&ours, &numbers::<Vec<f32>>(&e["logits"]));
+        let d = max_diff(&ours, &numbers::<Vec<f32>>(&e["logits"]));
         assert!(d < 1e-4, "{kind}: logits differ by {d}");
         let hf = expected(name);
         let tok = &model.tokenizer;
@@ -241,7 +242,7 @@ fn real_smollm2_matches_transformers() {
     assert_eq!(model.tokenizer.policy_prompt(e["prompt"].as_str().unwrap()).unwrap(), ids, "the chat prompt's token ids");
     let ours = logits(&model.model, &[ids.iter().map(|&i| i as i32).collect()], &device);
     let theirs: Vec<f32> = numbers(&e["logits"]);
-    let d = common::max_diff(&ours, &theirs);
+    let d = max_diff(&ours, &theirs);
     let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     println!("max |logit difference| {d} over {} logits (largest |logit| {scale})", theirs.len());
     assert!(d < 1e-3 * scale.max(1.0), "logits differ by {d}");
@@ -273,7 +274,7 @@ fn export_round_trips() {
         assert_eq!((phrasing(&config_a), phrasing(&config_b)), (words, words), "{source}");
         let ids = [vec![3i32, 4, 5, 6, 7, 8]];
         let (la, lb) = (logits(&a.model, &ids, &device), logits(&b.model, &ids, &device));
-        assert!(common::max_diff(&la, &lb) < 1e-6, "{source}: logits changed on the way out and back");
+        assert!(max_diff(&la, &lb) < 1e-6, "{source}: logits changed on the way out and back");
         assert_eq!(a.tokenizer.policy_prompt("sort the numbers: 4 1 3").unwrap(), b.tokenizer.policy_prompt("sort the numbers: 4 1 3").unwrap(), "{source}");
         assert_eq!(a.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), b.tokenizer.improver_prompt("add: 2 + 2", "5").unwrap(), "{source}");
     }
@@ -321,13 +322,13 @@ fn lora_trains_adapters_only() {
     let ids = [vec![3i32, 4, 5, 6, 7, 8]];
     let logits_of = |p: &str| logits(&open_model(Path::new(p), &device).unwrap().1.model, &ids, &device);
     let (trained, original) = (logits_of(&whole), logits_of(&model));
-    assert!(common::max_diff(&trained, &original) > 1e-3, "the adapters learned something");
+    assert!(max_diff(&trained, &original) > 1e-3, "the adapters learned something");
     let merged = path("merged");
     ok(sgpo(&["export", "--model", &whole, "--out", &merged, "--device", "cpu"]));
-    assert!(common::max_diff(&logits_of(&merged), &trained) < 1e-5, "the merged export computes what the run does");
+    assert!(max_diff(&logits_of(&merged), &trained) < 1e-5, "the merged export computes what the run does");
     let adapter = path("adapter");
     ok(sgpo(&["export", "--model", &whole, "--out", &adapter, "--adapter", "--device", "cpu"]));
-    assert_eq!(common::max_diff(&logits_of(&format!("{adapter}/base")), &original), 0.0, "the base is frozen");
+    assert_eq!(max_diff(&logits_of(&format!("{adapter}/base")), &original), 0.0, "the base is frozen");
     let config: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(&adapter).join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!((config["r"].as_u64(), config["lora_alpha"].as_f64()), (Some(4), Some(8.0)));
     assert_eq!(config["target_modules"].as_array().unwrap().len(), 7);

@@ -13,6 +13,7 @@ use sgpo::data::{Example, PreferencePair, RunData, Tokenizer};
 use sgpo::metrics::Event;
 use sgpo::generate::{Decoder, SamplingConfig};
 use sgpo::rng::Rng;
+use sgpo::readback::max_diff;
 use sgpo::sgpo::improver::{improve, improvement_margins};
 use sgpo::sgpo::pairs::{PromptItem, build_pairs};
 use sgpo::sgpo::{Pair, SgpoRun, Stage};
@@ -265,7 +266,7 @@ fn resumes_exactly(improver_targets: ImproverTargets, stops: &[fn(&SgpoRun) -> b
         assert!((x.2 - y.2).abs() < 1e-5, "{x:?} vs {y:?}");
     }
     let logits = |r: &SgpoRun| common::probe_logits(&r.policy(), r.model_config());
-    let d = common::max_diff(&logits(&straight), &logits(&run));
+    let d = max_diff(&logits(&straight), &logits(&run));
     assert!(d < 1e-5, "the resumed run's logits differ from the uninterrupted run's by {d}");
     // The held-out evaluations agree too: a resumed run decodes its baseline again.
     let summaries = |events: &[Event]| -> Vec<_> {

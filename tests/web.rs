@@ -10,7 +10,7 @@ use wasm_bindgen_test::*;
 use sgpo::config::{SftConfig, SgpoConfig};
 use sgpo::data::{PreferencePair, Tokenizer};
 use sgpo::generate::{SamplingConfig, Stop, generate};
-use sgpo::readback;
+use sgpo::readback::{self, max_diff};
 use sgpo::rng::Rng;
 use sgpo::metrics::DpoStep;
 use sgpo::train::{PreferenceTrainer, ScoredPair, SftRun, score_pairs};
@@ -24,11 +24,6 @@ mod resume;
 
 /// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
 const TOLERANCE: f32 = 1e-4;
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 /// The run's model's logits on a fixed two-row batch.
 async fn logits(run: &SftRun, device: &Device) -> Vec<f32> {

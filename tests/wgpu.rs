@@ -11,15 +11,11 @@ use sgpo::config::{OptimConfig, SftConfig};
 use sgpo::data::Tokenizer;
 use sgpo::generate::{SamplingConfig, Stop, generate};
 use sgpo::rng::Rng;
+use sgpo::readback::max_diff;
 use sgpo::train::SftRun;
 
 /// Logits may differ by float summation order; 1e-4 absolute is far below any decision.
 const TOLERANCE: f32 = 1e-4;
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 #[test]
 fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {

@@ -195,15 +195,12 @@ impl Model {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use crate::readback::max_diff;
     use burn::tensor::Int;
 
     fn logits(model: &Model, device: &Device) -> Vec<f32> {
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(vec![5i32, 9, 2, 7, 1, 3], [1, 6]), device);
         model.forward_causal(tokens).into_data().iter::<f32>().collect()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 
     /// With B drawn non-zero (as after training), adapters change the output; merging them

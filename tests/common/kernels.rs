@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use sgpo::kernels::{AdamWRule, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, matmul4, norm_linear_qkv, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
 use sgpo::model::MASKED;
-use sgpo::readback;
+use sgpo::readback::{self, max_diff};
 use sgpo::rng::Rng;
 
 /// Every case, in turn.
@@ -38,13 +38,6 @@ pub async fn all_match(device: &Device) {
 
 fn uniform(n: usize, scale: f32, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|_| (2.0 * rng.next_f32() - 1.0) * scale).collect()
-}
-
-/// The largest absolute difference; infinite where either side has a NaN (`f32::max` would
-/// drop it and let a broken kernel pass).
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
 }
 
 fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {

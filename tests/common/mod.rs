@@ -45,8 +45,3 @@ pub fn probe_logits(model: &Model, config: &ModelConfig) -> Vec<f32> {
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i32, 4, 5, 6], [1, 4]), &Device::flex());
     m.forward_causal(ids).into_data().iter::<f32>().collect()
 }
-
-pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use sgpo::model::{KvCache, Model, padded_bias};
+use sgpo::readback::max_diff;
 
 /// Largest difference allowed, relative to the largest logit (at least 1), as the wgpu tests
 /// allow: on lavapipe SmolLM2's 30 layers differ by 4e-6, and attention's scale 5% off moved
@@ -59,7 +60,6 @@ pub fn against_cpu(model: &Model, vocab: usize, device: &Device) -> Check {
         }
         out
     };
-    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) });
     let (forward_cpu, decode_cpu) = (forward(&on_cpu, &cpu), decode(&on_cpu, &cpu));
     let scale = forward_cpu.iter().chain(&decode_cpu).fold(1.0f32, |m, x| m.max(x.abs()));
     let forward_max_diff = max_diff(&forward_cpu, &forward(model, device));
