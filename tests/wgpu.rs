@@ -76,27 +76,13 @@ fn wgpu_matches_cpu_on_forward_sft_step_and_generation() {
 /// Llama and Qwen2 checkpoints `scripts/make-fixtures.py` made.
 #[test]
 fn cached_decoding_of_checkpoints_on_wgpu_matches_cpu() {
-    use sgpo::model::{KvCache, padded_bias};
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let (prompt, steps) = (5, 4);
-    let capacity = prompt + steps;
+    // The second row's first position is padding.
+    let prompts = [vec![3, 4, 5, 6, 7], vec![0, 9, 10, 11, 12]];
+    let steps: Vec<Vec<i32>> = (0..4).map(|step| vec![13 + step, 20 + step]).collect();
     let decode = |name: &str, device: &Device| -> Vec<f32> {
         let (_, model, _) = sgpo::native::open_model(&fixtures.join(name), device).unwrap();
-        let ids = |v: Vec<i32>, len: usize| Tensor::<2, Int>::from_data(TensorData::new(v, [2, len]), device);
-        // The second row's first position is padding.
-        let mut valid = vec![vec![true; prompt], [vec![false], vec![true; prompt - 1]].concat()];
-        let mut cache = KvCache::new(capacity);
-        let first = model.model.last_logits(ids(vec![3, 4, 5, 6, 7, 0, 9, 10, 11, 12], prompt), padded_bias(&valid, prompt, device), Some(&mut cache));
-        let mut out: Vec<f32> = first.into_data().iter::<f32>().collect();
-        for v in valid.iter_mut() {
-            v.resize(capacity, true);
-        }
-        let bias = padded_bias(&valid, 1, device);
-        for step in 0..steps as i32 {
-            let logits = model.model.last_logits(ids(vec![13 + step, 20 + step], 1), bias.clone(), Some(&mut cache));
-            out.extend(logits.into_data().iter::<f32>());
-        }
-        out
+        block_on(model.model.forced_decode_logits(&prompts, &[0, 1], &steps, device)).unwrap()
     };
     let gpu = Device::wgpu(DeviceKind::DefaultDevice);
     for name in ["llama-tiny", "qwen2-tiny"] {

@@ -4,12 +4,14 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::{KvCache, causal_bias, repeat_kv, rope_table};
+use super::attention::{KvCache, causal_bias, padded_bias, repeat_kv, rope_table};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::LoraTarget;
+use crate::error::Result;
 use crate::kernels::{self, QkvWeights, RopeTable};
+use crate::readback;
 
 #[derive(Module, Debug)]
 pub struct Block {
@@ -256,6 +258,27 @@ impl Model {
         let hidden = self.hidden(tokens, bias, cache);
         let [b, t, d] = hidden.dims();
         self.head(hidden.narrow(1, t - 1, 1).reshape([b, d]))
+    }
+
+    /// The last position's logits of a cached decode, read back: a prefill of `prompts` (rows
+    /// of one length, the first `pads[r]` positions of row `r` padding), then one step per
+    /// entry of `steps` (a token per row, teacher-forced). What `sgpo bench --check` and the
+    /// wgpu tests compare between backends.
+    pub async fn forced_decode_logits(&self, prompts: &[Vec<i32>], pads: &[usize], steps: &[Vec<i32>], device: &Device) -> Result<Vec<f32>> {
+        let (rows, len) = (prompts.len(), prompts[0].len());
+        let ids = |v: Vec<i32>, len: usize| Tensor::<2, Int>::from_data(TensorData::new(v, [rows, len]), device);
+        let mut valid: Vec<Vec<bool>> = pads.iter().map(|&pad| (0..len).map(|i| i >= pad).collect()).collect();
+        let mut cache = KvCache::new(len + steps.len());
+        let prefill = self.last_logits(ids(prompts.concat(), len), padded_bias(&valid, len, device), Some(&mut cache));
+        let mut out = readback::floats(prefill).await?;
+        for v in valid.iter_mut() {
+            v.resize(len + steps.len(), true);
+        }
+        let bias = padded_bias(&valid, 1, device);
+        for step in steps {
+            out.extend(readback::floats(self.last_logits(ids(step.clone(), 1), bias.clone(), Some(&mut cache))).await?);
+        }
+        Ok(out)
     }
 
     /// The output projection: logits `[rows, vocab]` for hidden states `[rows, d_model]`.

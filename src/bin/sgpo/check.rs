@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
-use sgpo::model::{KvCache, Model, padded_bias};
+use sgpo::model::Model;
 use sgpo::readback::max_diff;
 
 /// Largest difference allowed, relative to the largest logit (at least 1), as the wgpu tests
@@ -43,22 +43,11 @@ pub fn against_cpu(model: &Model, vocab: usize, device: &Device) -> Check {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, PROMPT]), device);
         model.forward_causal(ids).into_data().iter::<f32>().collect()
     };
+    // The second row's first position is padding.
     let decode = |model: &Model, device: &Device| -> Vec<f32> {
-        let rows = |v: Vec<i32>, len: usize| Tensor::<2, Int>::from_data(TensorData::new(v, [2, len]), device);
-        // The second row's first position is padding.
-        let mut valid = vec![vec![true; PROMPT], [vec![false], vec![true; PROMPT - 1]].concat()];
-        let mut cache = KvCache::new(PROMPT + STEPS);
-        let first = model.last_logits(rows(ids.clone(), PROMPT), padded_bias(&valid, PROMPT, device), Some(&mut cache));
-        let mut out: Vec<f32> = first.into_data().iter::<f32>().collect();
-        for v in valid.iter_mut() {
-            v.resize(PROMPT + STEPS, true);
-        }
-        let bias = padded_bias(&valid, 1, device);
-        for step in 0..STEPS {
-            let next = rows(vec![token(100 + step), token(200 + step)], 1);
-            out.extend(model.last_logits(next, bias.clone(), Some(&mut cache)).into_data().iter::<f32>());
-        }
-        out
+        let prompts = [ids[..PROMPT].to_vec(), ids[PROMPT..].to_vec()];
+        let steps: Vec<Vec<i32>> = (0..STEPS).map(|step| vec![token(100 + step), token(200 + step)]).collect();
+        pollster::block_on(model.forced_decode_logits(&prompts, &[0, 1], &steps, device)).expect("read the logits back")
     };
     let (forward_cpu, decode_cpu) = (forward(&on_cpu, &cpu), decode(&on_cpu, &cpu));
     let scale = forward_cpu.iter().chain(&decode_cpu).fold(1.0f32, |m, x| m.max(x.abs()));
