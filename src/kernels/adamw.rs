@@ -1,21 +1,29 @@
 //! AdamW's update of one parameter in one pass (`shaders/adamw.wgsl` on wgpu, a threaded loop
-//! on the CPU backend), and the gradients' squared sum for clipping in one pass on the CPU.
-//! burn's ops take about a dozen passes per parameter for the update, so a SmolLM2 step's
-//! optimiser alone issued thousands of dispatches, and on the CPU a dozen single-threaded passes
-//! over 135M values.
+//! on the CPU backend), and the gradients' squared sum for clipping (`shaders/squared_sum.wgsl`:
+//! one dispatch per gradient and one for the total; one threaded pass per gradient on the CPU).
+//! burn's ops take about a dozen passes per parameter for the update and three for the squared
+//! sum, so a SmolLM2 step's optimiser alone issued thousands of dispatches, and on the CPU a
+//! dozen single-threaded passes over 135M values.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::backend::{Backend, DType, Dispatch, Flex, backend_extension};
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::host::{f32_values, owned_f32, values_mut};
 use super::threads::{for_each_chunk3, sum_chunks};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
-use super::{Kernel, applies_forward_with_twin, applies_on_cpu};
+use super::{Kernel, applies_forward, applies_forward_with_twin, applies_on_cpu};
 
 const ADAMW: Wgsl = Wgsl { name: "adamw", source: include_str!("../../shaders/adamw.wgsl"), defines: &[] };
+const SQUARED_SUM: Wgsl = Wgsl {
+    name: "squared_sum",
+    source: concat!(include_str!("../../shaders/row_reduce.wgsl"), include_str!("../../shaders/squared_sum.wgsl")),
+    defines: &[],
+};
+/// Values per workgroup of a gradient's pass (16 per invocation).
+const CHUNK: usize = 16 * WORKGROUP as usize;
 
 /// One update's numbers: `keep` is `1 - lr weight_decay` (1 where nothing decays), `biasN` is
 /// `1 - betaN^step`, and `max_norm` the global gradient norm the step is clipped to (0: not
@@ -117,13 +125,60 @@ impl SquaredSum for Flex {
     }
 }
 
-/// `sum(x^2)`, `[1]`: one threaded pass on the CPU backend, burn's square and sum elsewhere
-/// (part of the `adamw` kernel's switch: it is the optimiser's other pass over every gradient).
-pub fn squared_sum(x: Tensor<1>) -> Tensor<1> {
-    if applies_on_cpu(Kernel::Adamw, &x) {
-        return Tensor::from_dispatch(<Dispatch as SquaredSum>::squared_sum(x.into_dispatch()));
+/// The squared sum on wgpu in two kinds of pass (`squared_sum.wgsl`).
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
+pub trait SquaredSumParts: Backend {
+    /// The squared sum of each `CHUNK` of `x`'s values into `parts` from `offset` on, in place;
+    /// `parts` comes back (the same buffer: under burn's fusion the op consumes its inputs, and
+    /// this is the live handle on what it wrote).
+    #[fusion(dtype = parts, shape = parts)]
+    fn squared_sum_parts(parts: FloatTensor<Self>, x: FloatTensor<Self>, offset: usize) -> FloatTensor<Self>;
+    /// The sum of every value of `parts`, `[1]`, added in a fixed order.
+    #[fusion(dtype = parts, shape = Shape::new([1]))]
+    fn sum_parts(parts: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl SquaredSumParts for CubeBackend {
+    fn squared_sum_parts(parts: CubeTensor, x: CubeTensor, offset: usize) -> CubeTensor {
+        let x = into_contiguous(x);
+        let len = x.meta.shape().num_elements();
+        let g = grid(len.div_ceil(CHUNK) as u32);
+        launch(SQUARED_SUM, g, &[&x, &parts], &[len as u32, offset as u32, CHUNK as u32, g.0, 1]);
+        parts
     }
-    x.square().sum()
+
+    fn sum_parts(parts: CubeTensor) -> CubeTensor {
+        let len = parts.meta.shape().num_elements();
+        let out = empty(&parts, Shape::new([1]), DType::F32);
+        launch(SQUARED_SUM, (1, 1), &[&parts, &out], &[len as u32, 0, len as u32, 1, 0]);
+        out
+    }
+}
+
+/// `sum(x^2)` over every value of every tensor of `xs` (a step's gradients, for clipping), `[1]`;
+/// `None` for no tensors. On wgpu one `squared_sum.wgsl` dispatch per tensor, all leaving their
+/// partial sums in one buffer, and one that adds those up; on the CPU backend one threaded pass
+/// per tensor; burn's square and sum elsewhere (part of the `adamw` kernel's switch: it is the
+/// optimiser's other pass over every gradient). The tensors are added in the order given.
+pub fn squared_sum(xs: &[Tensor<1>]) -> Option<Tensor<1>> {
+    let first = xs.first()?;
+    if applies_forward(Kernel::Adamw, first) {
+        let counts: Vec<usize> = xs.iter().map(|x| x.dims()[0].div_ceil(CHUNK)).collect();
+        let mut parts = Tensor::<1>::empty([counts.iter().sum::<usize>().max(1)], &first.device()).into_dispatch();
+        let mut offset = 0;
+        for (x, count) in xs.iter().zip(counts) {
+            parts = <Dispatch as SquaredSumParts>::squared_sum_parts(parts, x.clone().into_dispatch(), offset);
+            offset += count;
+        }
+        return Some(Tensor::from_dispatch(<Dispatch as SquaredSumParts>::sum_parts(parts)));
+    }
+    let each = xs.iter().map(|x| {
+        if applies_on_cpu(Kernel::Adamw, x) {
+            return Tensor::from_dispatch(<Dispatch as SquaredSum>::squared_sum(x.clone().into_dispatch()));
+        }
+        x.clone().square().sum()
+    });
+    each.reduce(|total, s| total + s)
 }
 
 /// `rule`'s update of a flat parameter `weight` with gradient `grad` and moments `first` and

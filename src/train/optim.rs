@@ -36,21 +36,17 @@ impl OptimConfig {
     }
 }
 
-/// Sum of squared gradients over every parameter, on the device.
-struct GradSquares<'a> {
+/// Every parameter's gradient, flattened, in the model's order.
+struct FlatGradients<'a> {
     grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
+    flat: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for GradSquares<'_> {
+impl ModuleVisitor for FlatGradients<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
             let n = g.shape().num_elements();
-            let s = kernels::squared_sum(g.reshape([n]));
-            self.total = Some(match self.total.take() {
-                Some(t) => t + s,
-                None => s,
-            });
+            self.flat.push(g.reshape([n]));
         }
     }
 }
@@ -61,9 +57,9 @@ impl ModuleVisitor for GradSquares<'_> {
 /// it later, a few steps together ([`super::StepReports`]).
 pub fn step_report(model: &Model, grads: &GradientsParams, loss: Tensor<1>, also: Vec<Tensor<1>>) -> Tensor<1> {
     let loss = loss.inner();
-    let mut squares = GradSquares { grads, total: None };
-    model.visit(&mut squares);
-    let squares = squares.total.unwrap_or_else(|| Tensor::zeros([1], &loss.device()));
+    let mut gradients = FlatGradients { grads, flat: Vec::new() };
+    model.visit(&mut gradients);
+    let squares = kernels::squared_sum(&gradients.flat).unwrap_or_else(|| Tensor::zeros([1], &loss.device()));
     Tensor::cat([loss, squares].into_iter().chain(also.into_iter().map(|t| t.inner())).collect(), 0)
 }
 

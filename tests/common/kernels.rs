@@ -23,6 +23,7 @@ pub async fn all_match(device: &Device) {
     inference_kernels_match(device, &mut rng).await;
     sampler_matches_the_host(device, &mut rng).await;
     adamw_matches(device, &mut rng).await;
+    squared_sum_matches(device, &mut rng).await;
     matmul_matches(device, &mut rng).await;
     norm_and_gate_gradients_match(device, &mut rng).await;
     // The CPU twins (`src/kernels/host.rs`): threaded natively, in turn in the browser. On the
@@ -534,20 +535,26 @@ async fn attention_softmax_matches(device: &Device, rng: &mut Rng) {
     }
 }
 
-/// The gradients' squared sum (for clipping) against burn's square and sum, from one value to
-/// several threads' worth, and exactly for integers (every partial sum exact in f32).
+/// The gradients' squared sum (clipping's norm), kernel or CPU twin, against f64 and burn's
+/// square and sum: five tensors at once and each alone, sizes below, at and across the kernel's
+/// 4096-value chunk of one workgroup; integers, whose sum f32 holds exactly in any order; none.
 async fn squared_sum_matches(device: &Device, rng: &mut Rng) {
-    for n in [1, 300, 100_000] {
-        let x = uniform(n, 2.0, rng);
-        let (fused, plain) = both(|| squared_sum(tensor(x.clone(), [n], device))).await;
-        let expected: f64 = x.iter().map(|v| (*v as f64) * (*v as f64)).sum();
-        eprintln!("squared_sum, {n} values: {} (CPU twin) vs {} (burn) vs {expected} (f64)", fused[0], plain[0]);
-        assert!(((fused[0] as f64) - expected).abs() <= 1e-5 * expected, "squared_sum of {n}: {} vs {expected}", fused[0]);
-        assert!(((plain[0] as f64) - expected).abs() <= 1e-4 * expected, "burn's sum of {n}: {} vs {expected}", plain[0]);
+    let sizes = [1, 300, 4096, 4097, 100_000];
+    let xs: Vec<Vec<f32>> = sizes.iter().map(|&n| uniform(n, 2.0, rng)).collect();
+    let exact = |xs: &[Vec<f32>]| xs.iter().flatten().map(|v| (*v as f64) * (*v as f64)).sum::<f64>();
+    for some in [&xs[..], &xs[0..1], &xs[1..2], &xs[3..4], &xs[4..5]] {
+        let tensors = || some.iter().map(|x| tensor(x.clone(), [x.len()], device)).collect::<Vec<_>>();
+        let (fused, plain) = both(|| squared_sum(&tensors()).expect("tensors given")).await;
+        let expected = exact(some);
+        let sizes: Vec<usize> = some.iter().map(Vec::len).collect();
+        eprintln!("squared_sum of {sizes:?} values ({device:?}): {} (kernel) vs {} (burn) vs {expected} (f64)", fused[0], plain[0]);
+        assert!(((fused[0] as f64) - expected).abs() <= 1e-5 * expected, "squared_sum of {sizes:?}: {} vs {expected}", fused[0]);
+        assert!(((plain[0] as f64) - expected).abs() <= 1e-4 * expected, "burn's sum of {sizes:?}: {} vs {expected}", plain[0]);
     }
     let ints: Vec<f32> = (0..50_000).map(|i| (i % 7) as f32 - 3.0).collect();
-    let (fused, _) = both(|| squared_sum(tensor(ints.clone(), [50_000], device))).await;
-    assert_eq!(fused[0], ints.iter().map(|v| v * v).sum::<f32>());
+    let (fused, _) = both(|| squared_sum(&[tensor(ints.clone(), [50_000], device), tensor(ints[..9].to_vec(), [9], device)]).expect("tensors given")).await;
+    assert_eq!(fused[0], ints.iter().chain(&ints[..9]).map(|v| v * v).sum::<f32>());
+    assert!(squared_sum(&[]).is_none());
 }
 
 /// The fused log-softmax + gather (forward: log-probs; backward: the logits' gradient under a
