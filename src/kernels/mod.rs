@@ -37,7 +37,8 @@ pub use sample::sample_tokens;
 pub use token_logprobs::token_logprobs;
 
 /// Each kernel, by the name `sgpo bench --no-kernel` takes (its WGSL file's). A kernel's switch
-/// also covers its CPU twins, and `rope_into`'s the training path's rotation (`rope.rs`).
+/// also covers its CPU twins, `rope_into`'s the training path's rotation (`rope.rs`), and
+/// `adamw`'s the gradients' squared sum for clipping (`squared_sum.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     TokenLogprobs,
