@@ -143,15 +143,18 @@ pub fn matmul2(a: Tensor<2>, b: Tensor<2>, transpose_b: bool) -> Tensor<2> {
     matmul(a.unsqueeze(), b.unsqueeze(), transpose_b).reshape([m, n])
 }
 
-/// [`matmul`] over two leading dimensions, attention's products: `a` `[batch, heads, m, k]` times
-/// `b` `[batch, heads, k, n]`, or times the transpose of `b` `[batch, heads, n, k]` when
-/// `transpose_b` (the scores, from the keys as they are stored).
+/// Attention's products over grouped heads: `a` `[batch, heads, m, k]` times `b` `[batch,
+/// kv_heads, k, n]`, or times the transpose of `b` `[batch, kv_heads, n, k]` when `transpose_b`
+/// (the scores, from the keys as they are stored), query head `h` with key/value head
+/// `h / (heads / kv_heads)`. The query heads of a group are consecutive, so `a` is `[batch *
+/// kv_heads, group * m, k]` as it lies and one product per key/value head serves its group:
+/// keys and values are not repeated per query head, and the backward's product for `b` sums the
+/// group's gradients as it goes.
 pub fn matmul4(a: Tensor<4>, b: Tensor<4>, transpose_b: bool) -> Tensor<4> {
-    if !tiled_applies(&a, &b) {
-        return if transpose_b { a.matmul(b.swap_dims(2, 3)) } else { a.matmul(b) };
-    }
     let [batch, heads, m, k] = a.dims();
-    let [_, _, b0, b1] = b.dims();
+    let [_, kv_heads, b0, b1] = b.dims();
+    assert!(heads % kv_heads == 0, "{heads} query heads in groups over {kv_heads} key/value heads");
     let n = if transpose_b { b0 } else { b1 };
-    matmul(a.reshape([batch * heads, m, k]), b.reshape([batch * heads, b0, b1]), transpose_b).reshape([batch, heads, m, n])
+    let grouped = a.reshape([batch * kv_heads, heads / kv_heads * m, k]);
+    matmul(grouped, b.reshape([batch * kv_heads, b0, b1]), transpose_b).reshape([batch, heads, m, n])
 }

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::{KvCache, causal_bias, padded_bias, repeat_kv, rope_table};
+use super::attention::{KvCache, causal_bias, padded_bias, rope_table};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::LoraTarget;
 use crate::error::Result;
@@ -101,9 +101,7 @@ impl Block {
         let q = kernels::rope(heads(self.project(LoraTarget::Q, h.clone()), n_heads), &rope.0, &rope.1);
         let k = kernels::rope(heads(self.project(LoraTarget::K, h.clone()), n_kv), &rope.0, &rope.1);
         let v = heads(self.project(LoraTarget::V, h), n_kv);
-        let rep = n_heads / n_kv;
-        let k = repeat_kv(k, rep);
-        let v = repeat_kv(v, rep);
+        // Grouped heads: each query head meets its key/value head in the products, unrepeated.
         let weights = kernels::attention_softmax(kernels::matmul4(q, k, true), bias.clone(), 1.0 / (hd as f32).sqrt());
         let attn = kernels::matmul4(weights, v, false).swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.project(LoraTarget::O, attn);

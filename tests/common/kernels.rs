@@ -489,6 +489,23 @@ async fn matmul_matches(device: &Device, rng: &mut Rng) {
     .await;
     check(format!("attention's products [{b}, {h}, {t}, {hd}]"), values);
     check(format!("attention's products [{b}, {h}, {t}, {hd}]: gradients"), grads);
+    // Grouped heads (6 query heads over 2 key/value heads) against keys and values repeated per
+    // query head, values and gradients, with the kernels as switched (on).
+    let (kv, t) = (2, 9);
+    let (q, k, v, weights) = (uniform(b * 6 * t * hd, 1.0, rng), uniform(b * kv * t * hd, 1.0, rng), uniform(b * kv * t * hd, 1.0, rng), uniform(b * 6 * t * hd, 1.0, rng));
+    let attend = |repeat: bool| {
+        let q = tensor(q.clone(), [b, 6, t, hd], &device).require_grad();
+        let [k, v] = [&k, &v].map(|x| tensor(x.clone(), [b, kv, t, hd], &device).require_grad());
+        let each = |x: Tensor<4>| if repeat { x.unsqueeze_dim::<5>(2).expand([b, kv, 3, t, hd]).reshape([b, 6, t, hd]) } else { x };
+        let scores = matmul4(q.clone(), each(k.clone()), true).mul_scalar(scale);
+        let out = matmul4(scores, each(v.clone()), false);
+        let grads = (out.clone() * tensor(weights.clone(), [b, 6, t, hd], &device)).sum().backward();
+        let grad = |x: &Tensor<4>| x.grad(&grads).expect("q, k and v get gradients").reshape([-1]);
+        (out, Tensor::cat(vec![grad(&q), grad(&k), grad(&v)], 0))
+    };
+    let ((grouped, grouped_grads), (repeated, repeated_grads)) = (attend(false), attend(true));
+    check(format!("grouped heads' products [{b}, 6/{kv}, {t}, {hd}]"), (host(grouped).await, host(repeated).await));
+    check(format!("grouped heads' products [{b}, 6/{kv}, {t}, {hd}]: gradients"), (host(grouped_grads).await, host(repeated_grads).await));
     let plain_2d = both(|| matmul2(tensor(hidden.clone(), [rows, d], &device), tensor(table.clone(), [vocab, d], &device), true)).await;
     check(format!("matmul2 [{rows}, {d}] x [{vocab}, {d}]^T without autodiff"), plain_2d);
 }
