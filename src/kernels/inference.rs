@@ -82,8 +82,8 @@ const LINEAR_ROWS_MAX_CPU: usize = 16;
 /// burn's 12.1, 13.4, 13.4, 15.4 and 17.5 ms).
 const TIED_HEAD_ROWS_MAX_CPU: usize = 8;
 
-/// The decode kernels that fuse several layers' work, wgpu only: on the CPU backend their
-/// fallbacks are made of the twins of [`DecodeOps`].
+/// The MLP's first half in one decode kernel (the attention inputs' is `qkv.rs`'s `FusedQkv`),
+/// wgpu only: on the CPU backend its fallback is made of the twins of [`DecodeOps`].
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait FusedDecodeOps: Backend {
     #[fusion(dtype = x, shape = Shape::new([x[0], w_gate[1]]))]

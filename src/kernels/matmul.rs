@@ -122,7 +122,7 @@ impl<B: MatrixProduct, C: CheckpointStrategy> TiledMatmul for Autodiff<B, C> {
 /// adapter not a software one: on lavapipe this kernel takes three times burn's time
 /// (README), where each invocation's loads are gathers and each barrier a switch between
 /// batches of lanes.
-fn tiled_applies<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> bool {
+fn tiled_applies(a: &Tensor<3>, b: &Tensor<3>) -> bool {
     applies(Kernel::Matmul, &a.device()) && !super::software_adapter() && a.dtype() == DType::F32 && b.dtype() == DType::F32
 }
 
