@@ -322,7 +322,8 @@ fn lora_trains_adapters_only() {
     let ids = [vec![3i32, 4, 5, 6, 7, 8]];
     let logits_of = |p: &str| logits(&open_model(Path::new(p), &device).unwrap().1.model, &ids, &device);
     let (trained, original) = (logits_of(&whole), logits_of(&model));
-    assert!(max_diff(&trained, &original) > 1e-3, "the adapters learned something");
+    let learned = max_diff(&trained, &original);
+    assert!(learned.is_finite() && learned > 1e-3, "the adapters learned something: logits moved by {learned}");
     let merged = path("merged");
     ok(sgpo(&["export", "--model", &whole, "--out", &merged, "--device", "cpu"]));
     assert!(max_diff(&logits_of(&merged), &trained) < 1e-5, "the merged export computes what the run does");
