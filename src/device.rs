@@ -158,5 +158,10 @@ mod tests {
         assert!(check_buffer_limits("smollm2-135m", &big, 1, 2048, BufferLimits { max_buffer_size: 4 << 30, max_storage_binding: 4 << 30 }).is_ok());
         // Rows as long as a run builds them, not the whole context: 8 x 64 x 49152 logits fit.
         assert!(check_buffer_limits("smollm2-135m", &big, 8, 64, webgpu_default).is_ok());
+        // Heads without grouping and a narrow MLP: the decode step's joined q/k/v weight,
+        // 4097 x 12288 values, is the largest (the MLP's 4096 x 8192 fit in 128 MiB).
+        let wide = ModelConfig::new(256, 4096, 1, 32, 32, 8192);
+        let e = check_buffer_limits("wide", &wide, 1, 16, webgpu_default).unwrap_err().to_string();
+        assert!(e.contains("joined q/k/v weight") && e.contains("192 MiB"), "{e}");
     }
 }

@@ -64,14 +64,18 @@ impl ModelConfig {
         self.d_model / self.n_heads
     }
 
-    /// The largest single f32 tensor a training step on `batch` rows of `seq_len` tokens
-    /// holds, and what it is: the one that must fit a GPU's per-buffer limit.
+    /// The largest single f32 tensor a training step on `batch` rows of `seq_len` tokens, or a
+    /// decode step, holds, and what it is: the one that must fit a GPU's per-buffer limit.
     pub fn largest_buffer(&self, batch: usize, seq_len: usize) -> (&'static str, u64) {
         let (b, t) = (batch as u64, seq_len as u64);
+        let kv_width = self.n_kv_heads * self.head_dim();
         let candidates = [
             ("logits", b * t * self.vocab_size as u64),
             ("embedding", (self.vocab_size * self.d_model) as u64),
             ("MLP weight", (self.d_ff * self.d_model) as u64),
+            // A decode step's q, k and v weights side by side, with a row for their biases
+            // (`kernels::qkv`): the largest weight of a model with few MLP columns per head.
+            ("joined q/k/v weight", ((self.d_model + 1) * (self.d_model + 2 * kv_width)) as u64),
             ("attention scores", b * self.n_heads as u64 * t * t),
             ("MLP activations", b * t * self.d_ff as u64),
         ];
