@@ -15,6 +15,7 @@ use burn::tensor::{Shape, Tensor};
 
 use super::{Kernel, applies_forward, applies_forward_with_twin, applies_on_cpu, rms_norm, swiglu};
 use super::decode_twins::TiedHeadOps;
+use super::packed::{PackedLayer, packed_product};
 use super::launch::{WORKGROUP, Wgsl, empty, grid, launch};
 use crate::model::attention::{repeat_kv, rotate};
 
@@ -252,6 +253,15 @@ pub fn linear(x: Tensor<3>, layer: &Linear) -> Tensor<3> {
 /// of the table's rows read once (`linear_rows`' switch); on wgpu above [`LINEAR_ROWS_MAX`] rows
 /// (training, scoring) the tiled product ([`super::matmul2`]); else burn's product.
 pub fn tied_head(hidden: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
+    tied_head_decoding(hidden, table, None)
+}
+
+/// [`tied_head`] in a decode step: from `packed`, the table packed once per KV cache
+/// (`packed.rs`), where given.
+pub fn tied_head_decoding(hidden: Tensor<2>, table: Tensor<2>, packed: Option<&Tensor<3>>) -> Tensor<2> {
+    if let Some(logits) = packed_product(&hidden, packed, None, None) {
+        return logits;
+    }
     let rows = hidden.dims()[0];
     if applies_on_cpu(Kernel::LinearRows, &hidden) && rows <= TIED_HEAD_ROWS_MAX_CPU {
         return Tensor::from_dispatch(<Dispatch as TiedHeadOps>::rows_times_table(hidden.into_dispatch(), table.into_dispatch()));
@@ -267,6 +277,19 @@ pub fn tied_head(hidden: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
 /// applies (in a decode step each burn op costs the host more than the GPU its work).
 pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3> {
     projection(x, layer, Some(residual))
+}
+
+/// [`linear`], or [`linear_add`] with a `residual`, in a decode step: from `packed`, the layer's
+/// weight packed once per KV cache (`packed.rs`: the CPU backend, 9 to 16 rows), where given.
+pub fn linear_decoding(x: Tensor<3>, layer: &Linear, packed: Option<&Tensor<3>>, residual: Option<Tensor<3>>) -> Tensor<3> {
+    let [b, t, k] = x.dims();
+    let n = layer.weight.dims()[1];
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let rows = x.clone().reshape([b * t, k]);
+    match packed_product(&rows, packed, bias, residual.clone().map(|r| r.reshape([b * t, n]))) {
+        Some(y) => y.reshape([b, t, n]),
+        None => projection(x, layer, residual),
+    }
 }
 
 fn projection(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tensor<3> {
@@ -293,8 +316,8 @@ fn projection(x: Tensor<3>, layer: &Linear, residual: Option<Tensor<3>>) -> Tens
 
 /// `silu(gate(h)) * up(h)` with `h = norm(x)`, the SwiGLU MLP's first half: one
 /// `linear_swiglu.wgsl` dispatch on few rows (as [`linear`]), else [`rms_norm`], the two
-/// projections and [`swiglu`].
-pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Linear) -> Tensor<3> {
+/// projections (from their `packed` weights where given: [`linear_decoding`]) and [`swiglu`].
+pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Linear, packed: Option<&PackedLayer>) -> Tensor<3> {
     let [b, t, k] = x.dims();
     let no_bias = gate.bias.is_none() && up.bias.is_none();
     if few_rows_apply(Kernel::LinearSwiglu, &x, b * t) && no_bias {
@@ -306,7 +329,8 @@ pub fn norm_linear_swiglu(x: Tensor<3>, norm: &RmsNorm, gate: &Linear, up: &Line
         return Tensor::<2>::from_dispatch(out).reshape([b, t, n]);
     }
     let h = rms_norm(x, norm);
-    swiglu(linear(h.clone(), gate), linear(h, up))
+    let [gate_packed, up_packed] = [packed.and_then(|p| p.gate.as_ref()), packed.and_then(|p| p.up.as_ref())];
+    swiglu(linear_decoding(h.clone(), gate, gate_packed, None), linear_decoding(h, up, up_packed, None))
 }
 
 /// `src` `[batch, len, heads * head_dim]` split into heads, rotated for positions

@@ -13,6 +13,7 @@ mod host;
 mod inference;
 mod launch;
 mod matmul;
+mod packed;
 mod qkv;
 mod rms_norm;
 mod rope;
@@ -27,7 +28,8 @@ use burn::tensor::Device;
 
 pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
-pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, norm_linear_swiglu, rope_into, tied_head};
+pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, linear_decoding, norm_linear_swiglu, rope_into, tied_head, tied_head_decoding};
+pub use packed::{PACKED_ROWS_MAX, PACKED_ROWS_MIN, PackedLayer, pack, packing_applies};
 pub use qkv::{QkvWeights, norm_linear_qkv};
 pub use matmul::{matmul, matmul2, matmul4};
 pub use rms_norm::rms_norm;

@@ -2,7 +2,7 @@
 //! norm, the three projections and their biases, the split into heads, RoPE and the write into
 //! the preallocated KV cache, from the three weights joined once per cache ([`QkvWeights`]).
 //! Where it does not apply (many rows, autodiff, the CPU backend, switched off) the same work
-//! is the norm, then [`linear`] and [`rope_into`] for each projection.
+//! is the norm, then [`linear`](super::linear) and [`rope_into`] for each projection.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
@@ -10,7 +10,8 @@ use burn::backend::{Backend, DType, Dispatch, backend_extension};
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Shape, Tensor};
 
-use super::inference::{RopeTable, RowsVariants, few_rows_apply, linear, rope_into, rows_launch, rows_variants};
+use super::inference::{RopeTable, RowsVariants, few_rows_apply, linear_decoding, rope_into, rows_launch, rows_variants};
+use super::packed::PackedLayer;
 use super::launch::{Wgsl, empty, launch};
 use super::{Kernel, rms_norm};
 
@@ -98,10 +99,19 @@ impl QkvWeights {
 /// A decode step's queries `[batch, heads, len, head_dim]` (rotated), keys (rotated) and values
 /// for `x` `[batch, len, in]` normed by `norm` through `wq`, `wk`, `wv`; the keys and values
 /// written into `caches` `[batch, kv_heads, capacity, head_dim]` at `pos_start`, the cache's
-/// length (in place on wgpu). One `linear_qkv.wgsl` dispatch on few rows (as [`linear`]), its
-/// weights `joined` by the first step that takes it; else [`rms_norm`], then [`linear`] and
-/// [`rope_into`] for each.
-pub fn norm_linear_qkv(x: Tensor<3>, norm: &RmsNorm, [wq, wk, wv]: [&Linear; 3], caches: (Tensor<4>, Tensor<4>), joined: &mut Option<QkvWeights>, rope: &RopeTable, pos_start: usize) -> [Tensor<4>; 3] {
+/// length (in place on wgpu). One `linear_qkv.wgsl` dispatch on few rows (as [`linear`](super::linear)), its
+/// weights `joined` by the first step that takes it; else [`rms_norm`], then [`linear`](super::linear) (from
+/// the `packed` weights where given: [`linear_decoding`]) and [`rope_into`] for each.
+pub fn norm_linear_qkv(
+    x: Tensor<3>,
+    norm: &RmsNorm,
+    [wq, wk, wv]: [&Linear; 3],
+    caches: (Tensor<4>, Tensor<4>),
+    joined: &mut Option<QkvWeights>,
+    packed: Option<&PackedLayer>,
+    rope: &RopeTable,
+    pos_start: usize,
+) -> [Tensor<4>; 3] {
     let [b, t, k] = x.dims();
     let (k_cache, v_cache) = caches;
     let [_, _, _, head_dim] = k_cache.dims();
@@ -122,9 +132,10 @@ pub fn norm_linear_qkv(x: Tensor<3>, norm: &RmsNorm, [wq, wk, wv]: [&Linear; 3],
     }
     let q = Tensor::empty([b, heads, t, head_dim], &x.device());
     let h = rms_norm(x, norm);
+    let packed = |p: fn(&PackedLayer) -> &Option<Tensor<3>>| packed.and_then(|layer| p(layer).as_ref());
     [
-        rope_into(q, linear(h.clone(), wq), rope, 0, pos_start, true),
-        rope_into(k_cache, linear(h.clone(), wk), rope, pos_start, pos_start, true),
-        rope_into(v_cache, linear(h, wv), rope, pos_start, pos_start, false),
+        rope_into(q, linear_decoding(h.clone(), wq, packed(|p| &p.q), None), rope, 0, pos_start, true),
+        rope_into(k_cache, linear_decoding(h.clone(), wk, packed(|p| &p.k), None), rope, pos_start, pos_start, true),
+        rope_into(v_cache, linear_decoding(h, wv, packed(|p| &p.v), None), rope, pos_start, pos_start, false),
     ]
 }

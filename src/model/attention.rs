@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::kernels::{QkvWeights, RopeTable};
+use crate::kernels::{PackedLayer, QkvWeights, RopeTable};
 
 /// Added to attention scores that must not be attended to. Finite, so a query with no
 /// visible key (a left pad) gets a uniform, harmless distribution instead of NaN.
@@ -13,13 +13,17 @@ pub const MASKED: f32 = -1e9;
 /// `capacity` positions, `[batch, kv_heads, capacity, head_dim]`, and written in place as
 /// positions arrive (no concatenation per token); with the rotation table of every position.
 /// A cache belongs to the model and the sequences of its first forward (it keeps that model's
-/// joined q/k/v weights too): a new generation takes a new cache.
+/// joined q/k/v weights, or packed weights, too): a new generation takes a new cache.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     pub(super) capacity: usize,
     pub(super) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// Each layer's attention-input weights joined for one dispatch, once a step takes it.
     pub(super) qkv: Vec<Option<QkvWeights>>,
+    /// On the CPU, for batches of 9 to 16 rows, each layer's projections and the output head
+    /// packed for their products (`kernels::pack`), once per cache.
+    pub(super) packed: Vec<Option<PackedLayer>>,
+    pub(super) packed_head: Option<Tensor<3>>,
     pub(super) rope: Option<RopeTable>,
     pub(super) len: usize,
 }
@@ -28,7 +32,7 @@ impl KvCache {
     /// An empty cache for up to `capacity` positions (prompt and generated tokens together);
     /// its tensors are allocated by the first forward that uses it.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, layers: Vec::new(), qkv: Vec::new(), rope: None, len: 0 }
+        Self { capacity, layers: Vec::new(), qkv: Vec::new(), packed: Vec::new(), packed_head: None, rope: None, len: 0 }
     }
 
     pub fn len(&self) -> usize {

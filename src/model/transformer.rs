@@ -10,7 +10,7 @@ use super::attention::{KvCache, causal_bias, padded_bias, rope_table};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::LoraTarget;
 use crate::error::Result;
-use crate::kernels::{self, QkvWeights, RopeTable};
+use crate::kernels::{self, PackedLayer, QkvWeights, RopeTable};
 use crate::readback;
 
 #[derive(Module, Debug)]
@@ -120,6 +120,7 @@ impl Block {
         bias: &Tensor<4>,
         layer: &mut Option<(Tensor<4>, Tensor<4>)>,
         qkv: &mut Option<QkvWeights>,
+        packed: Option<&PackedLayer>,
         start: usize,
         shape: (usize, usize, usize),
     ) -> Tensor<3> {
@@ -127,7 +128,7 @@ impl Block {
         let [b, t, _] = x.dims();
         let (k_cache, v_cache) = layer.take().expect("KV cache allocated before the first block");
         let [q, k_cache, v_cache] = if [LoraTarget::Q, LoraTarget::K, LoraTarget::V].iter().all(|&p| self.adapter(p).is_none()) {
-            kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), qkv, rope, start)
+            kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), qkv, packed, rope, start)
         } else {
             let q = Tensor::empty([b, n_heads, t, hd], &x.device());
             let h = kernels::rms_norm(x.clone(), &self.attn_norm);
@@ -139,15 +140,34 @@ impl Block {
         };
         let attn = kernels::cached_attention(q, &k_cache, &v_cache, bias, start + t);
         *layer = Some((k_cache, v_cache));
-        let x = self.project_add(LoraTarget::O, attn, x);
+        let x = self.project_add(LoraTarget::O, attn, x, packed.and_then(|p| p.o.as_ref()));
         let gated = match (self.adapter(LoraTarget::Gate), self.adapter(LoraTarget::Up)) {
-            (None, None) => kernels::norm_linear_swiglu(x.clone(), &self.mlp_norm, &self.w_gate, &self.w_up),
+            (None, None) => kernels::norm_linear_swiglu(x.clone(), &self.mlp_norm, &self.w_gate, &self.w_up, packed),
             _ => {
                 let h = kernels::rms_norm(x.clone(), &self.mlp_norm);
                 kernels::swiglu(self.project(LoraTarget::Gate, h.clone()), self.project(LoraTarget::Up, h))
             }
         };
-        self.project_add(LoraTarget::Down, gated, x)
+        self.project_add(LoraTarget::Down, gated, x, packed.and_then(|p| p.down.as_ref()))
+    }
+
+    /// The layer's projections packed for a decode step's products where that applies
+    /// (`kernels::pack`: the CPU backend with AVX-512); `None` for a layer with adapters, whose
+    /// decode step does not take them.
+    fn packed(&self) -> Option<PackedLayer> {
+        if self.adapters.is_some() {
+            return None;
+        }
+        Some(PackedLayer::new([&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]))
+    }
+
+    /// `residual + project(x)`, the add fused into the projection where it can be, from the
+    /// `packed` weight where given (a decode step's).
+    fn project_add(&self, target: LoraTarget, x: Tensor<3>, residual: Tensor<3>, packed: Option<&Tensor<3>>) -> Tensor<3> {
+        match self.adapter(target) {
+            Some(_) => residual + self.project(target, x),
+            None => kernels::linear_decoding(x, self.projection(target), packed, Some(residual)),
+        }
     }
 
     pub(super) fn projection(&self, target: LoraTarget) -> &Linear {
@@ -185,14 +205,6 @@ impl Block {
         match self.adapter(target) {
             Some(adapter) => y + adapter.forward(x),
             None => y,
-        }
-    }
-
-    /// `residual + project(x)`, the add fused into the projection where it can be.
-    fn project_add(&self, target: LoraTarget, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        match self.adapter(target) {
-            Some(_) => residual + self.project(target, x),
-            None => kernels::linear_add(x, self.projection(target), residual),
         }
     }
 }
@@ -239,12 +251,21 @@ impl Model {
             cache.layers = self.blocks.iter().map(|_| Some((Tensor::zeros(shape, &device), Tensor::zeros(shape, &device)))).collect();
             cache.qkv = vec![None; self.blocks.len()];
             cache.rope = Some(rope_table(cache.capacity, self.head_dim, self.rope_theta, &device));
+            // A decode step's rows are the batch's: packed weights pay for 9 to 16 of them.
+            if (kernels::PACKED_ROWS_MIN..=kernels::PACKED_ROWS_MAX).contains(&b) && kernels::packing_applies(&device) {
+                cache.packed = self.blocks.iter().map(Block::packed).collect();
+                cache.packed_head = match &self.lm_head {
+                    Some(head) => kernels::pack(head.weight.val(), false),
+                    None => kernels::pack(self.embed.weight.val(), true),
+                };
+            }
         }
         let rope = cache.rope.clone().expect("rotation table made with the cache");
         let shape = (self.n_heads, self.n_kv_heads, self.head_dim);
         let mut x = self.embed.forward(tokens);
-        for ((block, layer), qkv) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(cache.qkv.iter_mut()) {
-            x = block.forward_cached(x, &rope, &bias, layer, qkv, start, shape);
+        for (i, ((block, layer), qkv)) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(cache.qkv.iter_mut()).enumerate() {
+            let packed = cache.packed.get(i).and_then(Option::as_ref);
+            x = block.forward_cached(x, &rope, &bias, layer, qkv, packed, start, shape);
         }
         cache.len += t;
         kernels::rms_norm(x, &self.norm)
@@ -252,10 +273,17 @@ impl Model {
 
     /// Logits of the last position only, `[batch, vocab]`: what a decode step samples from,
     /// without the output projection of every prompt position at prefill.
-    pub fn last_logits(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, cache: Option<&mut KvCache>) -> Tensor<2> {
-        let hidden = self.hidden(tokens, bias, cache);
+    pub fn last_logits(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, mut cache: Option<&mut KvCache>) -> Tensor<2> {
+        let hidden = self.hidden(tokens, bias, cache.as_deref_mut());
         let [b, t, d] = hidden.dims();
-        self.head(hidden.narrow(1, t - 1, 1).reshape([b, d]))
+        let last = hidden.narrow(1, t - 1, 1).reshape([b, d]);
+        match cache.and_then(|c| c.packed_head.as_ref()) {
+            Some(packed) => match &self.lm_head {
+                Some(head) => kernels::linear_decoding(last.unsqueeze(), head, Some(packed), None).reshape([b, self.vocab_size()]),
+                None => kernels::tied_head_decoding(last, self.embed.weight.val(), Some(packed)),
+            },
+            None => self.head(last),
+        }
     }
 
     /// The last position's logits of a cached decode, read back: a prefill of `prompts` (rows

@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use sgpo::kernels::{AdamWRule, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, matmul, matmul2, matmul4, norm_linear_qkv, norm_linear_swiglu, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, token_logprobs};
+use sgpo::kernels::{AdamWRule, attention_softmax, RopeTable, adamw, cached_attention, linear, linear_add, linear_decoding, matmul, matmul2, matmul4, norm_linear_qkv, norm_linear_swiglu, pack, packing_applies, rms_norm, rope, rope_into, squared_sum, swiglu, tied_head, tied_head_decoding, token_logprobs};
 use sgpo::model::MASKED;
 use sgpo::readback::{self, max_diff};
 use sgpo::rng::Rng;
@@ -35,6 +35,7 @@ pub async fn all_match(device: &Device) {
     norm_and_gate_gradients_match(&Device::flex(), &mut rng).await;
     adamw_matches(&Device::flex(), &mut rng).await;
     squared_sum_matches(&Device::flex(), &mut rng).await;
+    packed_products_match(&Device::flex(), &mut rng).await;
 }
 
 fn uniform(n: usize, scale: f32, rng: &mut Rng) -> Vec<f32> {
@@ -119,7 +120,7 @@ async fn inference_kernels_match(device: &Device, rng: &mut Rng) {
         let (gate, up) = (proj(rng), proj(rng));
         for software in [false, true] {
             sgpo::kernels::set_software_adapter(software);
-            let (a, b) = both(|| norm_linear_swiglu(tensor(x.clone(), [1, rows, k], device), &norm, &gate, &up)).await;
+            let (a, b) = both(|| norm_linear_swiglu(tensor(x.clone(), [1, rows, k], device), &norm, &gate, &up, None)).await;
             // Relative to the outputs' size: products of two sums over k, each scaled by the norm,
             // in another order than burn's (a few float32 roundings of a k = 576 sum).
             let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
@@ -220,7 +221,7 @@ async fn norm_linear_qkv_matches(device: &Device, rng: &mut Rng) {
                 let kc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
                 let vc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
                 let x = tensor(x.clone(), [batch, len, k], device);
-                let [q, kc, vc] = norm_linear_qkv(x, &norm, [&wq, &wk, &wv], (kc, vc), &mut None, &table, offset);
+                let [q, kc, vc] = norm_linear_qkv(x, &norm, [&wq, &wk, &wv], (kc, vc), &mut None, None, &table, offset);
                 Tensor::cat(vec![q.reshape([-1]), kc.reshape([-1]), vc.reshape([-1])], 0)
             };
             let (a, b) = both(run).await;
@@ -599,4 +600,52 @@ async fn token_logprobs_match(device: &Device, rng: &mut Rng) {
         assert!(dg < 1e-6, "[{b}, {t}, {v}]: gradients differ by {dg}");
         assert!(fused.iter().all(|x| x.is_finite() && *x <= 0.0));
     }
+}
+
+/// The CPU's products from packed weights (`packed.rs`: 9 to 16 rows, CPUs with AVX-512)
+/// against burn's: a projection with its bias and a residual, the tied head from its table
+/// packed transposed, and a tiny model's cached decode of twelve rows, whose cache packs every
+/// weight, against the same decode through burn's ops. Elsewhere weights are not packed.
+async fn packed_products_match(device: &Device, rng: &mut Rng) {
+    if !packing_applies(device) {
+        assert!(pack(tensor(vec![0.0; 32], [2, 16], device), false).is_none(), "nothing is packed where packing does not apply");
+        eprintln!("packed products: not on {device:?} here (no AVX-512, or not the CPU backend)");
+        return;
+    }
+    let relative = |(a, b): (Vec<f32>, Vec<f32>)| max_diff(&a, &b) / b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (rows, k, n) in [(9, 576, 192), (12, 40, 48), (16, 96, 1536)] {
+        let x = uniform(rows * k, 2.0, rng);
+        let layer = Linear { weight: Param::from_tensor(tensor(uniform(k * n, 0.3, rng), [k, n], device)), bias: Some(Param::from_tensor(tensor(uniform(n, 1.0, rng), [n], device))) };
+        let residual = uniform(rows * n, 1.0, rng);
+        let packed = pack(layer.weight.val(), false).expect("a weight of whole blocks is packed");
+        assert_eq!(packed.dims(), [n / 16, k, 16]);
+        let added = |packed: Option<&Tensor<3>>| linear_decoding(tensor(x.clone(), [1, rows, k], device), &layer, packed, Some(tensor(residual.clone(), [1, rows, n], device)));
+        let d = relative(both(|| added(Some(&packed))).await);
+        eprintln!("packed linear_add [{rows}, {k}] x [{k}, {n}]: {d:.1e}");
+        assert!(d < 1e-5, "packed linear_add [{rows}, {k}] x [{k}, {n}] differs by {d} (relative)");
+        // Outside 9 to 16 rows the packed weight is passed over: the same bits as without it.
+        let few = |packed: Option<&Tensor<3>>| linear_decoding(tensor(x[..8 * k].to_vec(), [1, 8, k], device), &layer, packed, None);
+        assert_eq!(host(few(Some(&packed))).await, host(few(None)).await, "8 rows take the row-major product");
+    }
+    let (rows, d, vocab) = (11, 64, 320);
+    let hidden = uniform(rows * d, 2.0, rng);
+    let table = tensor(uniform(vocab * d, 0.5, rng), [vocab, d], device);
+    let packed = pack(table.clone(), true).expect("the table is packed");
+    let diff = relative(both(|| tied_head_decoding(tensor(hidden.clone(), [rows, d], device), table.clone(), Some(&packed))).await);
+    eprintln!("packed tied head [{rows}, {d}] x [{vocab}, {d}]^T: {diff:.1e}");
+    assert!(diff < 1e-5, "packed tied head differs by {diff} (relative)");
+    // Twelve rows of a tiny model (every width a multiple of 16), prefill and three steps.
+    let model = sgpo::config::ModelConfig::tiny(256).init(3, device);
+    let prompts: Vec<Vec<i32>> = (0..12).map(|r| (0..5).map(|i| ((r * 7 + i * 3) % 256) as i32).collect()).collect();
+    let steps: Vec<Vec<i32>> = (0..3).map(|s| (0..12).map(|r| ((r * 5 + s * 11) % 256) as i32).collect()).collect();
+    let pads: Vec<usize> = (0..12).map(|r| r % 3).collect();
+    let decode = || async { model.forced_decode_logits(&prompts, &pads, &steps, device).await.unwrap() };
+    sgpo::kernels::set_enabled(true);
+    let packed = decode().await;
+    sgpo::kernels::set_enabled(false);
+    let plain = decode().await;
+    sgpo::kernels::set_enabled(true);
+    let diff = relative((packed, plain));
+    eprintln!("tiny model, cached decode of 12 rows from packed weights: {diff:.1e}");
+    assert!(diff < 1e-5, "the cached decode from packed weights differs by {diff} (relative)");
 }
