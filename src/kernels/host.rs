@@ -50,6 +50,12 @@ fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU has AVX-512 (x86-64 only): the packed products' registers (`packed.rs`).
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx512f() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
 
 /// `a · b`, in [`DOT_LANES`] running sums (a loop over one sum cannot be vectorised: float
 /// addition is not associative, so the compiler keeps its order).

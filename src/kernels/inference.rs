@@ -221,7 +221,7 @@ fn bound_or_own(input: CubeTensor, present: bool, like: &CubeTensor) -> CubeTens
 
 /// An optional input as the extension ops take it: the tensor and `true`, or `placeholder` and
 /// `false` (the kernel then binds a buffer of its own, [`bound_or_own`]).
-fn optional_input<const D: usize>(input: Option<Tensor<D>>, placeholder: &Tensor<2>) -> (FloatTensor<Dispatch>, bool) {
+pub(super) fn optional_input<const D: usize, const P: usize>(input: Option<Tensor<D>>, placeholder: &Tensor<P>) -> (FloatTensor<Dispatch>, bool) {
     match input {
         Some(t) => (t.into_dispatch(), true),
         None => (placeholder.clone().into_dispatch(), false),
@@ -282,6 +282,9 @@ pub fn linear_add(x: Tensor<3>, layer: &Linear, residual: Tensor<3>) -> Tensor<3
 /// [`linear`], or [`linear_add`] with a `residual`, in a decode step: from `packed`, the layer's
 /// weight packed once per KV cache (`packed.rs`: the CPU backend, 9 to 16 rows), where given.
 pub fn linear_decoding(x: Tensor<3>, layer: &Linear, packed: Option<&Tensor<3>>, residual: Option<Tensor<3>>) -> Tensor<3> {
+    if packed.is_none() {
+        return projection(x, layer, residual);
+    }
     let [b, t, k] = x.dims();
     let n = layer.weight.dims()[1];
     let bias = layer.bias.as_ref().map(|b| b.val());

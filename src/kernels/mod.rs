@@ -30,7 +30,7 @@ pub use adamw::{AdamWRule, adamw, squared_sum};
 pub use attention_softmax::attention_softmax;
 pub use inference::{LINEAR_ROWS_MAX, RopeTable, cached_attention, linear, linear_add, linear_decoding, norm_linear_swiglu, rope_into, tied_head, tied_head_decoding};
 pub use packed::{PACKED_ROWS_MAX, PACKED_ROWS_MIN, PackedLayer, pack, packing_applies};
-pub use qkv::{QkvWeights, norm_linear_qkv};
+pub use qkv::{DecodeWeights, QkvWeights, norm_linear_qkv};
 pub use matmul::{matmul, matmul2, matmul4};
 pub use rms_norm::rms_norm;
 pub use rope::rope;

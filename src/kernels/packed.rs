@@ -14,9 +14,12 @@ use burn::backend::{Backend, DType, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
+#[cfg(target_arch = "x86_64")]
+use super::host::has_avx512f;
 use super::host::f32_values;
-use super::threads::{filled_rows, for_each_row};
-use super::{Kernel, enabled};
+use super::threads::{CHUNK, filled_rows, rows_on_threads};
+use super::inference::optional_input;
+use super::{Kernel, applies_on_cpu, enabled};
 
 /// Output columns per packed block: one AVX-512 vector of f32.
 pub const BLOCK: usize = 16;
@@ -61,9 +64,14 @@ impl PackedOps for Flex {
         let n = blocks * BLOCK;
         let (x, w) = (f32_values(&x), f32_values(&packed));
         // Block by block (`[rows][16]` each, split across threads), then rows as stored.
+        // Threaded as `rows_product` is, by the weight's size: a few rows' output is small.
         let mut by_block = vec![0.0f32; blocks * rows * BLOCK];
-        for_each_row(&mut by_block, rows * BLOCK, |block, out| block_product(&x, &w[block * k * BLOCK..(block + 1) * k * BLOCK], rows, k, out));        let bias = has_bias.then(|| f32_values(&bias));
+        rows_on_threads(&mut by_block, rows * BLOCK, k * n > CHUNK, |block, out| {
+            block_product(&x, &w[block * k * BLOCK..(block + 1) * k * BLOCK], rows, k, out);
+        });
+        let bias = has_bias.then(|| f32_values(&bias));
         let residual = has_residual.then(|| f32_values(&residual));
+        assert!(bias.as_ref().is_none_or(|b| b.len() == n) && residual.as_ref().is_none_or(|r| r.len() == rows * n), "bias or residual of another size than [{rows}, {n}]");
         let mut out = vec![0.0f32; rows * n];
         for (row, out) in out.chunks_exact_mut(n).enumerate() {
             for (block, out) in out.chunks_exact_mut(BLOCK).enumerate() {
@@ -83,7 +91,7 @@ impl PackedOps for Flex {
 /// `out[r][j]` = `x[r] · block[..][j]` for one packed block `[k][16]`, `rows` at most 16.
 fn block_product(x: &[f32], block: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if has_avx512f() {
         // SAFETY: the CPU has the feature the function is compiled for (checked above).
         return unsafe { block_product_avx512(x, block, rows, k, out) };
     }
@@ -137,7 +145,7 @@ fn block_product_avx512(x: &[f32], block: &[f32], rows: usize, k: usize, out: &m
 /// with AVX-512, `linear_rows` (the few-row products' switch) on.
 pub fn packing_applies(device: &Device) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let avx512 = has_avx512f();
     #[cfg(not(target_arch = "x86_64"))]
     let avx512 = false;
     avx512 && enabled(Kernel::LinearRows) && crate::device::is_cpu(device)
@@ -147,7 +155,7 @@ pub fn packing_applies(device: &Device) -> bool {
 /// whole number of blocks.
 pub fn pack(weight: Tensor<2>, transposed: bool) -> Option<Tensor<3>> {
     let n = weight.dims()[if transposed { 0 } else { 1 }];
-    if !packing_applies(&weight.device()) || n % BLOCK != 0 || weight.dtype() != DType::F32 {
+    if !packing_applies(&weight.device()) || n % BLOCK != 0 || weight.dtype() != DType::F32 || weight.is_autodiff() {
         return None;
     }
     Some(Tensor::from_dispatch(<Dispatch as PackedOps>::pack(weight.into_dispatch(), transposed)))
@@ -173,18 +181,17 @@ impl PackedLayer {
     }
 }
 
-/// `x` `[rows, k]` times `packed`, plus `bias` and `residual` where given, when it applies
-/// (`linear_rows`' switch on, `rows` from [`PACKED_ROWS_MIN`] to [`PACKED_ROWS_MAX`], f32, not under autodiff); else `None`.
+/// `x` `[rows, k]` times `packed`, plus `bias` `[n]` and `residual` `[rows, n]` where given, when
+/// it applies (the CPU backend, `linear_rows`' switch on, `rows` from [`PACKED_ROWS_MIN`] to
+/// [`PACKED_ROWS_MAX`], f32, not under autodiff); else `None`.
 pub(super) fn packed_product(x: &Tensor<2>, packed: Option<&Tensor<3>>, bias: Option<Tensor<1>>, residual: Option<Tensor<2>>) -> Option<Tensor<2>> {
     let packed = packed?;
     let rows = x.dims()[0];
-    if !enabled(Kernel::LinearRows) || !(PACKED_ROWS_MIN..=PACKED_ROWS_MAX).contains(&rows) || x.is_autodiff() || x.dtype() != DType::F32 || !crate::device::is_cpu(&x.device()) {
+    if !applies_on_cpu(Kernel::LinearRows, x) || !(PACKED_ROWS_MIN..=PACKED_ROWS_MAX).contains(&rows) {
         return None;
     }
-    let n = packed.dims()[0] * BLOCK;
-    let placeholder = || Tensor::<1>::zeros([1], &x.device()).into_dispatch();
-    let (bias, has_bias) = bias.map_or_else(|| (placeholder(), false), |b| (b.into_dispatch(), true));
-    let (residual, has_residual) = residual.map_or_else(|| (placeholder(), false), |r| (r.reshape([rows * n]).into_dispatch(), true));
+    let (bias, has_bias) = optional_input(bias, x);
+    let (residual, has_residual) = optional_input(residual, x);
     let out = <Dispatch as PackedOps>::packed_rows(x.clone().into_dispatch(), packed.clone().into_dispatch(), bias, has_bias, residual, has_residual);
     Some(Tensor::from_dispatch(out))
 }

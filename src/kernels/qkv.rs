@@ -96,28 +96,29 @@ impl QkvWeights {
     }
 }
 
+/// What a decode step derives from a layer's weights, once per KV cache: on wgpu the joined
+/// q/k/v weight ([`QkvWeights`], made by the first step that takes it), on the CPU the packed
+/// projections (`packed.rs`, made with the cache where they apply).
+#[derive(Debug, Clone, Default)]
+pub struct DecodeWeights {
+    pub qkv: Option<QkvWeights>,
+    pub packed: Option<PackedLayer>,
+}
+
 /// A decode step's queries `[batch, heads, len, head_dim]` (rotated), keys (rotated) and values
 /// for `x` `[batch, len, in]` normed by `norm` through `wq`, `wk`, `wv`; the keys and values
 /// written into `caches` `[batch, kv_heads, capacity, head_dim]` at `pos_start`, the cache's
-/// length (in place on wgpu). One `linear_qkv.wgsl` dispatch on few rows (as [`linear`](super::linear)), its
-/// weights `joined` by the first step that takes it; else [`rms_norm`], then [`linear`](super::linear) (from
-/// the `packed` weights where given: [`linear_decoding`]) and [`rope_into`] for each.
-pub fn norm_linear_qkv(
-    x: Tensor<3>,
-    norm: &RmsNorm,
-    [wq, wk, wv]: [&Linear; 3],
-    caches: (Tensor<4>, Tensor<4>),
-    joined: &mut Option<QkvWeights>,
-    packed: Option<&PackedLayer>,
-    rope: &RopeTable,
-    pos_start: usize,
-) -> [Tensor<4>; 3] {
+/// length (in place on wgpu). One `linear_qkv.wgsl` dispatch on few rows (as
+/// [`linear`](super::linear)), its weights joined into `derived` by the first step that takes
+/// it; else [`rms_norm`], then [`linear`](super::linear) (from `derived`'s packed weights where
+/// it has them: [`linear_decoding`]) and [`rope_into`] for each.
+pub fn norm_linear_qkv(x: Tensor<3>, norm: &RmsNorm, [wq, wk, wv]: [&Linear; 3], caches: (Tensor<4>, Tensor<4>), derived: &mut DecodeWeights, rope: &RopeTable, pos_start: usize) -> [Tensor<4>; 3] {
     let [b, t, k] = x.dims();
     let (k_cache, v_cache) = caches;
     let [_, _, _, head_dim] = k_cache.dims();
     let heads = wq.weight.dims()[1] / head_dim;
     if few_rows_apply(Kernel::LinearQkv, &x, b * t) {
-        let weights = joined.get_or_insert_with(|| QkvWeights::new(norm, [wq, wk, wv]));
+        let weights = derived.qkv.get_or_insert_with(|| QkvWeights::new(norm, [wq, wk, wv]));
         let at = QkvAt { heads, pos_start, eps: norm.epsilon as f32 };
         let (q, k_cache, v_cache) = <Dispatch as FusedQkv>::linear_qkv(
             k_cache.into_dispatch(),
@@ -132,7 +133,7 @@ pub fn norm_linear_qkv(
     }
     let q = Tensor::empty([b, heads, t, head_dim], &x.device());
     let h = rms_norm(x, norm);
-    let packed = |p: fn(&PackedLayer) -> &Option<Tensor<3>>| packed.and_then(|layer| p(layer).as_ref());
+    let packed = |p: fn(&PackedLayer) -> &Option<Tensor<3>>| derived.packed.as_ref().and_then(|layer| p(layer).as_ref());
     [
         rope_into(q, linear_decoding(h.clone(), wq, packed(|p| &p.q), None), rope, 0, pos_start, true),
         rope_into(k_cache, linear_decoding(h.clone(), wk, packed(|p| &p.k), None), rope, pos_start, pos_start, true),

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::kernels::{PackedLayer, QkvWeights, RopeTable};
+use crate::kernels::{DecodeWeights, RopeTable};
 
 /// Added to attention scores that must not be attended to. Finite, so a query with no
 /// visible key (a left pad) gets a uniform, harmless distribution instead of NaN.
@@ -18,11 +18,10 @@ pub const MASKED: f32 = -1e9;
 pub struct KvCache {
     pub(super) capacity: usize,
     pub(super) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    /// Each layer's attention-input weights joined for one dispatch, once a step takes it.
-    pub(super) qkv: Vec<Option<QkvWeights>>,
-    /// On the CPU, for batches of 9 to 16 rows, each layer's projections and the output head
-    /// packed for their products (`kernels::pack`), once per cache.
-    pub(super) packed: Vec<Option<PackedLayer>>,
+    /// What each layer's decode steps derive from its weights: on wgpu its attention inputs'
+    /// weights joined for one dispatch, on the CPU for batches of 9 to 16 rows its projections
+    /// packed (`kernels::pack`), as is the output head.
+    pub(super) derived: Vec<DecodeWeights>,
     pub(super) packed_head: Option<Tensor<3>>,
     pub(super) rope: Option<RopeTable>,
     pub(super) len: usize,
@@ -32,7 +31,7 @@ impl KvCache {
     /// An empty cache for up to `capacity` positions (prompt and generated tokens together);
     /// its tensors are allocated by the first forward that uses it.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, layers: Vec::new(), qkv: Vec::new(), packed: Vec::new(), packed_head: None, rope: None, len: 0 }
+        Self { capacity, layers: Vec::new(), derived: Vec::new(), packed_head: None, rope: None, len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -45,6 +44,11 @@ impl KvCache {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Whether its decode steps multiply from packed weights (`kernels::pack`).
+    pub fn is_packed(&self) -> bool {
+        self.packed_head.is_some() && self.derived.iter().all(|d| d.packed.is_some())
     }
 }
 

@@ -10,7 +10,7 @@ use super::attention::{KvCache, causal_bias, padded_bias, rope_table};
 use super::lora::{Adapter, BlockAdapters};
 use crate::config::LoraTarget;
 use crate::error::Result;
-use crate::kernels::{self, PackedLayer, QkvWeights, RopeTable};
+use crate::kernels::{self, DecodeWeights, PackedLayer, RopeTable};
 use crate::readback;
 
 #[derive(Module, Debug)]
@@ -119,8 +119,7 @@ impl Block {
         rope: &RopeTable,
         bias: &Tensor<4>,
         layer: &mut Option<(Tensor<4>, Tensor<4>)>,
-        qkv: &mut Option<QkvWeights>,
-        packed: Option<&PackedLayer>,
+        derived: &mut DecodeWeights,
         start: usize,
         shape: (usize, usize, usize),
     ) -> Tensor<3> {
@@ -128,7 +127,7 @@ impl Block {
         let [b, t, _] = x.dims();
         let (k_cache, v_cache) = layer.take().expect("KV cache allocated before the first block");
         let [q, k_cache, v_cache] = if [LoraTarget::Q, LoraTarget::K, LoraTarget::V].iter().all(|&p| self.adapter(p).is_none()) {
-            kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), qkv, packed, rope, start)
+            kernels::norm_linear_qkv(x.clone(), &self.attn_norm, [&self.wq, &self.wk, &self.wv], (k_cache, v_cache), derived, rope, start)
         } else {
             let q = Tensor::empty([b, n_heads, t, hd], &x.device());
             let h = kernels::rms_norm(x.clone(), &self.attn_norm);
@@ -140,6 +139,7 @@ impl Block {
         };
         let attn = kernels::cached_attention(q, &k_cache, &v_cache, bias, start + t);
         *layer = Some((k_cache, v_cache));
+        let packed = derived.packed.as_ref();
         let x = self.project_add(LoraTarget::O, attn, x, packed.and_then(|p| p.o.as_ref()));
         let gated = match (self.adapter(LoraTarget::Gate), self.adapter(LoraTarget::Up)) {
             (None, None) => kernels::norm_linear_swiglu(x.clone(), &self.mlp_norm, &self.w_gate, &self.w_up, packed),
@@ -249,11 +249,13 @@ impl Model {
         if cache.layers.is_empty() {
             let shape = [b, self.n_kv_heads, cache.capacity, self.head_dim];
             cache.layers = self.blocks.iter().map(|_| Some((Tensor::zeros(shape, &device), Tensor::zeros(shape, &device)))).collect();
-            cache.qkv = vec![None; self.blocks.len()];
+            cache.derived = vec![DecodeWeights::default(); self.blocks.len()];
             cache.rope = Some(rope_table(cache.capacity, self.head_dim, self.rope_theta, &device));
             // A decode step's rows are the batch's: packed weights pay for 9 to 16 of them.
             if (kernels::PACKED_ROWS_MIN..=kernels::PACKED_ROWS_MAX).contains(&b) && kernels::packing_applies(&device) {
-                cache.packed = self.blocks.iter().map(Block::packed).collect();
+                for (derived, block) in cache.derived.iter_mut().zip(&self.blocks) {
+                    derived.packed = block.packed();
+                }
                 cache.packed_head = match &self.lm_head {
                     Some(head) => kernels::pack(head.weight.val(), false),
                     None => kernels::pack(self.embed.weight.val(), true),
@@ -263,9 +265,8 @@ impl Model {
         let rope = cache.rope.clone().expect("rotation table made with the cache");
         let shape = (self.n_heads, self.n_kv_heads, self.head_dim);
         let mut x = self.embed.forward(tokens);
-        for (i, ((block, layer), qkv)) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(cache.qkv.iter_mut()).enumerate() {
-            let packed = cache.packed.get(i).and_then(Option::as_ref);
-            x = block.forward_cached(x, &rope, &bias, layer, qkv, packed, start, shape);
+        for ((block, layer), derived) in self.blocks.iter().zip(cache.layers.iter_mut()).zip(cache.derived.iter_mut()) {
+            x = block.forward_cached(x, &rope, &bias, layer, derived, start, shape);
         }
         cache.len += t;
         kernels::rms_norm(x, &self.norm)

@@ -221,7 +221,7 @@ async fn norm_linear_qkv_matches(device: &Device, rng: &mut Rng) {
                 let kc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
                 let vc = tensor(cache.clone(), [batch, kv_heads, cap, hd], device);
                 let x = tensor(x.clone(), [batch, len, k], device);
-                let [q, kc, vc] = norm_linear_qkv(x, &norm, [&wq, &wk, &wv], (kc, vc), &mut None, None, &table, offset);
+                let [q, kc, vc] = norm_linear_qkv(x, &norm, [&wq, &wk, &wv], (kc, vc), &mut Default::default(), &table, offset);
                 Tensor::cat(vec![q.reshape([-1]), kc.reshape([-1]), vc.reshape([-1])], 0)
             };
             let (a, b) = both(run).await;
@@ -634,18 +634,27 @@ async fn packed_products_match(device: &Device, rng: &mut Rng) {
     let diff = relative(both(|| tied_head_decoding(tensor(hidden.clone(), [rows, d], device), table.clone(), Some(&packed))).await);
     eprintln!("packed tied head [{rows}, {d}] x [{vocab}, {d}]^T: {diff:.1e}");
     assert!(diff < 1e-5, "packed tied head differs by {diff} (relative)");
-    // Twelve rows of a tiny model (every width a multiple of 16), prefill and three steps.
-    let model = sgpo::config::ModelConfig::tiny(256).init(3, device);
-    let prompts: Vec<Vec<i32>> = (0..12).map(|r| (0..5).map(|i| ((r * 7 + i * 3) % 256) as i32).collect()).collect();
-    let steps: Vec<Vec<i32>> = (0..3).map(|s| (0..12).map(|r| ((r * 5 + s * 11) % 256) as i32).collect()).collect();
-    let pads: Vec<usize> = (0..12).map(|r| r % 3).collect();
-    let decode = || async { model.forced_decode_logits(&prompts, &pads, &steps, device).await.unwrap() };
-    sgpo::kernels::set_enabled(true);
-    let packed = decode().await;
-    sgpo::kernels::set_enabled(false);
-    let plain = decode().await;
-    sgpo::kernels::set_enabled(true);
-    let diff = relative((packed, plain));
-    eprintln!("tiny model, cached decode of 12 rows from packed weights: {diff:.1e}");
-    assert!(diff < 1e-5, "the cached decode from packed weights differs by {diff} (relative)");
+    // Twelve rows of a tiny model (every width a multiple of 16), prefill and three steps, with
+    // the head tied and, with attention biases, untied.
+    let tied = sgpo::config::ModelConfig::tiny(256);
+    let untied = sgpo::config::ModelConfig { tie_embeddings: false, attention_bias: true, ..tied.clone() };
+    for config in [tied, untied] {
+        let model = config.init(3, device);
+        let prompts: Vec<Vec<i32>> = (0..12).map(|r| (0..5).map(|i| ((r * 7 + i * 3) % 256) as i32).collect()).collect();
+        let steps: Vec<Vec<i32>> = (0..3).map(|s| (0..12).map(|r| ((r * 5 + s * 11) % 256) as i32).collect()).collect();
+        let pads: Vec<usize> = (0..12).map(|r| r % 3).collect();
+        let mut cache = sgpo::model::KvCache::new(8);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(prompts.concat(), [12, 5]), device);
+        drop(model.last_logits(ids, sgpo::model::padded_bias(&vec![vec![true; 5]; 12], 5, device), Some(&mut cache)));
+        assert!(cache.is_packed(), "a cache for twelve rows packs the weights");
+        let decode = || async { model.forced_decode_logits(&prompts, &pads, &steps, device).await.unwrap() };
+        sgpo::kernels::set_enabled(true);
+        let packed = decode().await;
+        sgpo::kernels::set_enabled(false);
+        let plain = decode().await;
+        sgpo::kernels::set_enabled(true);
+        let diff = relative((packed, plain));
+        eprintln!("tiny model (tied head {}), cached decode of 12 rows from packed weights: {diff:.1e}", config.tie_embeddings);
+        assert!(diff < 1e-5, "the cached decode from packed weights differs by {diff} (relative)");
+    }
 }
