@@ -220,7 +220,7 @@ impl Engine {
         let mut events: Vec<Event> = Vec::new();
         let result = self.pipeline.step(&mut |e| events.push(e)).await;
         self.check_device()?;
-        result.map_err(js_err)?;
+        result.map_err(|e| self.gpu_error(e))?;
         to_js(&events)
     }
 
@@ -231,7 +231,7 @@ impl Engine {
         let mut events: Vec<Event> = Vec::new();
         let result = self.pipeline.flush(&mut |e| events.push(e)).await;
         self.check_device()?;
-        result.map_err(js_err)?;
+        result.map_err(|e| self.gpu_error(e))?;
         to_js(&events)
     }
 
@@ -239,7 +239,7 @@ impl Engine {
     /// sft_model?: Uint8Array, position}`.
     /// The files are a native run's `checkpoint-N/` directory.
     pub async fn snapshot(&self) -> Result<JsValue, JsValue> {
-        let snapshot = self.pipeline.snapshot().await.map_err(js_err)?;
+        let snapshot = self.pipeline.snapshot().await.map_err(|e| self.gpu_error(e))?;
         let files = snapshot.checkpoint.files().into_iter().map(|(name, bytes)| (name.to_string(), ByteBuf::from(bytes))).collect();
         to_js(&JsSnapshot {
             files,
@@ -265,7 +265,7 @@ impl Engine {
         let policy = self.pipeline.policy();
         let decoder = Decoder { batch_size: 1, ..Decoder::new(&policy, self.pipeline.tokenizer(), &self.device) };
         let sampling = SamplingConfig::greedy(self.pipeline.config.max_new_tokens.max(24));
-        let out = decoder.answer(&[prompt], &sampling, &mut Rng::new(0)).await.map_err(js_err)?;
+        let out = decoder.answer(&[prompt], &sampling, &mut Rng::new(0)).await.map_err(|e| self.gpu_error(e))?;
         Ok(out.into_iter().next().unwrap_or_default())
     }
 
@@ -273,6 +273,18 @@ impl Engine {
     pub fn lose_device(&self) {
         if let Some(gpu) = &self.gpu {
             gpu.device.destroy();
+        }
+    }
+
+    /// An error of work on the GPU, reported as the device's loss (`device lost (..)`) where it
+    /// is one: wgpu's lost-device callback can run after the read-back that the loss broke, whose
+    /// error then names the destroyed device while the flag is still unset.
+    fn gpu_error(&self, e: impl std::fmt::Display) -> JsValue {
+        let message = e.to_string();
+        let destroyed = message.to_lowercase().contains("device was destroyed");
+        match &self.gpu {
+            Some(gpu) if destroyed || gpu.lost.lock().expect("lost flag").is_some() => js_err(format!("device lost ({message})")),
+            _ => js_err(message),
         }
     }
 
