@@ -7,7 +7,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 
-use super::host::{dot, exp_in_place, exp_shifted, f32_values, owned_f32, rows_product, rows_product_transposed, values_mut};
+use super::host::{add_bias_and_residual, dot, exp_in_place, exp_shifted, f32_values, owned_f32, rows_product, rows_product_transposed, values_mut};
 use super::threads::{filled_rows, for_each_row};
 use super::inference::DecodeOps;
 
@@ -32,13 +32,8 @@ impl DecodeOps for Flex {
         let [rows, k] = x.layout().shape().dims::<2>();
         let n = weight.layout().shape().dims::<2>()[1];
         let mut out = rows_product(&f32_values(&x), &f32_values(&weight), rows, k, n);
-        if has_bias {
-            let bias = f32_values(&bias);
-            out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(bias.iter()).for_each(|(o, b)| *o += b));
-        }
-        if has_residual {
-            out.iter_mut().zip(f32_values(&residual).iter()).for_each(|(o, r)| *o += r);
-        }
+        let (bias, residual) = (has_bias.then(|| f32_values(&bias)), has_residual.then(|| f32_values(&residual)));
+        add_bias_and_residual(&mut out, n, bias.as_deref(), residual.as_deref());
         FlexTensor::from_data(TensorData::new(out, [rows, n]))
     }
 

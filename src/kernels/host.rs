@@ -57,6 +57,18 @@ pub fn has_avx512f() -> bool {
 }
 
 
+/// `out` `[rows, n]` plus `bias` `[n]` on every row and plus `residual` `[rows, n]`, where
+/// given: a projection's epilogue on the CPU (`linear_rows`' twin, the packed products).
+pub fn add_bias_and_residual(out: &mut [f32], n: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) {
+    assert!(bias.is_none_or(|b| b.len() == n) && residual.is_none_or(|r| r.len() == out.len()), "bias or residual of another size than [{}, {n}]", out.len() / n.max(1));
+    if let Some(bias) = bias {
+        out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(bias).for_each(|(o, b)| *o += b));
+    }
+    if let Some(residual) = residual {
+        out.iter_mut().zip(residual).for_each(|(o, r)| *o += r);
+    }
+}
+
 /// `a · b`, in [`DOT_LANES`] running sums (a loop over one sum cannot be vectorised: float
 /// addition is not associative, so the compiler keeps its order).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

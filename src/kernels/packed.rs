@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 #[cfg(target_arch = "x86_64")]
 use super::host::has_avx512f;
-use super::host::f32_values;
+use super::host::{add_bias_and_residual, f32_values};
 use super::threads::{CHUNK, filled_rows, rows_on_threads};
 use super::inference::optional_input;
 use super::{Kernel, applies_on_cpu, enabled};
@@ -69,21 +69,14 @@ impl PackedOps for Flex {
         rows_on_threads(&mut by_block, rows * BLOCK, k * n > CHUNK, |block, out| {
             block_product(&x, &w[block * k * BLOCK..(block + 1) * k * BLOCK], rows, k, out);
         });
-        let bias = has_bias.then(|| f32_values(&bias));
-        let residual = has_residual.then(|| f32_values(&residual));
-        assert!(bias.as_ref().is_none_or(|b| b.len() == n) && residual.as_ref().is_none_or(|r| r.len() == rows * n), "bias or residual of another size than [{rows}, {n}]");
         let mut out = vec![0.0f32; rows * n];
         for (row, out) in out.chunks_exact_mut(n).enumerate() {
             for (block, out) in out.chunks_exact_mut(BLOCK).enumerate() {
                 out.copy_from_slice(&by_block[(block * rows + row) * BLOCK..][..BLOCK]);
             }
-            if let Some(bias) = &bias {
-                out.iter_mut().zip(bias.iter()).for_each(|(o, b)| *o += b);
-            }
-            if let Some(residual) = &residual {
-                out.iter_mut().zip(&residual[row * n..(row + 1) * n]).for_each(|(o, r)| *o += r);
-            }
         }
+        let (bias, residual) = (has_bias.then(|| f32_values(&bias)), has_residual.then(|| f32_values(&residual)));
+        add_bias_and_residual(&mut out, n, bias.as_deref(), residual.as_deref());
         FlexTensor::from_data(TensorData::new(out, [rows, n]))
     }
 }

@@ -277,14 +277,7 @@ impl Model {
     pub fn last_logits(&self, tokens: Tensor<2, Int>, bias: Tensor<4>, mut cache: Option<&mut KvCache>) -> Tensor<2> {
         let hidden = self.hidden(tokens, bias, cache.as_deref_mut());
         let [b, t, d] = hidden.dims();
-        let last = hidden.narrow(1, t - 1, 1).reshape([b, d]);
-        match cache.and_then(|c| c.packed_head.as_ref()) {
-            Some(packed) => match &self.lm_head {
-                Some(head) => kernels::linear_decoding(last.unsqueeze(), head, Some(packed), None).reshape([b, self.vocab_size()]),
-                None => kernels::tied_head_decoding(last, self.embed.weight.val(), Some(packed)),
-            },
-            None => self.head(last),
-        }
+        self.head_from(hidden.narrow(1, t - 1, 1).reshape([b, d]), cache.and_then(|c| c.packed_head.as_ref()))
     }
 
     /// The last position's logits of a cached decode, read back: a prefill of `prompts` (rows
@@ -310,14 +303,18 @@ impl Model {
 
     /// The output projection: logits `[rows, vocab]` for hidden states `[rows, d_model]`.
     pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
+        self.head_from(hidden, None)
+    }
+
+    /// [`Model::head`], from its weight `packed` with a decode step's KV cache where given.
+    fn head_from(&self, hidden: Tensor<2>, packed: Option<&Tensor<3>>) -> Tensor<2> {
+        let rows = hidden.dims()[0];
         match &self.lm_head {
+            Some(head) if packed.is_some() => kernels::linear_decoding(hidden.unsqueeze(), head, packed, None).reshape([rows, self.vocab_size()]),
             // A decode step's few rows: burn's product, as measured (the tied head likewise).
-            Some(head) if hidden.dims()[0] <= kernels::LINEAR_ROWS_MAX => head.forward(hidden),
-            Some(head) => {
-                let rows = hidden.dims()[0];
-                kernels::linear(hidden.unsqueeze(), head).reshape([rows, self.vocab_size()])
-            }
-            None => kernels::tied_head(hidden, self.embed.weight.val()),
+            Some(head) if rows <= kernels::LINEAR_ROWS_MAX => head.forward(hidden),
+            Some(head) => kernels::linear(hidden.unsqueeze(), head).reshape([rows, self.vocab_size()]),
+            None => kernels::tied_head_decoding(hidden, self.embed.weight.val(), packed),
         }
     }
 
